@@ -1,0 +1,81 @@
+//! The object-store layer: the only way the filesystem reaches Cloud Storage.
+//!
+//! - [`ObjectStore`] is the trait every backend implements; the layers above hold an
+//!   `Arc<dyn ObjectStore>` and never see SDK or HTTP types.
+//! - `gcs` talks to Cloud Storage (object data through Google's official crate, metadata calls
+//!   through the JSON API).
+//! - `mem::MemStore` keeps objects in memory with GCS's semantics (generations, preconditions,
+//!   delimiter listings, pagination); `fault::FaultStore` wraps any store and injects failures.
+//! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline.
+
+mod error;
+mod types;
+
+pub use error::{ErrorKind, StoreError, StoreResult};
+pub use types::{
+    ByteRange, ByteStream, Generation, ListPage, ListRequest, Metageneration, MetadataPatch,
+    ObjectKey, ObjectMeta, Preconditions, WriteAttrs, WriteSource,
+};
+
+use async_trait::async_trait;
+
+/// An object store with GCS's semantics.
+///
+/// Every method is a single logical GCS call. Implementations must be cheap to share
+/// (`Arc<dyn ObjectStore>`) and safe to call concurrently.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The live generation's metadata. `NotFound` if there is no such object.
+    async fn stat(&self, key: &ObjectKey) -> StoreResult<ObjectMeta>;
+
+    /// One page of a listing, objects and (with a delimiter) prefixes in key order.
+    async fn list(&self, request: &ListRequest) -> StoreResult<ListPage>;
+
+    /// The bytes of `range`, pinned to `generation` when given (a replaced generation gives
+    /// `NotFound`). A range that starts at or past the end yields an empty stream.
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        generation: Option<Generation>,
+        range: ByteRange,
+    ) -> StoreResult<ByteStream>;
+
+    /// Replaces (or creates) the object with `source`'s data; returns the new generation's metadata.
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        source: WriteSource,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta>;
+
+    /// Deletes the live generation.
+    async fn delete(&self, key: &ObjectKey, preconditions: Preconditions) -> StoreResult<()>;
+
+    /// Server-side copy (GCS `rewriteTo`, repeated until done) of `src` (at `src_generation`
+    /// when given) to `dst`; `preconditions` apply to `dst`. The copy keeps `src`'s metadata.
+    async fn copy(
+        &self,
+        src: &ObjectKey,
+        src_generation: Option<Generation>,
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta>;
+
+    /// Concatenates `sources` (at most 32) into `dst`; `preconditions` apply to `dst`.
+    async fn compose(
+        &self,
+        sources: &[ObjectKey],
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta>;
+
+    /// Changes user metadata without touching data; bumps the metageneration.
+    async fn patch_metadata(
+        &self,
+        key: &ObjectKey,
+        patch: &MetadataPatch,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta>;
+}
