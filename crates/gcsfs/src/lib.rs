@@ -1,1 +1,4 @@
+pub mod fs;
+pub mod fuse;
+pub mod mount;
 pub mod store;

@@ -1,0 +1,247 @@
+//! File attributes and how POSIX metadata is stored on objects.
+//!
+//! Mode, owner and mtime live in the custom-metadata keys gcloud itself uses
+//! (`goog-reserved-posix-mode` in octal, `goog-reserved-posix-uid`/`-gid` and
+//! `goog-reserved-file-mtime` in decimal seconds), so they round-trip with `gcloud storage cp
+//! --preserve-posix`. Objects without them get the mount's defaults.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::inode::InodeNo;
+use crate::store::{Generation, ObjectMeta};
+
+pub const MODE_KEY: &str = "goog-reserved-posix-mode";
+pub const UID_KEY: &str = "goog-reserved-posix-uid";
+pub const GID_KEY: &str = "goog-reserved-posix-gid";
+pub const MTIME_KEY: &str = "goog-reserved-file-mtime";
+/// Standard symlink marker (object data is the target), as written by gcloud and gcsfuse ≥ 3.
+pub const SYMLINK_KEY: &str = "goog-reserved-file-is-symlink";
+/// Legacy gcsfuse symlink: the target lives in this metadata key and the data is empty.
+pub const LEGACY_SYMLINK_KEY: &str = "gcsfuse_symlink_target";
+
+/// What an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Attributes as reported to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: InodeNo,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub atime: SystemTime,
+    /// Permission bits only (no file type bits).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Mount-wide defaults for objects without POSIX metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+}
+
+/// The POSIX view of one object generation (or of a local, not yet uploaded file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The live generation this describes; `None` for directories and local files.
+    pub generation: Option<Generation>,
+    pub metageneration: Option<crate::store::Metageneration>,
+    /// Symlink target when `kind == Symlink` and stored in metadata (legacy form).
+    pub legacy_symlink_target: Option<String>,
+}
+
+impl Stat {
+    /// A directory (markers carry no useful attributes; implicit ones have none at all).
+    pub fn dir(now: SystemTime) -> Self {
+        Stat {
+            kind: Kind::Dir,
+            size: 0,
+            mtime: now,
+            ctime: now,
+            perm: None,
+            uid: None,
+            gid: None,
+            generation: None,
+            metageneration: None,
+            legacy_symlink_target: None,
+        }
+    }
+
+    /// A new, empty local file.
+    pub fn new_file(now: SystemTime, perm: Option<u16>) -> Self {
+        Stat {
+            kind: Kind::File,
+            perm,
+            ..Stat::dir(now)
+        }
+    }
+
+    /// The POSIX view of an object.
+    pub fn from_object(meta: &ObjectMeta) -> Self {
+        let md = &meta.metadata;
+        let legacy = md.get(LEGACY_SYMLINK_KEY).cloned();
+        let is_symlink = legacy.is_some() || md.get(SYMLINK_KEY).is_some_and(|v| v == "true");
+        let mtime = md
+            .get(MTIME_KEY)
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|secs| u64::try_from(secs).ok())
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap_or(meta.updated);
+        Stat {
+            kind: if is_symlink {
+                Kind::Symlink
+            } else {
+                Kind::File
+            },
+            size: meta.size,
+            mtime,
+            ctime: meta.updated,
+            perm: md
+                .get(MODE_KEY)
+                .and_then(|s| u32::from_str_radix(s, 8).ok())
+                .map(|m| (m & 0o7777) as u16),
+            uid: md.get(UID_KEY).and_then(|s| s.parse().ok()),
+            gid: md.get(GID_KEY).and_then(|s| s.parse().ok()),
+            generation: Some(meta.generation),
+            metageneration: Some(meta.metageneration),
+            legacy_symlink_target: legacy,
+        }
+    }
+
+    /// Attributes for the kernel, defaults filled in.
+    pub fn attr(&self, ino: InodeNo, own: &Ownership) -> Attr {
+        let default_perm = match self.kind {
+            Kind::Dir => own.dir_mode,
+            Kind::File => own.file_mode,
+            Kind::Symlink => 0o777,
+        };
+        Attr {
+            ino,
+            kind: self.kind,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            atime: self.mtime,
+            perm: self.perm.unwrap_or(default_perm),
+            uid: self.uid.unwrap_or(own.uid),
+            gid: self.gid.unwrap_or(own.gid),
+        }
+    }
+}
+
+/// Metadata entries for POSIX attributes explicitly set by the user (mode/uid/gid/mtime).
+pub fn posix_metadata(stat: &Stat) -> BTreeMap<String, String> {
+    let mut md = BTreeMap::new();
+    if let Some(perm) = stat.perm {
+        md.insert(MODE_KEY.to_string(), format!("{perm:o}"));
+    }
+    if let Some(uid) = stat.uid {
+        md.insert(UID_KEY.to_string(), uid.to_string());
+    }
+    if let Some(gid) = stat.gid {
+        md.insert(GID_KEY.to_string(), gid.to_string());
+    }
+    if let Ok(d) = stat.mtime.duration_since(UNIX_EPOCH) {
+        md.insert(MTIME_KEY.to_string(), d.as_secs().to_string());
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Metageneration, ObjectKey};
+
+    fn meta(md: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            key: ObjectKey::new("f").unwrap(),
+            size: 3,
+            generation: Generation(7),
+            metageneration: Metageneration(1),
+            updated: UNIX_EPOCH + Duration::from_secs(1000),
+            crc32c: None,
+            content_type: None,
+            metadata: md
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const OWN: Ownership = Ownership {
+        uid: 1,
+        gid: 2,
+        file_mode: 0o644,
+        dir_mode: 0o755,
+    };
+
+    #[test]
+    fn defaults_without_metadata() {
+        let a = Stat::from_object(&meta(&[])).attr(InodeNo(5), &OWN);
+        assert_eq!((a.perm, a.uid, a.gid, a.size), (0o644, 1, 2, 3));
+        assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(a.kind, Kind::File);
+    }
+
+    #[test]
+    fn posix_metadata_round_trip() {
+        let m = meta(&[
+            (MODE_KEY, "600"),
+            (UID_KEY, "1000"),
+            (GID_KEY, "100"),
+            (MTIME_KEY, "42"),
+        ]);
+        let st = Stat::from_object(&m);
+        let a = st.attr(InodeNo(5), &OWN);
+        assert_eq!((a.perm, a.uid, a.gid), (0o600, 1000, 100));
+        assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(42));
+        let md = posix_metadata(&st);
+        assert_eq!(md.get(MODE_KEY).unwrap(), "600");
+        assert_eq!(md.get(MTIME_KEY).unwrap(), "42");
+    }
+
+    #[test]
+    fn symlink_forms() {
+        assert_eq!(
+            Stat::from_object(&meta(&[(SYMLINK_KEY, "true")])).kind,
+            Kind::Symlink
+        );
+        assert_eq!(
+            Stat::from_object(&meta(&[(SYMLINK_KEY, "false")])).kind,
+            Kind::File
+        );
+        let legacy = Stat::from_object(&meta(&[(LEGACY_SYMLINK_KEY, "t")]));
+        assert_eq!(legacy.kind, Kind::Symlink);
+        assert_eq!(legacy.legacy_symlink_target.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn garbage_metadata_falls_back_to_defaults() {
+        let a = Stat::from_object(&meta(&[
+            (MODE_KEY, "rwx"),
+            (UID_KEY, "-"),
+            (MTIME_KEY, "x"),
+        ]))
+        .attr(InodeNo(5), &OWN);
+        assert_eq!((a.perm, a.uid), (0o644, 1));
+    }
+}

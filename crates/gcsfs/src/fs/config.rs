@@ -1,0 +1,54 @@
+//! Filesystem configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::attr::Ownership;
+use super::read::ReadConfig;
+
+/// How the filesystem behaves. Every field has a default suited to a container mount.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Owner and modes for objects without POSIX metadata. Default: uid/gid 0, 0644 files, 0755 dirs.
+    pub ownership: Ownership,
+    /// Mount only this sub-tree of the bucket (`--only-dir`). Default: "" (the whole bucket).
+    pub only_dir: String,
+    /// Where staging files of files being written live (`--temp-dir`). Default: the system temp dir.
+    pub temp_dir: PathBuf,
+    /// How long attributes and names are cached, here and in the kernel
+    /// (`--metadata-cache-ttl-secs`). Default 60 s; zero disables.
+    pub metadata_ttl: Duration,
+    /// How long a name known not to exist is cached (`--metadata-cache-negative-ttl-secs`).
+    /// Default 5 s; zero disables.
+    pub negative_ttl: Duration,
+    /// Most objects a directory rename may copy (`--rename-dir-limit`); above it rename fails
+    /// with EMFILE. Default 10 000.
+    pub rename_dir_limit: u64,
+    /// Refuse every change (`-o ro`). Default false.
+    pub read_only: bool,
+    /// Objects per listing page. Default 1000 (GCS's maximum).
+    pub list_page_size: u32,
+    /// Read-path tuning.
+    pub read: ReadConfig,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        Self {
+            ownership: Ownership {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o644,
+                dir_mode: 0o755,
+            },
+            only_dir: String::new(),
+            temp_dir: std::env::temp_dir(),
+            metadata_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            rename_dir_limit: 10_000,
+            read_only: false,
+            list_page_size: 1000,
+            read: ReadConfig::default(),
+        }
+    }
+}

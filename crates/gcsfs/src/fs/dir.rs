@@ -1,0 +1,296 @@
+//! Directory listings: `opendir`, `readdir`/`readdirplus`, `releasedir`.
+//!
+//! A [`DirStream`] walks the store's delimiter listing one page at a time, so memory stays
+//! bounded by a page whatever the directory's size. Entry offsets are positions in the sequence
+//! `.`, `..`, listed entries, local-only entries; a stream keeps only the current page, and a
+//! request for an earlier offset restarts the listing (as after `rewinddir`).
+//!
+//! Names: prefixes become directories, objects files (or symlinks). When object `x` and prefix
+//! `x/` both exist the directory wins and the file is listed as `x` + [`CONFLICT_SUFFIX`]. A file
+//! is held back until the listing has passed `x/` (keys between `x` and `x/` sort in between), so
+//! the check works across pages. Names that cannot be paths are skipped with one log line each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::attr::{Attr, Kind, Stat};
+use super::error::{FsError, FsResult};
+use super::names::{self, CONFLICT_SUFFIX};
+use super::{Filesystem, Handle, InodeNo};
+use crate::store::{ListRequest, ObjectMeta};
+
+/// One directory entry as handed to the kernel.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: InodeNo,
+    /// Offset of the entry after this one (what the kernel passes back to continue).
+    pub offset: u64,
+    pub kind: Kind,
+    pub name: String,
+    /// Attributes, for readdirplus (not for `.` and `..`).
+    pub attr: Option<Attr>,
+}
+
+/// A child found in the listing, before it becomes an inode.
+enum Listed {
+    Dir(String),
+    File(String, ObjectMeta),
+}
+
+/// Iteration state of one open directory handle.
+#[derive(Debug)]
+pub struct DirStream {
+    ino: InodeNo,
+    parent: InodeNo,
+    prefix: String,
+    /// Entries starting at offset `buffer_start`.
+    buffer: Vec<DirEntry>,
+    buffer_start: u64,
+    next_token: Option<String>,
+    listing_done: bool,
+    finished: bool,
+    /// Files whose `name/` prefix may still appear.
+    held: Vec<(String, ObjectMeta)>,
+    /// Local-only children not yet seen in the listing (emitted at the end).
+    local_pending: HashMap<String, (InodeNo, Kind)>,
+}
+
+impl DirStream {
+    fn restart(&mut self, local: Vec<(String, InodeNo, Kind)>) {
+        self.buffer.clear();
+        self.buffer_start = 0;
+        self.next_token = None;
+        self.listing_done = false;
+        self.finished = false;
+        self.held.clear();
+        self.local_pending = local.into_iter().map(|(n, i, k)| (n, (i, k))).collect();
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.buffer_start + self.buffer.len() as u64
+    }
+}
+
+impl Filesystem {
+    /// Opens directory `ino` for listing.
+    pub fn opendir(&self, ino: InodeNo) -> FsResult<u64> {
+        let (prefix, parent, local) = {
+            let mut table = self.inodes.lock().unwrap();
+            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            if inode.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            inode.open_handles += 1;
+            (inode.key.clone(), inode.parent, table.local_children(ino))
+        };
+        let mut stream = DirStream {
+            ino,
+            parent,
+            prefix,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            next_token: None,
+            listing_done: false,
+            finished: false,
+            held: Vec::new(),
+            local_pending: HashMap::new(),
+        };
+        stream.restart(local);
+        Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handles.lock().unwrap().remove(&fh);
+        let Some(Handle::Dir(stream)) = handle else {
+            return Err(FsError::BadHandle);
+        };
+        let ino = stream.try_lock().map(|s| s.ino).ok();
+        if let Some(ino) = ino {
+            let mut table = self.inodes.lock().unwrap();
+            if let Some(inode) = table.get_mut(ino) {
+                inode.open_handles = inode.open_handles.saturating_sub(1);
+            }
+            table.maybe_evict(ino);
+        }
+        Ok(())
+    }
+
+    /// Entries of an open directory from `offset` on (at least one page unless the end is
+    /// reached). With `plus`, entries carry attributes and the caller must report which ones
+    /// reached the kernel through [`Filesystem::readdirplus_sent`].
+    pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
+        let stream = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Dir(s)) => s.clone(),
+            _ => return Err(FsError::BadHandle),
+        };
+        let mut s = stream.lock().await;
+        if offset < s.buffer_start {
+            let local = self.inodes.lock().unwrap().local_children(s.ino);
+            s.restart(local);
+        }
+        while s.next_offset() <= offset && !s.finished {
+            // Drop what the kernel has consumed, then fetch more.
+            let keep_from = (offset - s.buffer_start) as usize;
+            let keep_from = keep_from.min(s.buffer.len());
+            s.buffer.drain(..keep_from);
+            s.buffer_start += keep_from as u64;
+            self.fill(&mut s).await?;
+        }
+        let skip = offset.saturating_sub(s.buffer_start) as usize;
+        Ok(s.buffer.iter().skip(skip).cloned().collect())
+    }
+
+    /// Tells the filesystem which readdirplus entries the kernel received (each is a lookup
+    /// reference) and which did not fit.
+    pub fn readdirplus_sent(&self, sent: &[DirEntry], unsent: &[DirEntry]) {
+        let mut table = self.inodes.lock().unwrap();
+        for e in sent.iter().filter(|e| e.attr.is_some()) {
+            if let Some(inode) = table.get_mut(e.ino) {
+                inode.lookups += 1;
+            }
+        }
+        for e in unsent.iter().filter(|e| e.attr.is_some()) {
+            table.maybe_evict(e.ino);
+        }
+    }
+
+    /// Appends the next batch of entries to the stream's buffer.
+    async fn fill(&self, s: &mut DirStream) -> FsResult<()> {
+        if s.next_offset() == 0 {
+            let (dir, parent) = (s.ino, s.parent);
+            push(s, dir, Kind::Dir, ".".into(), None);
+            push(s, parent, Kind::Dir, "..".into(), None);
+            return Ok(());
+        }
+        if s.listing_done {
+            let mut local: Vec<_> = s.local_pending.drain().collect();
+            local.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, (ino, kind)) in local {
+                let attr = self.attr_of(ino);
+                push(s, ino, kind, name, attr);
+            }
+            s.finished = true;
+            return Ok(());
+        }
+        let request = ListRequest {
+            prefix: s.prefix.clone(),
+            delimiter: Some("/".into()),
+            page_token: s.next_token.clone(),
+            max_results: Some(self.config.list_page_size),
+            start_offset: None,
+        };
+        let page = self.store.list(&request).await?;
+        s.next_token = page.next_page_token;
+        s.listing_done = s.next_token.is_none();
+
+        // Merge objects and prefixes in key order.
+        let mut listed = Vec::with_capacity(page.objects.len() + page.prefixes.len());
+        let mut objects = page.objects.into_iter().peekable();
+        let mut prefixes = page.prefixes.into_iter().peekable();
+        loop {
+            let take_object = match (objects.peek(), prefixes.peek()) {
+                (Some(o), Some(p)) => o.key.as_str() < p.as_str(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_object {
+                let o = objects.next().expect("peeked");
+                let key = o.key.as_str().to_string();
+                self.release_held(s, &key, &mut listed);
+                if key == s.prefix {
+                    if o.size > 0 {
+                        tracing::warn!(key, "directory marker holds data; its data is not shown");
+                    }
+                    continue;
+                }
+                let name = key[s.prefix.len()..].to_string();
+                if let Err(why) = names::check_component(&name) {
+                    tracing::warn!(key, ?why, "object name is not a valid path; skipped");
+                    continue;
+                }
+                s.held.push((name, o));
+            } else {
+                let p = prefixes.next().expect("peeked");
+                self.release_held(s, &p, &mut listed);
+                let name = p[s.prefix.len()..p.len() - 1].to_string();
+                if let Err(why) = names::check_component(&name) {
+                    tracing::warn!(prefix = p, ?why, "prefix is not a valid path; skipped");
+                    continue;
+                }
+                if let Some(i) = s.held.iter().position(|(n, _)| *n == name) {
+                    let (n, meta) = s.held.remove(i);
+                    listed.push(Listed::File(format!("{n}{CONFLICT_SUFFIX}"), meta));
+                }
+                listed.push(Listed::Dir(name));
+            }
+        }
+        if s.listing_done {
+            listed.extend(s.held.drain(..).map(|(n, m)| Listed::File(n, m)));
+        }
+        self.add_listed(s, listed);
+        Ok(())
+    }
+
+    /// Moves held files that can no longer meet their `name/` prefix (the listing passed it).
+    fn release_held(&self, s: &mut DirStream, next_key: &str, out: &mut Vec<Listed>) {
+        let prefix_len = s.prefix.len();
+        let mut i = 0;
+        while i < s.held.len() {
+            let dir_key = format!("{}{}/", &s.prefix[..prefix_len], s.held[i].0);
+            if dir_key.as_str() < next_key {
+                let (n, m) = s.held.remove(i);
+                out.push(Listed::File(n, m));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Turns listed children into inodes and entries.
+    fn add_listed(&self, s: &mut DirStream, listed: Vec<Listed>) {
+        let valid = self.now() + self.config.metadata_ttl;
+        let own = self.ownership();
+        let mut entries = Vec::with_capacity(listed.len());
+        {
+            let mut table = self.inodes.lock().unwrap();
+            for item in listed {
+                let (name, key, stat, meta) = match item {
+                    Listed::Dir(name) => {
+                        let key = names::dir_prefix(&names::join(&s.prefix, &name));
+                        (name, key, Stat::dir(SystemTime::now()), None)
+                    }
+                    Listed::File(name, meta) => {
+                        let key = meta.key.as_str().to_string();
+                        (name, key, Stat::from_object(&meta), Some(meta))
+                    }
+                };
+                s.local_pending.remove(&name);
+                let ino = table.upsert_child(s.ino, &name, key, stat, meta, valid);
+                let inode = table.get(ino).expect("just inserted");
+                entries.push((ino, inode.kind(), name, inode.stat.attr(ino, &own)));
+            }
+        }
+        for (ino, kind, name, attr) in entries {
+            push(s, ino, kind, name, Some(attr));
+        }
+    }
+
+    fn attr_of(&self, ino: InodeNo) -> Option<Attr> {
+        let table = self.inodes.lock().unwrap();
+        table.get(ino).map(|i| i.stat.attr(ino, &self.ownership()))
+    }
+}
+
+fn push(s: &mut DirStream, ino: InodeNo, kind: Kind, name: String, attr: Option<Attr>) {
+    let offset = s.next_offset() + 1;
+    s.buffer.push(DirEntry {
+        ino,
+        offset,
+        kind,
+        name,
+        attr,
+    });
+}

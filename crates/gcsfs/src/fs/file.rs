@@ -1,0 +1,561 @@
+//! File data operations: `open`, `create`, `read`, `write`, `flush`, `fsync`, `release`,
+//! `setattr`, and the upload that publishes a file's changes.
+//!
+//! Clean files are read through a [`Reader`] pinned to the generation seen at open. The first
+//! change to a file stages its whole contents in a local file ([`Staged`]); reads of a file with
+//! a staging file come from it, whatever handle they use. `flush`, `fsync` and `release` upload
+//! the staging file with `ifGenerationMatch` = the generation the changes are based on (0 for a
+//! new file), so a concurrent change by another writer is detected and never overwritten: the
+//! writer gets ESTALE and its data is kept under `<temp-dir>/gcsfs-conflicts/`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::attr::{self, Kind, Stat};
+use super::error::{FsError, FsResult};
+use super::names::{self, BadName};
+use super::read::{Reader, read_parts};
+use super::write::{FileCell, Staged, WriteState};
+use super::{Entry, Filesystem, Handle, InodeNo};
+use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
+
+/// An open file.
+#[derive(Debug)]
+pub(super) struct FileHandle {
+    ino: InodeNo,
+    cell: Arc<FileCell>,
+    writable: bool,
+    /// Generation and size seen at open (reads of clean data are pinned to it).
+    generation: Option<Generation>,
+    size: u64,
+    reader: Arc<tokio::sync::Mutex<Option<Reader>>>,
+}
+
+/// The result of `open`/`create`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenReply {
+    pub fh: u64,
+    /// The kernel may keep the pages it cached for this file (the generation did not change).
+    pub keep_cache: bool,
+}
+
+/// Attribute changes requested by `setattr`; `None` leaves a field alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
+    pub fh: Option<u64>,
+}
+
+const ACCMODE: i32 = libc::O_ACCMODE;
+
+impl Filesystem {
+    /// Opens file `ino` with open(2) `flags`.
+    pub async fn open(&self, ino: InodeNo, flags: i32) -> FsResult<OpenReply> {
+        let writable = flags & ACCMODE != libc::O_RDONLY;
+        if writable {
+            self.check_writable()?;
+        }
+        // Make sure the attributes (and so the generation we pin) are fresh.
+        self.getattr(ino).await?;
+        let (cell, generation, size, keep_cache) = {
+            let mut table = self.inodes.lock().unwrap();
+            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            match inode.kind() {
+                Kind::Dir => return Err(FsError::IsDir),
+                Kind::Symlink => return Err(FsError::InvalidArgument("open of a symlink")),
+                Kind::File => {}
+            }
+            let generation = inode.stat.generation;
+            let cell = inode
+                .file
+                .get_or_insert_with(|| {
+                    Arc::new(FileCell::new(generation.unwrap_or(Generation::NONE)))
+                })
+                .clone();
+            let keep_cache =
+                !cell.is_dirty() && generation.is_some() && inode.cached_generation == generation;
+            inode.cached_generation = generation;
+            inode.open_handles += 1;
+            (cell, generation, inode.stat.size, keep_cache)
+        };
+        let fh = self.new_handle(Handle::File(FileHandle {
+            ino,
+            cell: cell.clone(),
+            writable,
+            generation,
+            size,
+            reader: Arc::new(tokio::sync::Mutex::new(None)),
+        }));
+        if writable && flags & libc::O_TRUNC != 0 {
+            let r = self
+                .setattr(
+                    ino,
+                    SetAttr {
+                        size: Some(0),
+                        fh: Some(fh),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            if let Err(e) = r {
+                let _ = self.release(ino, fh).await;
+                return Err(e);
+            }
+        }
+        Ok(OpenReply { fh, keep_cache })
+    }
+
+    /// Creates and opens a new file `name` in `parent`. Nothing reaches the bucket until the
+    /// file is flushed (the upload then requires that no object of that name appeared meanwhile).
+    pub async fn create(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, OpenReply)> {
+        self.check_writable()?;
+        match names::check_component(name) {
+            Ok(()) => {}
+            Err(BadName::TooLong) => return Err(FsError::NameTooLong),
+            Err(_) => return Err(FsError::InvalidArgument("file name")),
+        }
+        let perm = (mode & 0o7777) as u16;
+        let now = self.now();
+        let (ino, cell, attr) = {
+            let mut table = self.inodes.lock().unwrap();
+            let p = table.get(parent).ok_or(FsError::NotFound)?;
+            if p.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            if let Some(existing) = table.child(parent, name)
+                && table
+                    .get(existing)
+                    .is_some_and(|i| i.local || i.valid_until > now)
+            {
+                return Err(FsError::Exists);
+            }
+            let key = names::join(&p.key, name);
+            let stored_perm = (perm != self.config.ownership.file_mode).then_some(perm);
+            let ino = table.upsert_child(
+                parent,
+                name,
+                key,
+                Stat::new_file(SystemTime::now(), stored_perm),
+                None,
+                now + self.config.metadata_ttl,
+            );
+            let inode = table.get_mut(ino).expect("just created");
+            let cell = Arc::new(FileCell::new(Generation::NONE));
+            inode.file = Some(cell.clone());
+            inode.local = true;
+            inode.unlinked = false;
+            inode.stat = Stat::new_file(SystemTime::now(), stored_perm);
+            inode.meta = None;
+            inode.lookups += 1;
+            inode.open_handles += 1;
+            (ino, cell, inode.stat.attr(ino, &self.ownership()))
+        };
+        self.forget_missing(parent, name);
+        {
+            let mut st = cell.state.lock().await;
+            st.staged = Some(Staged::empty(&self.config.temp_dir)?);
+            st.base_generation = Generation::NONE;
+            cell.set_dirty(true);
+        }
+        let writable = flags & ACCMODE != libc::O_RDONLY;
+        let fh = self.new_handle(Handle::File(FileHandle {
+            ino,
+            cell,
+            writable,
+            generation: None,
+            size: 0,
+            reader: Arc::new(tokio::sync::Mutex::new(None)),
+        }));
+        Ok((
+            self.entry(attr),
+            OpenReply {
+                fh,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    fn file_handle(
+        &self,
+        fh: u64,
+    ) -> FsResult<(
+        InodeNo,
+        Arc<FileCell>,
+        bool,
+        Option<Generation>,
+        u64,
+        Arc<tokio::sync::Mutex<Option<Reader>>>,
+    )> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::File(h)) => Ok((
+                h.ino,
+                h.cell.clone(),
+                h.writable,
+                h.generation,
+                h.size,
+                h.reader.clone(),
+            )),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let (ino, cell, _, generation, fsize, reader) = self.file_handle(fh)?;
+        {
+            let st = cell.state.lock().await;
+            if let Some(staged) = &st.staged {
+                return Ok(Bytes::from(staged.read_at(offset, size)?));
+            }
+        }
+        let Some(generation) = generation else {
+            // A local file whose staging file is gone (uploaded and released elsewhere).
+            return Err(FsError::Stale("file has no readable generation"));
+        };
+        let plan = {
+            let mut r = reader.lock().await;
+            if r.is_none() {
+                let key = self.key_of(ino)?;
+                *r = Some(Reader::new(
+                    self.store.clone(),
+                    key,
+                    generation,
+                    fsize,
+                    self.config.read.clone(),
+                    self.prefetch_budget.clone(),
+                ));
+            }
+            r.as_mut().expect("set above").plan(offset, size)
+        };
+        read_parts(plan).await
+    }
+
+    /// Writes `data` at `offset` into the file's staging copy.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.check_writable()?;
+        let (ino, cell, writable, generation, _, _) = self.file_handle(fh)?;
+        if !writable {
+            return Err(FsError::BadHandle);
+        }
+        let mut st = cell.state.lock().await;
+        self.ensure_staged(ino, &mut st, generation, None).await?;
+        let staged = st.staged.as_mut().expect("staged above");
+        staged.write_at(offset, data)?;
+        let size = staged.size;
+        cell.set_dirty(true);
+        drop(st);
+        let mut table = self.inodes.lock().unwrap();
+        if let Some(inode) = table.get_mut(ino) {
+            inode.stat.size = size;
+            inode.stat.mtime = SystemTime::now();
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Makes sure `st` holds a staging copy of the file, optionally truncated to `len`.
+    async fn ensure_staged(
+        &self,
+        ino: InodeNo,
+        st: &mut WriteState,
+        pinned: Option<Generation>,
+        len: Option<u64>,
+    ) -> FsResult<()> {
+        if let Some(staged) = st.staged.as_mut() {
+            if let Some(len) = len {
+                staged.set_len(len)?;
+            }
+            return Ok(());
+        }
+        let (key, current, local) = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (inode.key.clone(), inode.stat.generation, inode.local)
+        };
+        // Base the changes on the generation this handle opened (or the latest known).
+        let base = pinned.or(current);
+        let staged = match base {
+            None => {
+                let mut s = Staged::empty(&self.config.temp_dir)?;
+                if let Some(len) = len {
+                    s.set_len(len)?;
+                }
+                s
+            }
+            Some(_) if local => Staged::empty(&self.config.temp_dir)?,
+            Some(g) if len == Some(0) => {
+                st.base_generation = g;
+                Staged::empty(&self.config.temp_dir)?
+            }
+            Some(g) => {
+                st.base_generation = g;
+                let key = ObjectKey::new(key)?;
+                Staged::download(&self.config.temp_dir, self.store.as_ref(), &key, g, len).await?
+            }
+        };
+        st.staged = Some(staged);
+        Ok(())
+    }
+
+    /// `flush` (each close of a file descriptor): uploads pending changes.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let (ino, cell, ..) = self.file_handle(fh)?;
+        self.upload(ino, &cell).await
+    }
+
+    /// `fsync`: uploads pending changes.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await
+    }
+
+    /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
+    /// and is retried at unmount.
+    pub async fn release(&self, ino: InodeNo, fh: u64) -> FsResult<()> {
+        let handle = self.handles.lock().unwrap().remove(&fh);
+        let Some(Handle::File(h)) = handle else {
+            return Err(FsError::BadHandle);
+        };
+        let result = self.upload(ino, &h.cell).await;
+        let last = {
+            let mut table = self.inodes.lock().unwrap();
+            let last = match table.get_mut(ino) {
+                Some(inode) => {
+                    inode.open_handles = inode.open_handles.saturating_sub(1);
+                    inode.open_handles == 0
+                }
+                None => true,
+            };
+            last
+        };
+        if last && !h.cell.is_dirty() {
+            let mut st = h.cell.state.lock().await;
+            if !h.cell.is_dirty() {
+                st.staged = None;
+            }
+        }
+        self.inodes.lock().unwrap().maybe_evict(ino);
+        result
+    }
+
+    /// Publishes the file's staging copy if it has changes.
+    pub(super) async fn upload(&self, ino: InodeNo, cell: &FileCell) -> FsResult<()> {
+        let mut st = cell.state.lock().await;
+        if !cell.is_dirty() {
+            return Ok(());
+        }
+        let (key, unlinked, stat, meta) = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (
+                inode.key.clone(),
+                inode.unlinked,
+                inode.stat.clone(),
+                inode.meta.clone(),
+            )
+        };
+        if unlinked {
+            // Removed while open: its data goes with it, as on a local filesystem.
+            st.staged = None;
+            cell.set_dirty(false);
+            return Ok(());
+        }
+        let Some(staged) = st.staged.as_ref() else {
+            cell.set_dirty(false);
+            return Ok(());
+        };
+        let mut attrs = WriteAttrs::default();
+        if let Some(meta) = &meta {
+            attrs.content_type = meta.content_type.clone();
+            attrs.metadata = meta.metadata.clone();
+        }
+        attrs.metadata.extend(attr::posix_metadata(&stat));
+        let object_key = ObjectKey::new(key.clone())?;
+        let source = WriteSource::File {
+            path: staged.path().to_path_buf(),
+            crc32c: None,
+        };
+        let pre = Preconditions::generation(st.base_generation);
+        match self.store.write(&object_key, source, pre, &attrs).await {
+            Ok(new) => {
+                st.base_generation = new.generation;
+                cell.set_dirty(false);
+                let mut table = self.inodes.lock().unwrap();
+                if let Some(inode) = table.get_mut(ino) {
+                    inode.stat = Stat::from_object(&new);
+                    inode.cached_generation = Some(new.generation);
+                    inode.meta = Some(new);
+                    inode.local = false;
+                    inode.valid_until = self.now() + self.config.metadata_ttl;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                let staged = st.staged.take().expect("checked above");
+                cell.set_dirty(false);
+                let kept = self.keep_conflict(&key, staged);
+                tracing::error!(
+                    key,
+                    kept = ?kept.as_ref().ok(),
+                    "object changed by another writer; this writer's data was not uploaded"
+                );
+                {
+                    let mut table = self.inodes.lock().unwrap();
+                    if let Some(inode) = table.get_mut(ino) {
+                        inode.valid_until = self.now();
+                        if inode.local {
+                            inode.local = false;
+                        }
+                    }
+                }
+                Err(FsError::Stale("object changed by another writer"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves a staging file that lost an upload race to `<temp-dir>/gcsfs-conflicts/`.
+    fn keep_conflict(&self, key: &str, staged: Staged) -> FsResult<std::path::PathBuf> {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let flat: String = key
+            .chars()
+            .map(|c| if c == '/' { '%' } else { c })
+            .collect();
+        let dest = self
+            .config
+            .temp_dir
+            .join("gcsfs-conflicts")
+            .join(format!("{stamp}-{flat}"));
+        staged.persist(&dest)
+    }
+
+    fn key_of(&self, ino: InodeNo) -> FsResult<ObjectKey> {
+        let table = self.inodes.lock().unwrap();
+        let inode = table.get(ino).ok_or(FsError::NotFound)?;
+        Ok(ObjectKey::new(inode.key.clone())?)
+    }
+
+    /// Changes size, mode, owner or times.
+    pub async fn setattr(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
+        let kind = {
+            let table = self.inodes.lock().unwrap();
+            table.get(ino).ok_or(FsError::NotFound)?.kind()
+        };
+        let changes_meta =
+            set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || set.mtime.is_some();
+        if set.size.is_some() || changes_meta {
+            self.check_writable()?;
+        }
+        if kind == Kind::Dir {
+            // Directories have no object to hold attributes (implicit ones have none at all):
+            // changes are accepted and not kept, as gcsfuse does.
+            if set.size.is_some() {
+                return Err(FsError::IsDir);
+            }
+            return self.getattr(ino).await;
+        }
+        if kind == Kind::Symlink && set.size.is_some() {
+            return Err(FsError::InvalidArgument("truncate of a symlink"));
+        }
+        let cell = {
+            let mut table = self.inodes.lock().unwrap();
+            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            let generation = inode.stat.generation.unwrap_or(Generation::NONE);
+            inode
+                .file
+                .get_or_insert_with(|| Arc::new(FileCell::new(generation)))
+                .clone()
+        };
+        let pinned = match set.fh {
+            Some(fh) => self.file_handle(fh).ok().and_then(|h| h.3),
+            None => None,
+        };
+        let mut st = cell.state.lock().await;
+        if let Some(size) = set.size {
+            self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;
+            cell.set_dirty(true);
+        }
+        let (open, local) = {
+            let mut table = self.inodes.lock().unwrap();
+            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            if let Some(size) = set.size {
+                inode.stat.size = size;
+                inode.stat.mtime = SystemTime::now();
+            }
+            if let Some(mode) = set.mode {
+                inode.stat.perm = Some((mode & 0o7777) as u16);
+            }
+            if let Some(uid) = set.uid {
+                inode.stat.uid = Some(uid);
+            }
+            if let Some(gid) = set.gid {
+                inode.stat.gid = Some(gid);
+            }
+            if let Some(mtime) = set.mtime {
+                inode.stat.mtime = mtime;
+            }
+            (inode.open_handles > 0, inode.local)
+        };
+        if changes_meta && !cell.is_dirty() && !local {
+            // A clean object: change its metadata in place.
+            drop(st);
+            self.patch_posix(ino).await?;
+        } else {
+            drop(st);
+            if !open {
+                // truncate(2) or chmod on a file nobody has open: persist now.
+                self.upload(ino, &cell).await?;
+            }
+        }
+        let table = self.inodes.lock().unwrap();
+        let inode = table.get(ino).ok_or(FsError::NotFound)?;
+        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+    }
+
+    /// Writes the inode's POSIX attributes into its object's metadata.
+    async fn patch_posix(&self, ino: InodeNo) -> FsResult<()> {
+        let (key, stat) = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (inode.key.clone(), inode.stat.clone())
+        };
+        let patch = attr::posix_metadata(&stat)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        let pre = Preconditions {
+            if_generation_match: stat.generation,
+            if_metageneration_match: stat.metageneration,
+        };
+        let key = ObjectKey::new(key)?;
+        match self.store.patch_metadata(&key, &patch, pre).await {
+            Ok(meta) => {
+                let mut table = self.inodes.lock().unwrap();
+                if let Some(inode) = table.get_mut(ino) {
+                    inode.stat = Stat::from_object(&meta);
+                    inode.meta = Some(meta);
+                    inode.valid_until = self.now() + self.config.metadata_ttl;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                Err(FsError::Stale("object changed by another writer"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The inode table: which names the kernel knows, their object keys and cached attributes.
+//!
+//! Guarded by one `std::sync::Mutex` in [`super::Filesystem`]; every method here is synchronous
+//! and short, so the lock is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::attr::{Kind, Stat};
+use super::write::FileCell;
+use crate::store::{Generation, ObjectMeta};
+
+/// A FUSE inode number. `InodeNo::ROOT` (1) is the mount's root directory.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct InodeNo(pub u64);
+
+impl InodeNo {
+    pub const ROOT: InodeNo = InodeNo(1);
+}
+
+impl std::fmt::Display for InodeNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One inode.
+#[derive(Debug)]
+pub struct Inode {
+    pub ino: InodeNo,
+    pub parent: InodeNo,
+    pub name: String,
+    /// File/symlink: the object key. Directory: its prefix ending in `/` (`""` for the bucket root).
+    pub key: String,
+    pub stat: Stat,
+    /// The last object metadata seen (kept so rewrites carry content type and custom metadata).
+    pub meta: Option<ObjectMeta>,
+    /// Until when `stat` may be served without asking the store.
+    pub valid_until: Instant,
+    /// Kernel lookup count (decremented by `forget`).
+    pub lookups: u64,
+    /// Open file handles.
+    pub open_handles: u32,
+    /// Write-back state, created on first open of a file.
+    pub file: Option<Arc<FileCell>>,
+    /// Created here and not yet in the bucket.
+    pub local: bool,
+    /// Removed from its directory while still open.
+    pub unlinked: bool,
+    /// The generation whose pages the kernel may hold in its page cache.
+    pub cached_generation: Option<Generation>,
+}
+
+impl Inode {
+    pub fn kind(&self) -> Kind {
+        self.stat.kind
+    }
+}
+
+/// All inodes, and the (parent, name) → inode index.
+#[derive(Debug)]
+pub struct InodeTable {
+    inodes: HashMap<InodeNo, Inode>,
+    names: HashMap<(InodeNo, String), InodeNo>,
+    next: u64,
+}
+
+impl InodeTable {
+    /// A table holding only the root directory with prefix `root_prefix`.
+    pub fn new(root_prefix: String, root_stat: Stat, now: Instant) -> Self {
+        let root = Inode {
+            ino: InodeNo::ROOT,
+            parent: InodeNo::ROOT,
+            name: String::new(),
+            key: root_prefix,
+            stat: root_stat,
+            meta: None,
+            valid_until: now + std::time::Duration::from_secs(u64::from(u32::MAX)),
+            lookups: 1,
+            open_handles: 0,
+            file: None,
+            local: false,
+            unlinked: false,
+            cached_generation: None,
+        };
+        let mut inodes = HashMap::new();
+        inodes.insert(InodeNo::ROOT, root);
+        Self {
+            inodes,
+            names: HashMap::new(),
+            next: 2,
+        }
+    }
+
+    pub fn get(&self, ino: InodeNo) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: InodeNo) -> Option<&mut Inode> {
+        self.inodes.get_mut(&ino)
+    }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The inode currently bound to `name` in `parent`.
+    pub fn child(&self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        self.names.get(&(parent, name.to_string())).copied()
+    }
+
+    /// Binds `name` in `parent` to an inode with `stat`, reusing the existing inode when the kind
+    /// matches. A file with local changes keeps its local attributes. Returns the inode number.
+    pub fn upsert_child(
+        &mut self,
+        parent: InodeNo,
+        name: &str,
+        key: String,
+        stat: Stat,
+        meta: Option<ObjectMeta>,
+        valid_until: Instant,
+    ) -> InodeNo {
+        if let Some(ino) = self.child(parent, name) {
+            let inode = self
+                .inodes
+                .get_mut(&ino)
+                .expect("index points at a live inode");
+            if inode.kind() == stat.kind {
+                let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty()) || inode.local;
+                if !dirty {
+                    inode.stat = stat;
+                    inode.meta = meta;
+                }
+                inode.valid_until = valid_until;
+                return ino;
+            }
+            // The name now denotes something of another kind: detach the old inode.
+            self.detach(parent, name);
+        }
+        let ino = InodeNo(self.next);
+        self.next += 1;
+        self.inodes.insert(
+            ino,
+            Inode {
+                ino,
+                parent,
+                name: name.to_string(),
+                key,
+                stat,
+                meta,
+                valid_until,
+                lookups: 0,
+                open_handles: 0,
+                file: None,
+                local: false,
+                unlinked: false,
+                cached_generation: None,
+            },
+        );
+        self.names.insert((parent, name.to_string()), ino);
+        ino
+    }
+
+    /// Unbinds `name` from `parent`; the inode lives on (marked unlinked) while the kernel or an
+    /// open handle still refers to it.
+    pub fn detach(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        let ino = self.names.remove(&(parent, name.to_string()))?;
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.unlinked = true;
+        }
+        self.maybe_evict(ino);
+        Some(ino)
+    }
+
+    /// Moves `ino` to `new_parent/new_name` with object key `new_key`; a directory's loaded
+    /// descendants get their keys rewritten. Whatever `new_name` denoted before is detached.
+    pub fn rename(&mut self, ino: InodeNo, new_parent: InodeNo, new_name: &str, new_key: String) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let (old_parent, old_name, old_key) = (inode.parent, inode.name.clone(), inode.key.clone());
+        if self.child(new_parent, new_name).is_some_and(|c| c != ino) {
+            self.detach(new_parent, new_name);
+        }
+        self.names.remove(&(old_parent, old_name));
+        self.names.insert((new_parent, new_name.to_string()), ino);
+        let is_dir = {
+            let inode = self.inodes.get_mut(&ino).expect("checked above");
+            inode.parent = new_parent;
+            inode.name = new_name.to_string();
+            inode.key = new_key.clone();
+            inode.kind() == Kind::Dir
+        };
+        if is_dir {
+            for other in self.inodes.values_mut() {
+                if other.ino != ino
+                    && other.ino != InodeNo::ROOT
+                    && !other.unlinked
+                    && other.key.starts_with(&old_key)
+                {
+                    other.key = format!("{new_key}{}", &other.key[old_key.len()..]);
+                }
+            }
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&mut self, ino: InodeNo, n: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.lookups = inode.lookups.saturating_sub(n);
+        }
+        self.maybe_evict(ino);
+    }
+
+    /// Removes `ino` if nothing refers to it any more: no kernel reference, no open handle, no
+    /// unsaved data. Directories bound to a name stay while they have loaded children.
+    pub fn maybe_evict(&mut self, ino: InodeNo) {
+        if ino == InodeNo::ROOT {
+            return;
+        }
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty());
+        if inode.lookups > 0 || inode.open_handles > 0 || dirty || (inode.local && !inode.unlinked)
+        {
+            return;
+        }
+        let key = (inode.parent, inode.name.clone());
+        if self.names.get(&key) == Some(&ino) {
+            self.names.remove(&key);
+        }
+        self.inodes.remove(&ino);
+    }
+
+    /// Children of `parent` that exist only locally (created, not yet uploaded).
+    pub fn local_children(&self, parent: InodeNo) -> Vec<(String, InodeNo, Kind)> {
+        self.inodes
+            .values()
+            .filter(|i| i.parent == parent && i.local && !i.unlinked && i.ino != InodeNo::ROOT)
+            .map(|i| (i.name.clone(), i.ino, i.kind()))
+            .collect()
+    }
+
+    /// Every inode holding write-back state (for draining at unmount).
+    pub fn with_file_state(&self) -> Vec<(InodeNo, Arc<FileCell>)> {
+        self.inodes
+            .values()
+            .filter_map(|i| i.file.clone().map(|f| (i.ino, f)))
+            .collect()
+    }
+
+    /// Inodes whose key starts with `prefix` (loaded descendants of a directory), `ino` excluded.
+    pub fn descendants(&self, prefix: &str, except: InodeNo) -> Vec<InodeNo> {
+        self.inodes
+            .values()
+            .filter(|i| i.ino != except && !i.unlinked && i.key.starts_with(prefix))
+            .map(|i| i.ino)
+            .collect()
+    }
+
+    /// The path of `ino` relative to the mount root, for log lines.
+    pub fn path(&self, ino: InodeNo) -> String {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != InodeNo::ROOT {
+            let Some(inode) = self.inodes.get(&cur) else {
+                break;
+            };
+            parts.push(inode.name.clone());
+            cur = inode.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+}

@@ -1,0 +1,217 @@
+//! Name resolution and attributes: `lookup`, `getattr`, `forget`.
+//!
+//! A name resolves from the inode table while its attributes are fresh (`metadata_ttl`), or
+//! from the negative cache (`negative_ttl`); otherwise one round trip asks the store both
+//! questions at once: is there an object `key` (a file) and is there anything under `key/` (a
+//! directory, explicit marker or implicit prefix). The directory wins a tie; the file stays
+//! reachable as `name` + [`CONFLICT_SUFFIX`](super::names::CONFLICT_SUFFIX).
+
+use std::time::SystemTime;
+
+use super::attr::{Kind, Stat};
+use super::error::{FsError, FsResult};
+use super::names::{self, BadName, CONFLICT_SUFFIX};
+use super::{Entry, Filesystem, InodeNo};
+use crate::store::{ErrorKind, ListRequest, ObjectKey, ObjectMeta};
+
+/// What the store says a child name is.
+pub(super) enum Found {
+    File(ObjectMeta),
+    Dir,
+    Nothing,
+}
+
+impl Filesystem {
+    /// Looks up `name` in `parent`; on success the kernel holds one more reference to the inode.
+    pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
+        let ino = self.resolve(parent, name).await?;
+        let mut table = self.inodes.lock().unwrap();
+        let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+        inode.lookups += 1;
+        let attr = inode.stat.attr(ino, &self.ownership());
+        drop(table);
+        Ok(self.entry(attr))
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&self, ino: InodeNo, n: u64) {
+        self.inodes.lock().unwrap().forget(ino, n);
+    }
+
+    /// Attributes of `ino`, refreshed from the store when older than the TTL.
+    pub async fn getattr(&self, ino: InodeNo) -> FsResult<Entry> {
+        let (key, parent, name, kind) = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty());
+            if inode.kind() == Kind::Dir
+                || inode.valid_until > self.now()
+                || dirty
+                || inode.local
+                || inode.unlinked
+            {
+                return Ok(self.entry(inode.stat.attr(ino, &self.ownership())));
+            }
+            (
+                inode.key.clone(),
+                inode.parent,
+                inode.name.clone(),
+                inode.kind(),
+            )
+        };
+        let key = ObjectKey::new(key).map_err(FsError::Store)?;
+        match self.store.stat(&key).await {
+            Ok(meta) => {
+                let stat = Stat::from_object(&meta);
+                let mut table = self.inodes.lock().unwrap();
+                if stat.kind == kind {
+                    let valid = self.now() + self.config.metadata_ttl;
+                    let ino2 = table.upsert_child(
+                        parent,
+                        &name,
+                        key.into_string(),
+                        stat,
+                        Some(meta),
+                        valid,
+                    );
+                    if ino2 == ino {
+                        let inode = table.get(ino).ok_or(FsError::NotFound)?;
+                        return Ok(self.entry(inode.stat.attr(ino, &self.ownership())));
+                    }
+                }
+                // The name now holds something else; this inode is stale.
+                Err(FsError::Stale("object replaced by another kind"))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.inodes.lock().unwrap().detach(parent, &name);
+                Err(FsError::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Resolves `parent/name` to an inode (without counting a kernel reference).
+    pub(super) async fn resolve(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
+        let (file_only, base) = match name.strip_suffix(CONFLICT_SUFFIX) {
+            Some(base) => (true, base),
+            None => (false, name),
+        };
+        match names::check_component(base) {
+            Ok(()) => {}
+            Err(BadName::TooLong) => return Err(FsError::NameTooLong),
+            Err(_) => return Err(FsError::NotFound),
+        }
+        let now = self.now();
+        let prefix = {
+            let table = self.inodes.lock().unwrap();
+            let p = table.get(parent).ok_or(FsError::NotFound)?;
+            if p.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            if let Some(ino) = table.child(parent, name) {
+                let c = table.get(ino).expect("index is consistent");
+                let dirty = c.file.as_ref().is_some_and(|f| f.is_dirty());
+                if c.valid_until > now || c.local || dirty {
+                    return Ok(ino);
+                }
+            }
+            p.key.clone()
+        };
+        if self.negative_hit(parent, name) {
+            return Err(FsError::NotFound);
+        }
+        let key = names::join(&prefix, base);
+        let found = self.probe(&key, !file_only).await?;
+        let valid = self.now() + self.config.metadata_ttl;
+        let mut table = self.inodes.lock().unwrap();
+        // A file created here while we were asking wins over the store's answer.
+        if let Some(ino) = table.child(parent, name)
+            && table.get(ino).is_some_and(|i| i.local)
+        {
+            return Ok(ino);
+        }
+        match found {
+            Found::Dir => Ok(table.upsert_child(
+                parent,
+                name,
+                names::dir_prefix(&key),
+                Stat::dir(SystemTime::now()),
+                None,
+                valid,
+            )),
+            Found::File(meta) => {
+                let stat = Stat::from_object(&meta);
+                Ok(table.upsert_child(parent, name, key, stat, Some(meta), valid))
+            }
+            Found::Nothing => {
+                table.detach(parent, name);
+                drop(table);
+                self.remember_missing(parent, name);
+                Err(FsError::NotFound)
+            }
+        }
+    }
+
+    /// Asks the store whether `key` is a directory (when `dirs`) and/or a file, in one round trip.
+    pub(super) async fn probe(&self, key: &str, dirs: bool) -> FsResult<Found> {
+        let object_key = ObjectKey::new(key).map_err(FsError::Store)?;
+        let stat = self.store.stat(&object_key);
+        let list_req = ListRequest {
+            prefix: names::dir_prefix(key),
+            delimiter: None,
+            max_results: Some(1),
+            ..Default::default()
+        };
+        let list = async {
+            if dirs {
+                self.store.list(&list_req).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (stat, list) = futures::join!(stat, list);
+        if let Some(page) = list? {
+            if !page.objects.is_empty() || !page.prefixes.is_empty() {
+                return Ok(Found::Dir);
+            }
+        }
+        match stat {
+            Ok(meta) => Ok(Found::File(meta)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Found::Nothing),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn negative_hit(&self, parent: InodeNo, name: &str) -> bool {
+        if self.config.negative_ttl.is_zero() {
+            return false;
+        }
+        let mut neg = self.negative.lock().unwrap();
+        match neg.get(&(parent, name.to_string())) {
+            Some(&until) if until > self.now() => true,
+            Some(_) => {
+                neg.pop(&(parent, name.to_string()));
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn remember_missing(&self, parent: InodeNo, name: &str) {
+        if self.config.negative_ttl.is_zero() {
+            return;
+        }
+        let until = self.now() + self.config.negative_ttl;
+        self.negative
+            .lock()
+            .unwrap()
+            .put((parent, name.to_string()), until);
+    }
+
+    pub(super) fn forget_missing(&self, parent: InodeNo, name: &str) {
+        self.negative
+            .lock()
+            .unwrap()
+            .pop(&(parent, name.to_string()));
+    }
+}

@@ -1,0 +1,229 @@
+//! The filesystem: POSIX operations over an [`ObjectStore`], without any FUSE types.
+//!
+//! Every operation is an `async fn` returning [`FsResult`]; the FUSE adapter (`crate::fuse`) is
+//! a thin translation on top, so this layer is tested directly (see `tests/fs_ops.rs`).
+//!
+//! # Lock order
+//! 1. a `FileCell::state` (`tokio::sync::Mutex`, per inode; may be held across `.await`), then
+//! 2. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
+//! 3. `Filesystem::inodes` (`std::sync::Mutex`; never held across `.await`),
+//! 4. `Filesystem::handles` (`std::sync::Mutex`; never held across `.await`).
+//!
+//! A lock of a lower number is never taken while one of a higher number is held; two `FileCell`
+//! locks are never held at once.
+
+mod attr;
+mod clock;
+mod config;
+mod dir;
+mod error;
+mod file;
+mod inode;
+mod lookup;
+mod names;
+mod namespace;
+mod read;
+mod write;
+
+pub use attr::{Attr, Kind, Ownership};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::FsConfig;
+pub use dir::DirEntry;
+pub use error::{FsError, FsResult};
+pub use file::{OpenReply, SetAttr};
+pub use inode::InodeNo;
+pub use read::ReadConfig;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+
+use crate::store::ObjectStore;
+use attr::Stat;
+use inode::InodeTable;
+
+/// Most names remembered as missing.
+const NEGATIVE_CACHE_ENTRIES: usize = 100_000;
+
+/// An entry returned by `lookup`, `create`, `mkdir`…: attributes and how long the kernel may keep them.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// Filesystem-wide numbers for `statfs` (GCS has no limits worth reporting; large constants).
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// A file that could not be uploaded when draining.
+#[derive(Debug)]
+pub struct DrainFailure {
+    pub path: String,
+    pub error: FsError,
+}
+
+/// An open handle.
+#[derive(Debug)]
+enum Handle {
+    File(file::FileHandle),
+    Dir(Arc<tokio::sync::Mutex<dir::DirStream>>),
+}
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct Filesystem {
+    store: Arc<dyn ObjectStore>,
+    config: FsConfig,
+    clock: Arc<dyn Clock>,
+    inodes: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+    /// Names known not to exist, until when (`negative_ttl`).
+    negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
+    prefetch_budget: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+}
+
+impl Filesystem {
+    /// A filesystem over `store` (already wrapped in retries as wanted).
+    pub fn new(store: Arc<dyn ObjectStore>, config: FsConfig, clock: Arc<dyn Clock>) -> Self {
+        let root_prefix = names::normalize_only_dir(&config.only_dir);
+        let now = clock.now();
+        let inodes = InodeTable::new(root_prefix, Stat::dir(SystemTime::now()), now);
+        let prefetch_budget = read::budget(&config.read);
+        Self {
+            store,
+            config,
+            clock,
+            inodes: Mutex::new(inodes),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            negative: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(NEGATIVE_CACHE_ENTRIES).expect("non-zero"),
+            )),
+            prefetch_budget,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn ownership(&self) -> Ownership {
+        self.config.ownership
+    }
+
+    fn entry(&self, attr: Attr) -> Entry {
+        Entry {
+            attr,
+            ttl: self.config.metadata_ttl,
+        }
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(FsError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, h);
+        fh
+    }
+
+    /// The path of `ino` relative to the mount, for log lines.
+    pub fn path_of(&self, ino: InodeNo) -> String {
+        self.inodes.lock().unwrap().path(ino)
+    }
+
+    /// Number of inodes currently held (for tests and metrics).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().unwrap().len()
+    }
+
+    /// `statfs`: large constant figures (a bucket has no fixed size).
+    pub fn statfs(&self) -> StatFs {
+        const BLOCKS: u64 = 1 << 40;
+        StatFs {
+            blocks: BLOCKS,
+            bfree: BLOCKS,
+            bavail: BLOCKS,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            bsize: 4096,
+            namelen: names::NAME_MAX as u32,
+            frsize: 4096,
+        }
+    }
+
+    /// Stops taking new writes and uploads every file with unsaved changes. Returns the files
+    /// that could not be uploaded (each is also logged).
+    pub async fn drain(&self) -> Vec<DrainFailure> {
+        self.shutting_down.store(true, Ordering::Release);
+        let cells = self.inodes.lock().unwrap().with_file_state();
+        let mut failures = Vec::new();
+        for (ino, cell) in cells {
+            if !cell.is_dirty() {
+                continue;
+            }
+            if let Err(error) = self.upload(ino, &cell).await {
+                let path = self.path_of(ino);
+                tracing::error!(path, %error, "could not upload file at shutdown");
+                failures.push(DrainFailure { path, error });
+            }
+        }
+        failures
+    }
+
+    /// Whether any file has changes not yet uploaded.
+    pub fn has_dirty(&self) -> bool {
+        self.inodes
+            .lock()
+            .unwrap()
+            .with_file_state()
+            .iter()
+            .any(|(_, c)| c.is_dirty())
+    }
+}
+
+impl Filesystem {
+    /// The files still dirty (after a drain ran out of time), as drain failures.
+    pub fn dirty_paths_timed_out(&self) -> Vec<DrainFailure> {
+        let cells = self.inodes.lock().unwrap().with_file_state();
+        let mut out = Vec::new();
+        for (ino, cell) in cells {
+            if cell.is_dirty() {
+                let path = self.path_of(ino);
+                tracing::error!(path, "not uploaded before the drain deadline");
+                out.push(DrainFailure {
+                    path,
+                    error: FsError::TimedOut,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,180 @@
+//! Write-back state of one file: a local staging file holding the file's full contents while it
+//! is being changed, and the generation the changes are based on.
+//!
+//! Every open handle of an inode shares one [`FileCell`]. Its `tokio::sync::Mutex` serialises
+//! writes, truncates and uploads of that inode; it may be held across `.await` (it is a tokio
+//! mutex). Lock order: a `FileCell` lock is taken *before* the inode-table lock, never while
+//! holding it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use tempfile::NamedTempFile;
+
+use super::error::{FsError, FsResult};
+use crate::store::{ByteRange, Generation, ObjectKey, ObjectStore};
+
+/// Shared write-back state of one inode.
+#[derive(Debug)]
+pub struct FileCell {
+    pub state: tokio::sync::Mutex<WriteState>,
+    /// Mirrors `state.staged.dirty` so the inode table can see it without the async lock.
+    dirty: AtomicBool,
+}
+
+impl FileCell {
+    pub fn new(base_generation: Generation) -> Self {
+        Self {
+            state: tokio::sync::Mutex::new(WriteState {
+                staged: None,
+                base_generation,
+            }),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether there are changes not yet uploaded.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    pub fn set_dirty(&self, dirty: bool) {
+        self.dirty.store(dirty, Ordering::Release);
+    }
+}
+
+/// The mutable part of a [`FileCell`].
+#[derive(Debug)]
+pub struct WriteState {
+    /// The local copy, present while the file is being changed (and until the last handle closes).
+    pub staged: Option<Staged>,
+    /// The generation the local copy is based on: the upload's `ifGenerationMatch` (0 = new).
+    pub base_generation: Generation,
+}
+
+/// A local staging file holding the whole contents of the file.
+#[derive(Debug)]
+pub struct Staged {
+    file: NamedTempFile,
+    pub size: u64,
+}
+
+impl Staged {
+    /// An empty staging file in `dir`.
+    pub fn empty(dir: &Path) -> FsResult<Self> {
+        let file = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
+        Ok(Self { file, size: 0 })
+    }
+
+    /// A staging file holding `key` at `generation`, truncated or extended to `len` bytes if given.
+    pub async fn download(
+        dir: &Path,
+        store: &dyn ObjectStore,
+        key: &ObjectKey,
+        generation: Generation,
+        len: Option<u64>,
+    ) -> FsResult<Self> {
+        let mut staged = Self::empty(dir)?;
+        let range = match len {
+            Some(len) => ByteRange::segment(0, len),
+            None => ByteRange::ALL,
+        };
+        if len != Some(0) {
+            let mut stream = match store.read(key, Some(generation), range).await {
+                Ok(s) => s,
+                Err(e) if e.kind() == crate::store::ErrorKind::NotFound => {
+                    return Err(FsError::Stale("object changed before it could be staged"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut off = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                staged.file.as_file().write_all_at(&chunk, off)?;
+                off += chunk.len() as u64;
+            }
+            staged.size = off;
+        }
+        if let Some(len) = len
+            && len != staged.size
+        {
+            staged.set_len(len)?;
+        }
+        Ok(staged)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn file(&self) -> &File {
+        self.file.as_file()
+    }
+
+    /// Writes `data` at `offset` (local disk; short, so done inline).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> FsResult<()> {
+        self.file().write_all_at(data, offset)?;
+        self.size = self.size.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        if offset >= self.size {
+            return Ok(Vec::new());
+        }
+        let len = (len as u64).min(self.size - offset) as usize;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self
+                .file()
+                .read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn set_len(&mut self, len: u64) -> FsResult<()> {
+        self.file().set_len(len)?;
+        self.size = len;
+        Ok(())
+    }
+
+    /// Keeps the staging file at `dest` (used to preserve data that lost an upload race).
+    pub fn persist(self, dest: &Path) -> FsResult<PathBuf> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        self.file.persist(dest).map_err(|e| FsError::Io(e.error))?;
+        Ok(dest.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Staged::empty(dir.path()).unwrap();
+        s.write_at(0, b"hello").unwrap();
+        s.write_at(10, b"x").unwrap();
+        assert_eq!(s.size, 11);
+        assert_eq!(s.read_at(0, 100).unwrap(), b"hello\0\0\0\0\0x");
+        assert_eq!(s.read_at(3, 2).unwrap(), b"lo");
+        assert!(s.read_at(11, 5).unwrap().is_empty());
+        s.set_len(2).unwrap();
+        assert_eq!(s.read_at(0, 100).unwrap(), b"he");
+        let kept = s.persist(&dir.path().join("c/kept")).unwrap();
+        assert_eq!(std::fs::read(kept).unwrap(), b"he");
+    }
+}

@@ -1,0 +1,651 @@
+//! The FUSE adapter: translates fuser 0.18 callbacks into [`Filesystem`] calls.
+//!
+//! No callback blocks its FUSE thread on the network: each request that may reach the store is
+//! answered from a task on the tokio runtime (fuser 0.18 replies are `Send + 'static`). Requests
+//! that only touch memory (`forget`, `opendir`, `releasedir`, `statfs`) answer inline. Every error
+//! is logged once, here, at a level fitting its errno.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::Instrument;
+
+use crate::fs::{self, Attr, Entry, FsError, Kind, SetAttr};
+
+/// Largest read and write the kernel is asked to send (1 MiB).
+pub const MAX_IO: u32 = 1 << 20;
+/// `st_blksize` reported for files: large, so tools copy in big chunks.
+const BLKSIZE: u32 = 1 << 20;
+
+/// The fuser `Filesystem` over our [`fs::Filesystem`].
+#[derive(Debug)]
+pub struct FuseAdapter {
+    fs: Arc<fs::Filesystem>,
+    rt: tokio::runtime::Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<fs::Filesystem>, rt: tokio::runtime::Handle) -> Self {
+        Self { fs, rt }
+    }
+
+    /// Runs `fut` on the runtime and hands its result to `reply`.
+    fn spawn<T, F, R>(&self, op: &'static str, ino: u64, fut: F, reply: R)
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+        R: FnOnce(Result<T, Errno>) + Send + 'static,
+    {
+        let span = tracing::debug_span!("fuse", op, ino);
+        self.rt.spawn(
+            async move {
+                let result = fut.await.map_err(|e| errno(op, ino, &e));
+                reply(result);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Logs `e` once at a level fitting it and returns its errno.
+fn errno(op: &'static str, ino: u64, e: &FsError) -> Errno {
+    let code = e.errno();
+    if e.is_expected() {
+        tracing::debug!(op, ino, error = %e, "request failed");
+    } else if code == libc::ESTALE || code == libc::EROFS || code == libc::EMFILE {
+        tracing::warn!(op, ino, error = %e, "request failed");
+    } else {
+        tracing::error!(op, ino, error = ?anyhow_chain(e), "request failed");
+    }
+    Errno::from_i32(code)
+}
+
+/// `error: cause: cause` in one line.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
+    match r {
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<String, Errno> {
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or(Errno::from_i32(libc::EINVAL))
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+fn ino(i: INodeNo) -> fs::InodeNo {
+    fs::InodeNo(i.0)
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES;
+        let supported = wanted & config.capabilities();
+        if let Err(missing) = config.add_capabilities(supported) {
+            tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
+        }
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.set_max_readahead(MAX_IO);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "lookup",
+            parent.0,
+            async move { fs.lookup(ino(parent), &name).await },
+            move |r| reply_entry(reply, r),
+        );
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        self.fs.forget(ino(i), nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "getattr",
+            i.0,
+            async move { fs.getattr(ino(i)).await },
+            move |r| match r {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            mtime: mtime.map(time),
+            atime: atime.map(time),
+            fh: fh.map(|f| f.0),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "setattr",
+            i.0,
+            async move { fs.setattr(ino(i), set).await },
+            move |r| match r {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "readlink",
+            i.0,
+            async move { fs.readlink(ino(i)).await },
+            move |r| match r {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "mkdir",
+            parent.0,
+            async move { fs.mkdir(ino(parent), &name, mode).await },
+            move |r| reply_entry(reply, r),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "unlink",
+            parent.0,
+            async move { fs.unlink(ino(parent), &name).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "rmdir",
+            parent.0,
+            async move { fs.rmdir(ino(parent), &name).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = match (name_str(link_name), name_str(target.as_os_str())) {
+            (Ok(n), Ok(t)) => (n, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "symlink",
+            parent.0,
+            async move { fs.symlink(ino(parent), &name, &target).await },
+            move |r| reply_entry(reply, r),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "rename",
+            parent.0,
+            async move {
+                fs.rename(ino(parent), &name, ino(newparent), &newname, flags.bits())
+                    .await
+            },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Objects cannot have two names.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "open",
+            i.0,
+            async move { fs.open(ino(i), flags.0).await },
+            move |r| match r {
+                Ok(o) => {
+                    let f = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(o.fh), f)
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "read",
+            i.0,
+            async move { fs.read(fh.0, offset, size).await },
+            move |r| match r {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.spawn(
+            "write",
+            i.0,
+            async move { fs.write(fh.0, offset, &data).await },
+            move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "flush",
+            i.0,
+            async move { fs.flush(fh.0).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "release",
+            i.0,
+            async move { fs.release(ino(i), fh.0).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "fsync",
+            i.0,
+            async move { fs.fsync(fh.0).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino(i)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", i.0, &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "readdir",
+            i.0,
+            async move {
+                let entries = fs.readdir(fh.0, offset).await?;
+                // Plain readdir hands out no lookup references.
+                fs.readdirplus_sent(&[], &entries);
+                Ok(entries)
+            },
+            move |r| match r {
+                Ok(entries) => {
+                    for e in &entries {
+                        if reply.add(INodeNo(e.ino.0), e.offset, file_type(e.kind), &e.name) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        let ttl = self.fs.config().metadata_ttl;
+        self.spawn(
+            "readdirplus",
+            i.0,
+            async move { Ok((fs.readdir(fh.0, offset).await?, fs)) },
+            move |r| match r {
+                Ok((entries, fs)) => {
+                    let mut sent = 0;
+                    for e in &entries {
+                        let full = match &e.attr {
+                            Some(a) => reply.add(
+                                INodeNo(e.ino.0),
+                                e.offset,
+                                &e.name,
+                                &ttl,
+                                &file_attr(a),
+                                Generation(0),
+                            ),
+                            // `.` and `..`: the kernel ignores their attributes.
+                            None => reply.add(
+                                INodeNo(e.ino.0),
+                                e.offset,
+                                &e.name,
+                                &Duration::ZERO,
+                                &dot_attr(e.ino.0),
+                                Generation(0),
+                            ),
+                        };
+                        if full {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    fs.readdirplus_sent(&entries[..sent], &entries[sent..]);
+                    reply.ok()
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.releasedir(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("releasedir", i.0, &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "create",
+            parent.0,
+            async move { fs.create(ino(parent), &name, mode, flags).await },
+            move |r| match r {
+                Ok((e, o)) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // No extended attributes; ENOSYS makes the kernel stop asking.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (`-o default_permissions`); ENOSYS stops the calls.
+        reply.error(Errno::ENOSYS);
+    }
+}
+
+fn dot_attr(ino: u64) -> FileAttr {
+    file_attr(&Attr {
+        ino: fs::InodeNo(ino),
+        kind: Kind::Dir,
+        size: 0,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        atime: SystemTime::UNIX_EPOCH,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+    })
+}

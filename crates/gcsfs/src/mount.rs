@@ -1,0 +1,206 @@
+//! Mounting: checks, the FUSE session and its threads, and the drain-then-unmount shutdown
+//! shared by `gcsfs mount` and `gcsfs run`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fuser::{MountOption, SessionACL};
+
+use crate::fs::{DrainFailure, Filesystem};
+use crate::fuse::FuseAdapter;
+
+/// How the kernel mount is set up.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// `fsname` shown in `/proc/mounts` (e.g. `gcsfs:BUCKET`).
+    pub fsname: String,
+    /// FUSE threads reading requests from the kernel. Default 4.
+    pub threads: usize,
+    /// `-o allow_other`: let other users use the mount.
+    pub allow_other: bool,
+    /// `-o ro`.
+    pub read_only: bool,
+    /// `-o default_permissions`: the kernel checks mode bits.
+    pub default_permissions: bool,
+    /// Other `-o` options passed to the kernel as they are.
+    pub options: Vec<String>,
+}
+
+/// Why a mount could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount point {0} does not exist")]
+    Missing(PathBuf),
+    #[error("mount point {0} is not a directory")]
+    NotDir(PathBuf),
+    #[error("mount point {0} is busy (already a mount point)")]
+    Busy(PathBuf),
+    #[error("mount point {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("FUSE mount at {path} failed: {source}")]
+    Fuse {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks that `path` exists, is a directory and is not already a mount point.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MountError::Missing(path.into()));
+        }
+        Err(e) => {
+            return Err(MountError::Io {
+                path: path.into(),
+                source: e,
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return Err(MountError::NotDir(path.into()));
+    }
+    let canonical = std::fs::canonicalize(path).map_err(|e| MountError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    if let Some(parent) = canonical.parent()
+        && let Ok(pmeta) = std::fs::metadata(parent)
+        && canonical != Path::new("/")
+        && (pmeta.dev() != meta.dev() || pmeta.ino() == meta.ino())
+    {
+        return Err(MountError::Busy(path.into()));
+    }
+    Ok(())
+}
+
+/// A live mount: the FUSE session runs on its own threads until [`Mounted::shutdown`] or an
+/// external unmount.
+#[derive(Debug)]
+pub struct Mounted {
+    fs: Arc<Filesystem>,
+    unmounter: fuser::SessionUnmounter,
+    session_thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    ended: tokio::sync::watch::Receiver<bool>,
+    mountpoint: PathBuf,
+}
+
+/// Mounts `fs`. Returns once the kernel has completed the FUSE handshake (the mount answers).
+/// Call from a blocking context (e.g. `spawn_blocking`): mounting waits for the kernel.
+pub fn mount(
+    fs: Arc<Filesystem>,
+    rt: tokio::runtime::Handle,
+    config: &MountConfig,
+) -> Result<Mounted, MountError> {
+    check_mountpoint(&config.mountpoint)?;
+    let mut options = vec![
+        MountOption::FSName(config.fsname.clone()),
+        MountOption::Subtype("gcsfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    if config.read_only {
+        options.push(MountOption::RO);
+    }
+    if config.default_permissions {
+        options.push(MountOption::DefaultPermissions);
+    }
+    options.extend(
+        config
+            .options
+            .iter()
+            .map(|o| MountOption::CUSTOM(o.clone())),
+    );
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuse_config.n_threads = Some(config.threads.max(1));
+    fuse_config.clone_fd = true;
+    let adapter = FuseAdapter::new(fs.clone(), rt);
+    let mut session =
+        fuser::Session::new(adapter, &config.mountpoint, &fuse_config).map_err(|e| {
+            MountError::Fuse {
+                path: config.mountpoint.clone(),
+                source: e,
+            }
+        })?;
+    let unmounter = session.unmount_callable();
+    let (tx, ended) = tokio::sync::watch::channel(false);
+    let session_thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = tx.send(true);
+            r
+        })
+        .map_err(|e| MountError::Fuse {
+            path: config.mountpoint.clone(),
+            source: e,
+        })?;
+    tracing::info!(mountpoint = %config.mountpoint.display(), "mounted");
+    Ok(Mounted {
+        fs,
+        unmounter,
+        session_thread: Some(session_thread),
+        ended,
+        mountpoint: config.mountpoint.clone(),
+    })
+}
+
+impl Mounted {
+    pub fn filesystem(&self) -> &Arc<Filesystem> {
+        &self.fs
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Resolves when the session ends (e.g. `fusermount -u` from outside).
+    pub async fn ended(&self) {
+        let mut rx = self.ended.clone();
+        let _ = rx.wait_for(|e| *e).await;
+    }
+
+    /// Stops taking writes, uploads every dirty file (bounded by `deadline` if given), unmounts.
+    /// Returns the files that could not be uploaded.
+    pub async fn shutdown(mut self, deadline: Option<std::time::Duration>) -> Vec<DrainFailure> {
+        let fs = self.fs.clone();
+        let drain = fs.drain();
+        let failures = match deadline {
+            Some(d) => match tokio::time::timeout(d, drain).await {
+                Ok(f) => f,
+                Err(_) => fs.dirty_paths_timed_out(),
+            },
+            None => drain.await,
+        };
+        if let Err(e) = self.unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
+            lazy_unmount(&self.mountpoint);
+        }
+        if let Some(t) = self.session_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        failures
+    }
+}
+
+/// `umount -l`, for a mount whose session is stuck.
+fn lazy_unmount(path: &Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}

@@ -1,0 +1,638 @@
+//! Filesystem operations on `MemStore`, without FUSE: namespace mapping, write-back, conflicts,
+//! caches (with an injected clock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use gcsfs::fs::{Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, SetAttr};
+use gcsfs::store::mem::MemStore;
+use gcsfs::store::{ByteRange, ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSource};
+
+struct Fixture {
+    store: Arc<MemStore>,
+    fs: Filesystem,
+    clock: Arc<ManualClock>,
+    _tmp: tempfile::TempDir,
+}
+
+fn fixture_with(store: Arc<MemStore>, ttl: Duration) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        temp_dir: tmp.path().to_path_buf(),
+        metadata_ttl: ttl,
+        negative_ttl: ttl,
+        list_page_size: 7,
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::default());
+    let fs = Filesystem::new(store.clone(), config, clock.clone());
+    Fixture {
+        store,
+        fs,
+        clock,
+        _tmp: tmp,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(Arc::new(MemStore::new()), Duration::ZERO)
+}
+
+async fn put(store: &MemStore, key: &str, data: &[u8]) {
+    store
+        .write(
+            &ObjectKey::new(key).unwrap(),
+            WriteSource::Bytes(Bytes::copy_from_slice(data)),
+            Preconditions::NONE,
+            &WriteAttrs::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn get(store: &MemStore, key: &str) -> Option<Vec<u8>> {
+    let mut s = store
+        .read(&ObjectKey::new(key).ok()?, None, ByteRange::ALL)
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    Some(out)
+}
+
+async fn lookup_path(fs: &Filesystem, path: &str) -> Result<InodeNo, FsError> {
+    let mut ino = InodeNo::ROOT;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = fs.lookup(ino, part).await?.attr.ino;
+    }
+    Ok(ino)
+}
+
+async fn list(fs: &Filesystem, ino: InodeNo) -> Vec<(String, Kind)> {
+    let fh = fs.opendir(ino).unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let entries = fs.readdir(fh, offset).await.unwrap();
+        if entries.is_empty() {
+            break;
+        }
+        for e in &entries {
+            out.push((e.name.clone(), e.kind));
+            offset = e.offset;
+        }
+    }
+    fs.releasedir(fh).unwrap();
+    out.retain(|(n, _)| n != "." && n != "..");
+    out.sort();
+    out
+}
+
+async fn write_file(fs: &Filesystem, parent: InodeNo, name: &str, data: &[u8]) -> InodeNo {
+    let (entry, open) = fs
+        .create(parent, name, 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    fs.write(open.fh, 0, data).await.unwrap();
+    fs.flush(open.fh).await.unwrap();
+    fs.release(entry.attr.ino, open.fh).await.unwrap();
+    entry.attr.ino
+}
+
+async fn read_file(fs: &Filesystem, ino: InodeNo) -> Result<Vec<u8>, FsError> {
+    let open = fs.open(ino, libc::O_RDONLY).await?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = fs.read(open.fh, out.len() as u64, 65536).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    fs.release(ino, open.fh).await?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn create_write_close_uploads_and_reads_back() {
+    let f = fixture();
+    let ino = write_file(&f.fs, InodeNo::ROOT, "hello.txt", b"hello world").await;
+    assert_eq!(get(&f.store, "hello.txt").await.unwrap(), b"hello world");
+    assert_eq!(read_file(&f.fs, ino).await.unwrap(), b"hello world");
+    let attr = f.fs.getattr(ino).await.unwrap().attr;
+    assert_eq!(attr.size, 11);
+    assert_eq!(attr.kind, Kind::File);
+}
+
+#[tokio::test]
+async fn empty_file_is_created_on_close() {
+    let f = fixture();
+    write_file(&f.fs, InodeNo::ROOT, "empty", b"").await;
+    assert_eq!(get(&f.store, "empty").await.unwrap(), b"");
+}
+
+#[tokio::test]
+async fn implicit_and_explicit_directories() {
+    let f = fixture();
+    put(&f.store, "a/b/c.txt", b"c").await;
+    put(&f.store, "x/", b"").await;
+    let a = lookup_path(&f.fs, "a").await.unwrap();
+    assert_eq!(f.fs.getattr(a).await.unwrap().attr.kind, Kind::Dir);
+    let c = lookup_path(&f.fs, "a/b/c.txt").await.unwrap();
+    assert_eq!(read_file(&f.fs, c).await.unwrap(), b"c");
+    let x = lookup_path(&f.fs, "x").await.unwrap();
+    assert_eq!(f.fs.getattr(x).await.unwrap().attr.kind, Kind::Dir);
+    assert_eq!(
+        list(&f.fs, InodeNo::ROOT).await,
+        vec![("a".to_string(), Kind::Dir), ("x".to_string(), Kind::Dir)]
+    );
+    assert!(
+        list(&f.fs, x).await.is_empty(),
+        "marker itself is not listed"
+    );
+    assert!(matches!(
+        lookup_path(&f.fs, "nope").await,
+        Err(FsError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn directory_wins_and_file_stays_reachable_with_suffix() {
+    let f = fixture();
+    put(&f.store, "d", b"file").await;
+    put(&f.store, "d!x", b"1").await;
+    put(&f.store, "d-y", b"2").await;
+    put(&f.store, "d/inner", b"inner").await;
+    let names = list(&f.fs, InodeNo::ROOT).await;
+    assert_eq!(
+        names,
+        vec![
+            ("d".to_string(), Kind::Dir),
+            ("d\n".to_string(), Kind::File),
+            ("d!x".to_string(), Kind::File),
+            ("d-y".to_string(), Kind::File),
+        ]
+    );
+    let d = lookup_path(&f.fs, "d").await.unwrap();
+    assert_eq!(f.fs.getattr(d).await.unwrap().attr.kind, Kind::Dir);
+    let file = f.fs.lookup(InodeNo::ROOT, "d\n").await.unwrap().attr.ino;
+    assert_eq!(read_file(&f.fs, file).await.unwrap(), b"file");
+}
+
+#[tokio::test]
+async fn names_that_cannot_be_paths_are_skipped() {
+    let f = fixture();
+    put(&f.store, "ok", b"1").await;
+    put(&f.store, "a//b", b"1").await;
+    put(&f.store, "./x", b"1").await;
+    put(&f.store, "../y", b"1").await;
+    put(&f.store, &"l".repeat(300), b"1").await;
+    put(&f.store, "withdata/", b"data").await;
+    let names = list(&f.fs, InodeNo::ROOT).await;
+    assert_eq!(
+        names,
+        vec![
+            ("a".to_string(), Kind::Dir),
+            ("ok".to_string(), Kind::File),
+            ("withdata".to_string(), Kind::Dir),
+        ]
+    );
+    let a = lookup_path(&f.fs, "a").await.unwrap();
+    assert!(
+        list(&f.fs, a).await.is_empty(),
+        "a//b has an empty component"
+    );
+}
+
+#[tokio::test]
+async fn large_directory_lists_every_entry_once_across_pages() {
+    let f = fixture();
+    for i in 0..250 {
+        put(&f.store, &format!("big/f{i:04}"), b"").await;
+    }
+    for i in 0..30 {
+        put(&f.store, &format!("big/d{i:02}/x"), b"").await;
+    }
+    let big = lookup_path(&f.fs, "big").await.unwrap();
+    let names = list(&f.fs, big).await;
+    assert_eq!(names.len(), 280);
+    let mut dedup = names.clone();
+    dedup.dedup();
+    assert_eq!(dedup.len(), 280);
+    // Restarting from an earlier offset (rewinddir) gives the same sequence.
+    let fh = f.fs.opendir(big).unwrap();
+    let first = f.fs.readdir(fh, 0).await.unwrap();
+    let _ = f.fs.readdir(fh, 20).await.unwrap();
+    let again = f.fs.readdir(fh, 0).await.unwrap();
+    assert_eq!(
+        first.iter().map(|e| &e.name).collect::<Vec<_>>(),
+        again.iter().map(|e| &e.name).collect::<Vec<_>>()
+    );
+    f.fs.releasedir(fh).unwrap();
+}
+
+#[tokio::test]
+async fn local_new_files_are_listed_before_upload() {
+    let f = fixture();
+    let (entry, open) =
+        f.fs.create(InodeNo::ROOT, "pending", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    assert!(get(&f.store, "pending").await.is_none());
+    let names = list(&f.fs, InodeNo::ROOT).await;
+    assert_eq!(names, vec![("pending".to_string(), Kind::File)]);
+    f.fs.release(entry.attr.ino, open.fh).await.unwrap();
+    assert!(get(&f.store, "pending").await.is_some());
+}
+
+#[tokio::test]
+async fn two_writers_one_wins_other_gets_estale_and_data_is_kept() {
+    let f = fixture();
+    put(&f.store, "doc", b"v1").await;
+    let ino = lookup_path(&f.fs, "doc").await.unwrap();
+    let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
+    f.fs.write(open.fh, 0, b"mine").await.unwrap();
+    // Another client replaces the object meanwhile.
+    put(&f.store, "doc", b"theirs").await;
+    let err = f.fs.flush(open.fh).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ESTALE, "{err}");
+    assert_eq!(get(&f.store, "doc").await.unwrap(), b"theirs");
+    let _ = f.fs.release(ino, open.fh).await;
+    // The losing writer's data is preserved locally.
+    let conflicts = std::fs::read_dir(f._tmp.path().join("gcsfs-conflicts"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(conflicts, vec![b"mine".to_vec()]);
+}
+
+#[tokio::test]
+async fn new_file_racing_a_remote_create_gets_estale() {
+    let f = fixture();
+    let (entry, open) =
+        f.fs.create(InodeNo::ROOT, "race", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(open.fh, 0, b"local").await.unwrap();
+    put(&f.store, "race", b"remote").await;
+    assert_eq!(f.fs.flush(open.fh).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(get(&f.store, "race").await.unwrap(), b"remote");
+    let _ = f.fs.release(entry.attr.ino, open.fh).await;
+}
+
+#[tokio::test]
+async fn append_edit_and_truncate_existing_objects() {
+    let f = fixture();
+    put(&f.store, "log", b"0123456789").await;
+    let ino = lookup_path(&f.fs, "log").await.unwrap();
+    // Append.
+    let open =
+        f.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
+            .await
+            .unwrap();
+    f.fs.write(open.fh, 10, b"ab").await.unwrap();
+    f.fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(get(&f.store, "log").await.unwrap(), b"0123456789ab");
+    // Edit in place, and read through the same handle before close.
+    let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
+    f.fs.write(open.fh, 2, b"XY").await.unwrap();
+    assert_eq!(
+        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        b"01XY456789ab"
+    );
+    f.fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(get(&f.store, "log").await.unwrap(), b"01XY456789ab");
+    // truncate(2) on a closed file persists at once.
+    f.fs.setattr(
+        ino,
+        SetAttr {
+            size: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(&f.store, "log").await.unwrap(), b"01XY");
+    // O_TRUNC.
+    let open =
+        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .unwrap();
+    f.fs.write(open.fh, 0, b"new").await.unwrap();
+    f.fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(get(&f.store, "log").await.unwrap(), b"new");
+}
+
+#[tokio::test]
+async fn handles_share_dirty_state() {
+    let f = fixture();
+    put(&f.store, "shared", b"aaaa").await;
+    let ino = lookup_path(&f.fs, "shared").await.unwrap();
+    let w = f.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    let r = f.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    f.fs.write(w.fh, 0, b"bb").await.unwrap();
+    assert_eq!(&f.fs.read(r.fh, 0, 10).await.unwrap()[..], b"bbaa");
+    f.fs.release(ino, w.fh).await.unwrap();
+    f.fs.release(ino, r.fh).await.unwrap();
+    assert_eq!(get(&f.store, "shared").await.unwrap(), b"bbaa");
+}
+
+#[tokio::test]
+async fn pinned_generation_read_gets_estale_never_a_mix() {
+    let f = fixture();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    put(&f.store, "big", &big).await;
+    let ino = lookup_path(&f.fs, "big").await.unwrap();
+    let open = f.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let first = f.fs.read(open.fh, 0, 4096).await.unwrap();
+    assert_eq!(&first[..], &big[..4096]);
+    put(&f.store, "big", &vec![7u8; 3_000_000]).await;
+    // Further reads return the pinned generation's bytes or ESTALE, never the new data.
+    let mut offset = 4096u64;
+    loop {
+        match f.fs.read(open.fh, offset, 1 << 20).await {
+            Ok(b) if b.is_empty() => break,
+            Ok(b) => {
+                assert_eq!(&b[..], &big[offset as usize..offset as usize + b.len()]);
+                offset += b.len() as u64;
+            }
+            Err(e) => {
+                assert_eq!(e.errno(), libc::ESTALE);
+                break;
+            }
+        }
+    }
+    f.fs.release(ino, open.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn mkdir_rmdir_and_not_empty() {
+    let f = fixture();
+    let d =
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    assert!(get(&f.store, "d/").await.is_some());
+    assert_eq!(
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    write_file(&f.fs, d, "f", b"1").await;
+    assert_eq!(
+        f.fs.rmdir(InodeNo::ROOT, "d").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+    f.fs.unlink(d, "f").await.unwrap();
+    f.fs.rmdir(InodeNo::ROOT, "d").await.unwrap();
+    assert!(get(&f.store, "d/").await.is_none());
+    // An implicit directory with an object under it is not empty either.
+    put(&f.store, "imp/x", b"").await;
+    assert_eq!(
+        f.fs.rmdir(InodeNo::ROOT, "imp").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+}
+
+#[tokio::test]
+async fn unlink_of_replaced_object_is_estale_and_keeps_theirs() {
+    let f = fixture_with(Arc::new(MemStore::new()), Duration::from_secs(60));
+    put(&f.store, "f", b"1").await;
+    lookup_path(&f.fs, "f").await.unwrap();
+    put(&f.store, "f", b"2").await;
+    assert_eq!(
+        f.fs.unlink(InodeNo::ROOT, "f").await.unwrap_err().errno(),
+        libc::ESTALE
+    );
+    assert_eq!(get(&f.store, "f").await.unwrap(), b"2");
+}
+
+#[tokio::test]
+async fn rename_file_and_directory() {
+    let f = fixture();
+    put(&f.store, "src", b"data").await;
+    f.fs.rename(InodeNo::ROOT, "src", InodeNo::ROOT, "dst", 0)
+        .await
+        .unwrap();
+    assert!(get(&f.store, "src").await.is_none());
+    assert_eq!(get(&f.store, "dst").await.unwrap(), b"data");
+    // Over an existing file.
+    put(&f.store, "other", b"o").await;
+    f.fs.rename(InodeNo::ROOT, "dst", InodeNo::ROOT, "other", 0)
+        .await
+        .unwrap();
+    assert_eq!(get(&f.store, "other").await.unwrap(), b"data");
+    // Directory with nested content.
+    put(&f.store, "dir/a", b"a").await;
+    put(&f.store, "dir/sub/b", b"b").await;
+    put(&f.store, "dir/", b"").await;
+    f.fs.rename(InodeNo::ROOT, "dir", InodeNo::ROOT, "moved", 0)
+        .await
+        .unwrap();
+    let mut keys = f.store.keys();
+    keys.sort();
+    assert_eq!(keys, vec!["moved/", "moved/a", "moved/sub/b", "other"]);
+    let b = lookup_path(&f.fs, "moved/sub/b").await.unwrap();
+    assert_eq!(read_file(&f.fs, b).await.unwrap(), b"b");
+}
+
+#[tokio::test]
+async fn rename_dir_over_limit_fails_cleanly() {
+    let store = Arc::new(MemStore::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        store.clone(),
+        FsConfig {
+            temp_dir: tmp.path().into(),
+            metadata_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            rename_dir_limit: 3,
+            ..Default::default()
+        },
+        Arc::new(ManualClock::default()),
+    );
+    for i in 0..5 {
+        put(&store, &format!("d/{i}"), b"").await;
+    }
+    let err = fs
+        .rename(InodeNo::ROOT, "d", InodeNo::ROOT, "e", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EMFILE);
+    assert_eq!(store.keys().len(), 5, "nothing copied or deleted");
+}
+
+#[tokio::test]
+async fn symlinks_standard_and_legacy() {
+    let f = fixture();
+    let e =
+        f.fs.symlink(InodeNo::ROOT, "ln", "target/file")
+            .await
+            .unwrap();
+    assert_eq!(e.attr.kind, Kind::Symlink);
+    assert_eq!(f.fs.readlink(e.attr.ino).await.unwrap(), "target/file");
+    let (meta, data) = f.store.get("ln").unwrap();
+    assert_eq!(&data[..], b"target/file");
+    assert_eq!(
+        meta.metadata.get("goog-reserved-file-is-symlink").unwrap(),
+        "true"
+    );
+    // gcsfuse's legacy form.
+    let mut attrs = WriteAttrs::default();
+    attrs
+        .metadata
+        .insert("gcsfuse_symlink_target".into(), "old/target".into());
+    f.store
+        .write(
+            &ObjectKey::new("legacy").unwrap(),
+            WriteSource::Bytes(Bytes::new()),
+            Preconditions::NONE,
+            &attrs,
+        )
+        .await
+        .unwrap();
+    let l = lookup_path(&f.fs, "legacy").await.unwrap();
+    assert_eq!(f.fs.readlink(l).await.unwrap(), "old/target");
+}
+
+#[tokio::test]
+async fn chmod_chown_and_mtime_are_stored_in_gcloud_keys() {
+    let f = fixture();
+    put(&f.store, "p", b"x").await;
+    let ino = lookup_path(&f.fs, "p").await.unwrap();
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let attr =
+        f.fs.setattr(
+            ino,
+            SetAttr {
+                mode: Some(0o100600),
+                uid: Some(1234),
+                gid: Some(99),
+                mtime: Some(mtime),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .attr;
+    assert_eq!(
+        (attr.perm, attr.uid, attr.gid, attr.mtime),
+        (0o600, 1234, 99, mtime)
+    );
+    let (meta, data) = f.store.get("p").unwrap();
+    assert_eq!(&data[..], b"x");
+    assert_eq!(
+        meta.metadata.get("goog-reserved-posix-mode").unwrap(),
+        "600"
+    );
+    assert_eq!(
+        meta.metadata.get("goog-reserved-posix-uid").unwrap(),
+        "1234"
+    );
+    assert_eq!(meta.metadata.get("goog-reserved-posix-gid").unwrap(), "99");
+    assert_eq!(
+        meta.metadata.get("goog-reserved-file-mtime").unwrap(),
+        "1000000"
+    );
+}
+
+#[tokio::test]
+async fn metadata_cache_ttl_with_injected_clock() {
+    let f = fixture_with(Arc::new(MemStore::new()), Duration::from_secs(10));
+    put(&f.store, "cached", b"1").await;
+    lookup_path(&f.fs, "cached").await.unwrap();
+    // Negative entry too.
+    assert!(lookup_path(&f.fs, "later").await.is_err());
+    f.store
+        .delete(&ObjectKey::new("cached").unwrap(), Preconditions::NONE)
+        .await
+        .unwrap();
+    put(&f.store, "later", b"1").await;
+    // Within the TTL the caches answer.
+    assert!(lookup_path(&f.fs, "cached").await.is_ok());
+    assert!(lookup_path(&f.fs, "later").await.is_err());
+    f.clock.advance(Duration::from_secs(11));
+    assert!(matches!(
+        lookup_path(&f.fs, "cached").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(lookup_path(&f.fs, "later").await.is_ok());
+}
+
+#[tokio::test]
+async fn drain_uploads_every_dirty_file_and_refuses_new_writes() {
+    let f = fixture();
+    let mut open = Vec::new();
+    for i in 0..5 {
+        let (e, o) =
+            f.fs.create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY)
+                .await
+                .unwrap();
+        f.fs.write(o.fh, 0, format!("data{i}").as_bytes())
+            .await
+            .unwrap();
+        open.push((e.attr.ino, o.fh));
+    }
+    assert!(f.fs.has_dirty());
+    let failures = f.fs.drain().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    for i in 0..5 {
+        assert_eq!(
+            get(&f.store, &format!("f{i}")).await.unwrap(),
+            format!("data{i}").as_bytes()
+        );
+    }
+    assert_eq!(
+        f.fs.create(InodeNo::ROOT, "late", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+}
+
+#[tokio::test]
+async fn only_dir_mounts_a_subtree() {
+    let store = Arc::new(MemStore::new());
+    put(&store, "outside", b"").await;
+    put(&store, "sub/dir/inside", b"in").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        store.clone(),
+        FsConfig {
+            temp_dir: tmp.path().into(),
+            only_dir: "/sub/dir/".into(),
+            metadata_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(ManualClock::default()),
+    );
+    assert_eq!(
+        list(&fs, InodeNo::ROOT).await,
+        vec![("inside".to_string(), Kind::File)]
+    );
+    write_file(&fs, InodeNo::ROOT, "new", b"n").await;
+    assert_eq!(get(&store, "sub/dir/new").await.unwrap(), b"n");
+}
+
+#[tokio::test]
+async fn unlinked_open_file_is_not_uploaded() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "tmp", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"scratch").await.unwrap();
+    f.fs.unlink(InodeNo::ROOT, "tmp").await.unwrap();
+    f.fs.release(e.attr.ino, o.fh).await.unwrap();
+    assert!(get(&f.store, "tmp").await.is_none());
+}
