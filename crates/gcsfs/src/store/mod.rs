@@ -9,9 +9,17 @@
 //! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline.
 
 mod error;
+pub mod fault;
+pub mod mem;
+mod op;
+pub mod retry;
 mod types;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
+pub use fault::{Fault, FaultStore};
+pub use mem::MemStore;
+pub use op::Op;
+pub use retry::{RetryConfig, RetryStore};
 pub use types::{
     ByteRange, ByteStream, Generation, ListPage, ListRequest, MetadataPatch, Metageneration,
     ObjectKey, ObjectMeta, Preconditions, WriteAttrs, WriteSource,

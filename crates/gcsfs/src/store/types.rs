@@ -62,6 +62,13 @@ impl AsRef<str> for ObjectKey {
     }
 }
 
+/// Lets maps keyed by `ObjectKey` be searched with `&str` (order and equality are the string's).
+impl std::borrow::Borrow<str> for ObjectKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An object's generation: changes every time the object's data is replaced.
 ///
 /// `Generation(0)` is only meaningful as a precondition, where it means "the object must not exist".
@@ -197,6 +204,19 @@ impl WriteSource {
     /// Whether the source can be read again from the start, which retrying requires.
     pub fn is_replayable(&self) -> bool {
         !matches!(self, WriteSource::Stream(_))
+    }
+
+    /// A second handle on the same data for another attempt: `Some` for `Bytes` (a cheap
+    /// reference-counted clone) and `File` (same path and CRC), `None` for a `Stream`.
+    pub fn try_clone(&self) -> Option<WriteSource> {
+        match self {
+            WriteSource::Bytes(b) => Some(WriteSource::Bytes(b.clone())),
+            WriteSource::File { path, crc32c } => Some(WriteSource::File {
+                path: path.clone(),
+                crc32c: *crc32c,
+            }),
+            WriteSource::Stream(_) => None,
+        }
     }
 }
 

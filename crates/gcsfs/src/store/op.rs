@@ -1,0 +1,80 @@
+//! [`Op`]: names for the calls of [`ObjectStore`](super::ObjectStore), shared by the store
+//! wrappers (fault injection, retries, call counters).
+
+use std::fmt;
+
+/// One of the [`ObjectStore`](super::ObjectStore) methods.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Op {
+    /// [`ObjectStore::stat`](super::ObjectStore::stat).
+    Stat,
+    /// [`ObjectStore::list`](super::ObjectStore::list).
+    List,
+    /// [`ObjectStore::read`](super::ObjectStore::read).
+    Read,
+    /// [`ObjectStore::write`](super::ObjectStore::write).
+    Write,
+    /// [`ObjectStore::delete`](super::ObjectStore::delete).
+    Delete,
+    /// [`ObjectStore::copy`](super::ObjectStore::copy).
+    Copy,
+    /// [`ObjectStore::compose`](super::ObjectStore::compose).
+    Compose,
+    /// [`ObjectStore::patch_metadata`](super::ObjectStore::patch_metadata).
+    Patch,
+}
+
+impl Op {
+    /// Every operation, in declaration order.
+    pub const ALL: [Op; 8] = [
+        Op::Stat,
+        Op::List,
+        Op::Read,
+        Op::Write,
+        Op::Delete,
+        Op::Copy,
+        Op::Compose,
+        Op::Patch,
+    ];
+
+    /// A dense index (0..8) for per-operation tables.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lower-case name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Stat => "stat",
+            Op::List => "list",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Delete => "delete",
+            Op::Copy => "copy",
+            Op::Compose => "compose",
+            Op::Patch => "patch",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-operation call counters (lock-free).
+#[derive(Debug, Default)]
+pub(crate) struct OpCounters([std::sync::atomic::AtomicU64; 8]);
+
+impl OpCounters {
+    /// Counts one call of `op`.
+    pub(crate) fn bump(&self, op: Op) {
+        self.0[op.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many calls of `op` were counted.
+    pub(crate) fn get(&self, op: Op) -> u64 {
+        self.0[op.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,493 @@
+//! [`RetryStore`]: the one retry layer, for every backend.
+//!
+//! - Only errors whose kind [is retryable](super::ErrorKind::is_retryable) (`Transient`,
+//!   `RateLimited`) are retried, and only on idempotent calls: `stat`, `list` and `read` always;
+//!   `write`, `delete`, `copy`, `compose` and `patch_metadata` only when they carry a
+//!   precondition (and, for `write`, when the source can be replayed). A mutation without a
+//!   precondition is tried exactly once.
+//! - Backoff is exponential with full jitter; no attempt starts after the deadline, and no more
+//!   than `max_attempts` attempts are made.
+//! - An attempt that makes no progress for `stall_timeout` is abandoned as `Transient`.
+//! - A read stream that breaks (or stalls) mid-way is resumed from where it broke when the read
+//!   is pinned to a generation; without a generation the error is surfaced, since a resumed read
+//!   could mix two generations.
+//!
+//! When retries run out, the caller gets a `Transient` error (even if the last failure was
+//! `RateLimited`: from above the store both mean "try again later") whose source is the last
+//! failure. Errors that are not retried reach the caller unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::{
+    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
+    ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+};
+
+/// How [`RetryStore`] retries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryConfig {
+    /// Upper bound of the first backoff (the wait is uniform in `[0, bound]`: full jitter).
+    /// Default: 100 ms.
+    pub initial_backoff: Duration,
+    /// Cap on the backoff bound. Default: 5 s.
+    pub max_backoff: Duration,
+    /// Growth of the backoff bound after each failed attempt. Default: 2.0.
+    pub multiplier: f64,
+    /// Time budget of one operation, from its first attempt: no attempt starts after it (nor a
+    /// backoff that would end after it). An attempt already running is bounded by
+    /// `stall_timeout` instead. For a read stream the budget restarts whenever the stream made
+    /// progress since its last failure. Default: 60 s.
+    pub deadline: Duration,
+    /// An attempt that makes no progress this long is abandoned as `Transient`: the whole call
+    /// for `stat`, `list`, `delete`, `copy`, `compose`, `patch_metadata` and opening a read;
+    /// the wait for each chunk of a read stream; for a write from `Bytes` or `File`, the limit
+    /// is `stall_timeout + size / min_write_throughput`. Writes from a `Stream` have no limit
+    /// here (their pace is the producer's). Default: 30 s.
+    pub stall_timeout: Duration,
+    /// Most attempts one operation makes, the first included. Default: 10.
+    pub max_attempts: u32,
+    /// The slowest upload, in bytes per second, that is still considered progress: it sets the
+    /// time limit of writes of known size (see `stall_timeout`). 0 removes the limit.
+    /// Default: 1 MiB/s.
+    pub min_write_throughput: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            multiplier: 2.0,
+            deadline: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
+            max_attempts: 10,
+            min_write_throughput: 1024 * 1024,
+        }
+    }
+}
+
+/// Retries the calls of an inner store that failed transiently, within limits (see the module
+/// documentation for the rules).
+#[derive(Debug)]
+pub struct RetryStore {
+    inner: Arc<dyn ObjectStore>,
+    config: RetryConfig,
+}
+
+impl RetryStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>, config: RetryConfig) -> Self {
+        Self { inner, config }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// The time limit of one write attempt of `source` (`None`: unlimited).
+    ///
+    /// Takes what [`Extent::of`] found rather than the source: a `WriteSource` is not `Sync`, so
+    /// no reference to it may live across an `.await`.
+    async fn write_limit(&self, extent: Extent) -> Option<Duration> {
+        let size = match extent {
+            Extent::Size(size) => size,
+            // If the file cannot be examined the write itself will fail; the size is moot.
+            Extent::File(path) => tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0),
+            Extent::Unbounded => return None,
+        };
+        let rate = self.config.min_write_throughput;
+        if rate == 0 {
+            return None;
+        }
+        Some(self.config.stall_timeout + Duration::from_secs_f64(size as f64 / rate as f64))
+    }
+
+    /// Runs `attempt` with this store's settings and a fresh budget.
+    async fn run<T, F, Fut>(
+        &self,
+        op: Op,
+        key: &str,
+        idempotent: bool,
+        limit: Option<Duration>,
+        attempt: F,
+    ) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let call = Call {
+            config: &self.config,
+            op,
+            key,
+            idempotent,
+            limit,
+        };
+        call.run(&mut Budget::new(), attempt).await
+    }
+}
+
+/// How much data a write sends, as far as its time limit is concerned.
+enum Extent {
+    /// This many bytes.
+    Size(u64),
+    /// The size of this file.
+    File(std::path::PathBuf),
+    /// Unknown (a stream): no limit.
+    Unbounded,
+}
+
+impl Extent {
+    fn of(source: &WriteSource) -> Self {
+        match source {
+            WriteSource::Bytes(b) => Extent::Size(b.len() as u64),
+            WriteSource::File { path, .. } => Extent::File(path.clone()),
+            WriteSource::Stream(_) => Extent::Unbounded,
+        }
+    }
+}
+
+/// Attempts made and time spent on one operation.
+#[derive(Debug)]
+struct Budget {
+    started: Instant,
+    attempts: u32,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            attempts: 0,
+        }
+    }
+
+    /// After a failed attempt: how long to wait before the next one, or `None` if no further
+    /// attempt may start.
+    fn next_wait(&self, config: &RetryConfig) -> Option<Duration> {
+        if self.attempts >= config.max_attempts {
+            return None;
+        }
+        let grown = config.initial_backoff.as_secs_f64()
+            * config
+                .multiplier
+                .powi(self.attempts.saturating_sub(1).min(64) as i32);
+        let bound = grown.min(config.max_backoff.as_secs_f64()).max(0.0);
+        let wait = Duration::from_secs_f64(rand::random_range(0.0..=bound));
+        if Instant::now() + wait >= self.started + config.deadline {
+            return None;
+        }
+        Some(wait)
+    }
+
+    fn give_up(&self, op: Op, key: &str, last: StoreError) -> StoreError {
+        tracing::warn!(
+            op = op.name(),
+            key = %key,
+            attempts = self.attempts,
+            kind = %last.kind(),
+            "giving up on a store call"
+        );
+        StoreError::with_source(
+            ErrorKind::Transient,
+            format!(
+                "{op} {key}: gave up after {} attempts in {:?}",
+                self.attempts,
+                self.started.elapsed()
+            ),
+            last,
+        )
+    }
+}
+
+/// The error for an attempt abandoned after `limit` without progress.
+fn stalled(op: Op, key: &str, limit: Duration) -> StoreError {
+    StoreError::new(
+        ErrorKind::Transient,
+        format!("{op} {key}: no progress in {limit:?}"),
+    )
+}
+
+/// One retried operation.
+struct Call<'a> {
+    config: &'a RetryConfig,
+    op: Op,
+    /// The object (or listing prefix) named in logs and errors.
+    key: &'a str,
+    idempotent: bool,
+    /// Time limit of each attempt.
+    limit: Option<Duration>,
+}
+
+impl Call<'_> {
+    /// Calls `attempt` until it succeeds, fails for good, or `budget` runs out.
+    async fn run<T, F, Fut>(&self, budget: &mut Budget, mut attempt: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        loop {
+            budget.attempts += 1;
+            let result = match self.limit {
+                Some(limit) => tokio::time::timeout(limit, attempt())
+                    .await
+                    .unwrap_or_else(|_| Err(stalled(self.op, self.key, limit))),
+                None => attempt().await,
+            };
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !self.idempotent || !err.is_retryable() {
+                return Err(err);
+            }
+            self.backoff(budget, err).await?;
+        }
+    }
+
+    /// Waits before the next attempt after `err`, or returns the final error.
+    async fn backoff(&self, budget: &Budget, err: StoreError) -> StoreResult<()> {
+        let Some(wait) = budget.next_wait(self.config) else {
+            return Err(budget.give_up(self.op, self.key, err));
+        };
+        tracing::debug!(
+            op = self.op.name(),
+            key = %self.key,
+            attempt = budget.attempts,
+            kind = %err.kind(),
+            backoff_ms = wait.as_millis() as u64,
+            "retrying a store call"
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+/// State of a read stream that resumes after failures.
+struct Resuming {
+    inner: Arc<dyn ObjectStore>,
+    config: RetryConfig,
+    key: ObjectKey,
+    generation: Option<Generation>,
+    /// Next byte to deliver.
+    offset: u64,
+    end: Option<u64>,
+    stream: Option<ByteStream>,
+    budget: Budget,
+    /// Whether bytes arrived since the last failure (a fresh budget is then due).
+    progressed: bool,
+    done: bool,
+}
+
+impl Resuming {
+    /// The next item of the stream, resuming after retryable failures when allowed.
+    async fn next(&mut self) -> Option<StoreResult<Bytes>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                self.done = true; // not reached: a stream is open until the reader is done
+                return None;
+            };
+            let limit = self.config.stall_timeout;
+            let err = match tokio::time::timeout(limit, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    self.offset += chunk.len() as u64;
+                    self.progressed |= !chunk.is_empty();
+                    return Some(Ok(chunk));
+                }
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(Some(Err(err))) => err,
+                Err(_) => stalled(Op::Read, self.key.as_str(), limit),
+            };
+            self.stream = None;
+            match self.resume(err).await {
+                Ok(stream) => self.stream = Some(stream),
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Reopens the read where it broke with `err`, or returns the error to surface.
+    async fn resume(&mut self, err: StoreError) -> StoreResult<ByteStream> {
+        let Some(generation) = self.generation else {
+            return Err(err); // resuming could mix generations
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if self.progressed {
+            self.budget = Budget::new();
+            self.budget.attempts = 1; // the attempt that just broke
+            self.progressed = false;
+        }
+        // Borrow fields one by one: the future must not hold `&Resuming` (a stream is not `Sync`).
+        let call = Call {
+            config: &self.config,
+            op: Op::Read,
+            key: self.key.as_str(),
+            idempotent: true,
+            limit: Some(self.config.stall_timeout),
+        };
+        call.backoff(&self.budget, err).await?;
+        let range = ByteRange {
+            start: self.offset,
+            end: self.end,
+        };
+        let (inner, key) = (&self.inner, &self.key);
+        call.run(&mut self.budget, || inner.read(key, Some(generation), range))
+            .await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RetryStore {
+    async fn stat(&self, key: &ObjectKey) -> StoreResult<ObjectMeta> {
+        let limit = Some(self.config.stall_timeout);
+        self.run(Op::Stat, key.as_str(), true, limit, || self.inner.stat(key))
+            .await
+    }
+
+    async fn list(&self, request: &ListRequest) -> StoreResult<ListPage> {
+        let limit = Some(self.config.stall_timeout);
+        let prefix = request.prefix.as_str();
+        self.run(Op::List, prefix, true, limit, || self.inner.list(request))
+            .await
+    }
+
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        generation: Option<Generation>,
+        range: ByteRange,
+    ) -> StoreResult<ByteStream> {
+        let mut budget = Budget::new();
+        let call = Call {
+            config: &self.config,
+            op: Op::Read,
+            key: key.as_str(),
+            idempotent: true,
+            limit: Some(self.config.stall_timeout),
+        };
+        let stream = call
+            .run(&mut budget, || self.inner.read(key, generation, range))
+            .await?;
+        let state = Resuming {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+            key: key.clone(),
+            generation,
+            offset: range.start,
+            end: range.end,
+            stream: Some(stream),
+            budget,
+            progressed: false,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+        .boxed())
+    }
+
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        source: WriteSource,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta> {
+        let limit = self.write_limit(Extent::of(&source)).await;
+        let replay = preconditions.is_conditional() && source.is_replayable();
+        let mut slot = Some(source);
+        let inner = &self.inner;
+        self.run(Op::Write, key.as_str(), replay, limit, || {
+            let source = if replay {
+                slot.as_ref().and_then(WriteSource::try_clone)
+            } else {
+                slot.take()
+            };
+            async move {
+                match source {
+                    Some(source) => inner.write(key, source, preconditions, attrs).await,
+                    // Unreachable: a source that is not replayable is only tried once.
+                    None => Err(StoreError::new(
+                        ErrorKind::Other,
+                        "write source already consumed",
+                    )),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ObjectKey, preconditions: Preconditions) -> StoreResult<()> {
+        let limit = Some(self.config.stall_timeout);
+        let idempotent = preconditions.is_conditional();
+        self.run(Op::Delete, key.as_str(), idempotent, limit, || {
+            self.inner.delete(key, preconditions)
+        })
+        .await
+    }
+
+    async fn copy(
+        &self,
+        src: &ObjectKey,
+        src_generation: Option<Generation>,
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        let limit = Some(self.config.stall_timeout);
+        let idempotent = preconditions.is_conditional();
+        self.run(Op::Copy, dst.as_str(), idempotent, limit, || {
+            self.inner.copy(src, src_generation, dst, preconditions)
+        })
+        .await
+    }
+
+    async fn compose(
+        &self,
+        sources: &[ObjectKey],
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta> {
+        let limit = Some(self.config.stall_timeout);
+        let idempotent = preconditions.is_conditional();
+        self.run(Op::Compose, dst.as_str(), idempotent, limit, || {
+            self.inner.compose(sources, dst, preconditions, attrs)
+        })
+        .await
+    }
+
+    async fn patch_metadata(
+        &self,
+        key: &ObjectKey,
+        patch: &MetadataPatch,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        let limit = Some(self.config.stall_timeout);
+        let idempotent = preconditions.is_conditional();
+        self.run(Op::Patch, key.as_str(), idempotent, limit, || {
+            self.inner.patch_metadata(key, patch, preconditions)
+        })
+        .await
+    }
+}
