@@ -437,7 +437,12 @@ async fn rename_file_and_directory() {
     f.fs.rename(InodeNo::ROOT, "dir", InodeNo::ROOT, "moved", 0)
         .await
         .unwrap();
-    let mut keys = f.store.keys();
+    let mut keys: Vec<String> = f
+        .store
+        .keys()
+        .into_iter()
+        .map(|k| k.into_string())
+        .collect();
     keys.sort();
     assert_eq!(keys, vec!["moved/", "moved/a", "moved/sub/b", "other"]);
     let b = lookup_path(&f.fs, "moved/sub/b").await.unwrap();
@@ -479,7 +484,7 @@ async fn symlinks_standard_and_legacy() {
             .unwrap();
     assert_eq!(e.attr.kind, Kind::Symlink);
     assert_eq!(f.fs.readlink(e.attr.ino).await.unwrap(), "target/file");
-    let (meta, data) = f.store.get("ln").unwrap();
+    let (meta, data) = f.store.get(&ObjectKey::new("ln").unwrap()).unwrap();
     assert_eq!(&data[..], b"target/file");
     assert_eq!(
         meta.metadata.get("goog-reserved-file-is-symlink").unwrap(),
@@ -527,7 +532,7 @@ async fn chmod_chown_and_mtime_are_stored_in_gcloud_keys() {
         (attr.perm, attr.uid, attr.gid, attr.mtime),
         (0o600, 1234, 99, mtime)
     );
-    let (meta, data) = f.store.get("p").unwrap();
+    let (meta, data) = f.store.get(&ObjectKey::new("p").unwrap()).unwrap();
     assert_eq!(&data[..], b"x");
     assert_eq!(
         meta.metadata.get("goog-reserved-posix-mode").unwrap(),

@@ -21,7 +21,7 @@ pub const SYMLINK_KEY: &str = "goog-reserved-file-is-symlink";
 pub const LEGACY_SYMLINK_KEY: &str = "gcsfuse_symlink_target";
 
 /// What an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     File,
     Dir,

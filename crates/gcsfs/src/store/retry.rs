@@ -351,8 +351,10 @@ impl Resuming {
             end: self.end,
         };
         let (inner, key) = (&self.inner, &self.key);
-        call.run(&mut self.budget, || inner.read(key, Some(generation), range))
-            .await
+        call.run(&mut self.budget, || {
+            inner.read(key, Some(generation), range)
+        })
+        .await
     }
 }
 
