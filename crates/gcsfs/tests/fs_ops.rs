@@ -641,3 +641,61 @@ async fn unlinked_open_file_is_not_uploaded() {
     f.fs.release(e.attr.ino, o.fh).await.unwrap();
     assert!(get(&f.store, "tmp").await.is_none());
 }
+
+#[tokio::test]
+async fn sequential_new_file_streams_then_falls_back_on_seek() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "s", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    let ino = e.attr.ino;
+    let chunk = vec![1u8; 100_000];
+    for i in 0..5u64 {
+        f.fs.write(o.fh, i * 100_000, &chunk).await.unwrap();
+    }
+    // Nothing visible until close (the resumable upload is not finalised).
+    assert!(get(&f.store, "s").await.is_none());
+    assert!(
+        std::fs::read_dir(f._tmp.path()).unwrap().next().is_none(),
+        "a streamed file keeps no local copy"
+    );
+    // A write that seeks back: what was streamed is published, then staged and edited.
+    f.fs.write(o.fh, 10, b"XY").await.unwrap();
+    assert_eq!(
+        f.fs.read(o.fh, 8, 6).await.unwrap().as_ref(),
+        &[1, 1, b'X', b'Y', 1, 1]
+    );
+    f.fs.release(ino, o.fh).await.unwrap();
+    let data = get(&f.store, "s").await.unwrap();
+    assert_eq!(data.len(), 500_000);
+    assert_eq!(&data[10..12], b"XY");
+    assert!(data[12..].iter().all(|&b| b == 1));
+}
+
+#[tokio::test]
+async fn streamed_file_losing_a_create_race_is_estale() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "r", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"mine").await.unwrap();
+    put(&f.store, "r", b"theirs").await;
+    assert_eq!(f.fs.flush(o.fh).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(get(&f.store, "r").await.unwrap(), b"theirs");
+    let _ = f.fs.release(e.attr.ino, o.fh).await;
+}
+
+#[tokio::test]
+async fn streamed_file_unlinked_while_open_creates_nothing() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "gone", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"data").await.unwrap();
+    f.fs.unlink(InodeNo::ROOT, "gone").await.unwrap();
+    f.fs.release(e.attr.ino, o.fh).await.unwrap();
+    assert!(get(&f.store, "gone").await.is_none());
+}

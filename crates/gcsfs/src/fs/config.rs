@@ -26,6 +26,9 @@ pub struct FsConfig {
     pub rename_dir_limit: u64,
     /// Refuse every change (`-o ro`). Default false.
     pub read_only: bool,
+    /// Stream a new file written sequentially from offset 0 straight into a resumable upload
+    /// instead of staging it locally (`--streaming-writes`). Default true.
+    pub streaming_writes: bool,
     /// Objects per listing page. Default 1000 (GCS's maximum).
     pub list_page_size: u32,
     /// Read-path tuning.
@@ -47,6 +50,7 @@ impl Default for FsConfig {
             negative_ttl: Duration::from_secs(5),
             rename_dir_limit: 10_000,
             read_only: false,
+            streaming_writes: true,
             list_page_size: 1000,
             read: ReadConfig::default(),
         }

@@ -17,7 +17,7 @@ use super::attr::{self, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::names::{self, BadName};
 use super::read::{Reader, read_parts};
-use super::write::{FileCell, Staged, WriteState};
+use super::write::{FileCell, Staged, Streaming, WriteState};
 use super::{Entry, Filesystem, Handle, InodeNo};
 use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
 
@@ -166,7 +166,11 @@ impl Filesystem {
         self.forget_missing(parent, name);
         {
             let mut st = cell.state.lock().await;
-            st.staged = Some(Staged::empty(&self.config.temp_dir)?);
+            if self.config.streaming_writes {
+                st.fresh = true;
+            } else {
+                st.staged = Some(Staged::empty(&self.config.temp_dir)?);
+            }
             st.base_generation = Generation::NONE;
             cell.set_dirty(true);
         }
@@ -216,7 +220,14 @@ impl Filesystem {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let (ino, cell, _, generation, fsize, reader) = self.file_handle(fh)?;
         {
-            let st = cell.state.lock().await;
+            let mut st = cell.state.lock().await;
+            if st.fresh {
+                return Ok(Bytes::new());
+            }
+            if st.stream.is_some() {
+                // Reading a file being streamed: publish what was written, then stage it.
+                self.ensure_staged(ino, &mut st, None, None).await?;
+            }
             if let Some(staged) = &st.staged {
                 return Ok(Bytes::from(staged.read_at(offset, size)?));
             }
@@ -251,10 +262,28 @@ impl Filesystem {
             return Err(FsError::BadHandle);
         }
         let mut st = cell.state.lock().await;
-        self.ensure_staged(ino, &mut st, generation, None).await?;
-        let staged = st.staged.as_mut().expect("staged above");
-        staged.write_at(offset, data)?;
-        let size = staged.size;
+        if st.fresh && offset == 0 && !data.is_empty() {
+            // A new file written from its start: stream it.
+            st.fresh = false;
+            let key = self.key_of(ino)?;
+            st.stream = Some(Streaming::start(
+                self.store.clone(),
+                key,
+                self.new_object_attrs(ino),
+            ));
+        }
+        let size = match st.stream.as_mut() {
+            Some(stream) if stream.written == offset => {
+                stream.send(Bytes::copy_from_slice(data)).await?;
+                stream.written
+            }
+            _ => {
+                self.ensure_staged(ino, &mut st, generation, None).await?;
+                let staged = st.staged.as_mut().expect("staged above");
+                staged.write_at(offset, data)?;
+                staged.size
+            }
+        };
         cell.set_dirty(true);
         drop(st);
         let mut table = self.inodes.lock().unwrap();
@@ -273,6 +302,20 @@ impl Filesystem {
         pinned: Option<Generation>,
         len: Option<u64>,
     ) -> FsResult<()> {
+        if st.stream.is_some() {
+            // Random access to a streamed file: publish what was streamed, then stage that
+            // generation like any existing object.
+            self.settle_stream(ino, st).await?;
+        }
+        if st.fresh {
+            st.fresh = false;
+            let mut s = Staged::empty(&self.config.temp_dir)?;
+            if let Some(len) = len {
+                s.set_len(len)?;
+            }
+            st.staged = Some(s);
+            return Ok(());
+        }
         if let Some(staged) = st.staged.as_mut() {
             if let Some(len) = len {
                 staged.set_len(len)?;
@@ -368,8 +411,20 @@ impl Filesystem {
         if unlinked {
             // Removed while open: its data goes with it, as on a local filesystem.
             st.staged = None;
+            st.fresh = false;
+            if let Some(stream) = st.stream.take() {
+                stream.abort().await;
+            }
             cell.set_dirty(false);
             return Ok(());
+        }
+        if st.stream.is_some() {
+            return self.settle_stream(ino, &mut st).await;
+        }
+        if st.fresh {
+            // A new file nothing was written to: create it empty.
+            st.fresh = false;
+            st.staged = Some(Staged::empty(&self.config.temp_dir)?);
         }
         let Some(staged) = st.staged.as_ref() else {
             cell.set_dirty(false);
@@ -391,14 +446,7 @@ impl Filesystem {
             Ok(new) => {
                 st.base_generation = new.generation;
                 cell.set_dirty(false);
-                let mut table = self.inodes.lock().unwrap();
-                if let Some(inode) = table.get_mut(ino) {
-                    inode.stat = Stat::from_object(&new);
-                    inode.cached_generation = Some(new.generation);
-                    inode.meta = Some(new);
-                    inode.local = false;
-                    inode.valid_until = self.now() + self.config.metadata_ttl;
-                }
+                self.published(ino, new);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -423,6 +471,69 @@ impl Filesystem {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records a newly uploaded generation of `ino`.
+    fn published(&self, ino: InodeNo, new: crate::store::ObjectMeta) {
+        let mut table = self.inodes.lock().unwrap();
+        if let Some(inode) = table.get_mut(ino) {
+            inode.stat = Stat::from_object(&new);
+            inode.cached_generation = Some(new.generation);
+            inode.meta = Some(new);
+            inode.local = false;
+            inode.valid_until = self.now() + self.config.metadata_ttl;
+        }
+    }
+
+    /// Completes the streaming upload of a new file (its changes are then published).
+    async fn settle_stream(&self, ino: InodeNo, st: &mut WriteState) -> FsResult<()> {
+        let Some(stream) = st.stream.take() else {
+            return Ok(());
+        };
+        match stream.finish().await {
+            Ok(new) => {
+                st.base_generation = new.generation;
+                self.mark_clean(ino);
+                self.published(ino, new);
+                Ok(())
+            }
+            Err(e) => {
+                // The streamed bytes were only in the upload: they are gone. Say so loudly.
+                let path = self.path_of(ino);
+                tracing::error!(path, error = %e, "streaming upload of a new file failed; its data was not saved");
+                self.mark_clean(ino);
+                match e.store_kind() {
+                    Some(ErrorKind::PreconditionFailed) => {
+                        Err(FsError::Stale("another writer created this file first"))
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    fn mark_clean(&self, ino: InodeNo) {
+        if let Some(cell) = self
+            .inodes
+            .lock()
+            .unwrap()
+            .get(ino)
+            .and_then(|i| i.file.clone())
+        {
+            cell.set_dirty(false);
+        }
+    }
+
+    /// Attributes for a new object: POSIX attributes set at create (no mtime: the object's
+    /// update time is the file's mtime).
+    fn new_object_attrs(&self, ino: InodeNo) -> WriteAttrs {
+        let mut attrs = WriteAttrs::default();
+        if let Some(inode) = self.inodes.lock().unwrap().get(ino) {
+            let mut md = attr::posix_metadata(&inode.stat);
+            md.remove(attr::MTIME_KEY);
+            attrs.metadata = md;
+        }
+        attrs
     }
 
     /// Moves a staging file that lost an upload race to `<temp-dir>/gcsfs-conflicts/`.

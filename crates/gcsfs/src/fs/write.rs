@@ -11,11 +11,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use futures::StreamExt;
 use tempfile::NamedTempFile;
+use tokio::sync::mpsc;
 
 use super::error::{FsError, FsResult};
-use crate::store::{ByteRange, Generation, ObjectKey, ObjectStore};
+use crate::store::{
+    ByteRange, ErrorKind, Generation, ObjectKey, ObjectMeta, ObjectStore, Preconditions,
+    StoreError, StoreResult, WriteAttrs, WriteSource,
+};
 
 /// Shared write-back state of one inode.
 #[derive(Debug)]
@@ -30,6 +37,8 @@ impl FileCell {
         Self {
             state: tokio::sync::Mutex::new(WriteState {
                 staged: None,
+                stream: None,
+                fresh: false,
                 base_generation,
             }),
             dirty: AtomicBool::new(false),
@@ -47,12 +56,100 @@ impl FileCell {
 }
 
 /// The mutable part of a [`FileCell`].
+///
+/// A file's changes live either in `stream` (a new file written sequentially from offset 0: its
+/// bytes go straight into a resumable upload, no local copy) or in `staged` (a full local copy),
+/// never both.
 #[derive(Debug)]
 pub struct WriteState {
     /// The local copy, present while the file is being changed (and until the last handle closes).
     pub staged: Option<Staged>,
+    /// The upload a new file's sequential writes are streamed into.
+    pub stream: Option<Streaming>,
+    /// A new file nothing was written to yet: its first write may start a stream.
+    pub fresh: bool,
     /// The generation the local copy is based on: the upload's `ifGenerationMatch` (0 = new).
     pub base_generation: Generation,
+}
+
+/// A resumable upload fed while the file is written.
+#[derive(Debug)]
+pub struct Streaming {
+    tx: Option<mpsc::Sender<StoreResult<Bytes>>>,
+    task: tokio::task::JoinHandle<StoreResult<ObjectMeta>>,
+    /// Bytes sent so far: the only offset the next write may start at to keep streaming.
+    pub written: u64,
+}
+
+/// Chunks queued between writes and the upload (bounds memory per streaming file).
+const STREAM_QUEUE: usize = 8;
+
+impl Streaming {
+    /// Starts a create-only upload of `key` fed by [`Streaming::send`].
+    pub fn start(store: Arc<dyn ObjectStore>, key: ObjectKey, attrs: WriteAttrs) -> Self {
+        let (tx, rx) = mpsc::channel::<StoreResult<Bytes>>(STREAM_QUEUE);
+        let source = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        let task = tokio::spawn(async move {
+            store
+                .write(
+                    &key,
+                    WriteSource::Stream(source),
+                    Preconditions::create_only(),
+                    &attrs,
+                )
+                .await
+        });
+        Self {
+            tx: Some(tx),
+            task,
+            written: 0,
+        }
+    }
+
+    /// Appends `data`. If the upload has already failed, returns its error.
+    pub async fn send(&mut self, data: Bytes) -> FsResult<()> {
+        let len = data.len() as u64;
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Ok(data)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            self.written += len;
+            return Ok(());
+        }
+        // The upload ended early: report why.
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(_)) => Err(FsError::Stale("upload finished before the file was")),
+            Err(_) => Err(FsError::Stale("upload task ended")),
+        }
+    }
+
+    /// Completes the upload and returns the new object.
+    pub async fn finish(mut self) -> FsResult<ObjectMeta> {
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(FsError::Stale("upload task ended")),
+        }
+    }
+
+    /// Abandons the upload: nothing is created.
+    pub async fn abort(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx
+                .send(Err(StoreError::new(
+                    ErrorKind::Other,
+                    "file removed while written",
+                )))
+                .await;
+        }
+        let _ = (&mut self.task).await;
+    }
 }
 
 /// A local staging file holding the whole contents of the file.
