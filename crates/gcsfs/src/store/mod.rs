@@ -9,6 +9,7 @@
 //! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline.
 
 mod error;
+pub mod gcs;
 mod types;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
