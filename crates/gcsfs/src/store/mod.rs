@@ -10,6 +10,7 @@
 
 mod error;
 pub mod fault;
+pub mod gcs;
 pub mod mem;
 mod op;
 pub mod retry;

@@ -1,0 +1,158 @@
+//! [`ObjectStore`] on Cloud Storage.
+//!
+//! - Object data (reads, uploads) goes through Google's official `google-cloud-storage` crate
+//!   ([`data`]).
+//! - Metadata calls (stat, list, delete, copy, compose, patch) go over the JSON API with our
+//!   own small client ([`json`]): the official crate offers them only over gRPC, which no
+//!   emulator speaks.
+//! - Both share one credentials object ([`auth`]); failures become [`StoreError`]s through
+//!   the one status table ([`errors`]).
+//! - Nothing here retries, except the SDK resending chunks of a stream upload: the
+//!   `RetryStore` above retries whole calls.
+
+mod auth;
+mod config;
+mod data;
+mod errors;
+mod json;
+mod resource;
+mod url;
+
+pub use config::{DEFAULT_ENDPOINT, GcsAuth, GcsConfig};
+pub use data::STREAM_UPLOAD_RETRY_LIMIT;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use super::{
+    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    ObjectKey, ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs,
+    WriteSource,
+};
+use data::DataClient;
+use json::JsonClient;
+
+/// A Cloud Storage bucket as an [`ObjectStore`].
+#[derive(Clone, Debug)]
+pub struct GcsStore {
+    bucket: String,
+    data: DataClient,
+    json: JsonClient,
+}
+
+impl GcsStore {
+    /// Builds the clients for `config.bucket`. Credentials are loaded now: a bad key file
+    /// fails here with `Unauthenticated`. No request is sent to the bucket.
+    pub async fn connect(config: GcsConfig) -> StoreResult<GcsStore> {
+        let bucket = config.bucket.trim_start_matches("gs://").trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!("invalid bucket name {:?}", config.bucket),
+            ));
+        }
+        let creds = auth::credentials(&config.auth).await?;
+        let data = DataClient::new(
+            config.endpoint.as_deref().map(|e| e.trim_end_matches('/')),
+            bucket,
+            creds.clone(),
+            config.billing_project.clone(),
+        )
+        .await?;
+        let json = JsonClient::new(
+            config.endpoint(),
+            bucket,
+            creds,
+            config.billing_project.clone(),
+            config.request_timeout,
+        )?;
+        Ok(GcsStore {
+            bucket: bucket.to_owned(),
+            data,
+            json,
+        })
+    }
+
+    /// The bucket this store reads and writes.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+#[async_trait]
+impl ObjectStore for GcsStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
+    async fn stat(&self, key: &ObjectKey) -> StoreResult<ObjectMeta> {
+        self.json.get(key, None).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(prefix = %request.prefix))]
+    async fn list(&self, request: &ListRequest) -> StoreResult<ListPage> {
+        self.json.list(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key, start = range.start, end = ?range.end))]
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        generation: Option<Generation>,
+        range: ByteRange,
+    ) -> StoreResult<ByteStream> {
+        if range.end.is_some_and(|end| end <= range.start) {
+            // Nothing to read, but the object (generation) must still exist.
+            self.json.get(key, generation).await?;
+            return Ok(futures::stream::empty().boxed());
+        }
+        self.data.read(key, generation, range).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key, source = ?source))]
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        source: WriteSource,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta> {
+        self.data.write(key, source, preconditions, attrs).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
+    async fn delete(&self, key: &ObjectKey, preconditions: Preconditions) -> StoreResult<()> {
+        self.json.delete(key, preconditions).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(src = %src, dst = %dst))]
+    async fn copy(
+        &self,
+        src: &ObjectKey,
+        src_generation: Option<Generation>,
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        self.json
+            .rewrite(src, src_generation, dst, preconditions)
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %dst, sources = sources.len()))]
+    async fn compose(
+        &self,
+        sources: &[ObjectKey],
+        dst: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+    ) -> StoreResult<ObjectMeta> {
+        self.json.compose(sources, dst, preconditions, attrs).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
+    async fn patch_metadata(
+        &self,
+        key: &ObjectKey,
+        patch: &MetadataPatch,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        self.json.patch_metadata(key, patch, preconditions).await
+    }
+}
