@@ -1,1 +1,43 @@
-fn main() {}
+//! The `gcsfs` binary: parse the command line, set up logging, dispatch.
+//!
+//! Exit status: 0 on success (for `run`, the command's own status), 2 for a usage error, 1 for
+//! any other error. Errors are one line on stderr: `gcsfs: error: <cause>: <cause>...`.
+
+use std::process::ExitCode;
+
+use gcsfs::cli::{self, Cli, Command};
+use gcsfs::logging;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_validated(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help / --version: clap's own output on stdout, success.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("gcsfs: error: {}", cli::usage_error_line(&err));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("gcsfs: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Mount(c) => c.store.check_key_file()?,
+        Command::Run(c) => c.store.check_key_file()?,
+    }
+    logging::init(cli.log.log_format, cli.log.log_severity)?;
+    match cli.command {
+        Command::Mount(args) => cli::run_mount(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => cli::run_run(args),
+    }
+}
