@@ -543,9 +543,7 @@ pub fn usage_error_line(err: &clap::Error) -> String {
 
 /// Mounts the bucket as `args` say and serves it until unmounted.
 pub fn run_mount(args: MountCommand) -> anyhow::Result<()> {
-    // wired by the lead
-    let _ = args;
-    anyhow::bail!("`gcsfs mount` is not implemented yet")
+    Ok(crate::daemon::mount_main(args)?)
 }
 
 /// Mounts the bucket, runs the command and supervises it; returns the command's exit status.

@@ -4,6 +4,7 @@
 //! FUSE types), [`fuse`] (the fuser adapter), [`mount`] and [`cli`] (the binary's plumbing).
 
 pub mod cli;
+pub mod daemon;
 pub mod fs;
 pub mod fuse;
 pub mod logging;

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fuser::{MountOption, SessionACL};
+use fuser::MountOption;
 
 use crate::fs::{DrainFailure, Filesystem};
 use crate::fuse::FuseAdapter;
@@ -17,16 +17,9 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     /// `fsname` shown in `/proc/mounts` (e.g. `gcsfs:BUCKET`).
     pub fsname: String,
-    /// FUSE threads reading requests from the kernel. Default 4.
-    pub threads: usize,
-    /// `-o allow_other`: let other users use the mount.
-    pub allow_other: bool,
-    /// `-o ro`.
-    pub read_only: bool,
-    /// `-o default_permissions`: the kernel checks mode bits.
-    pub default_permissions: bool,
-    /// Other `-o` options passed to the kernel as they are.
-    pub options: Vec<String>,
+    /// fuser's configuration from the `-o` options and `--fuse-threads`; gcsfs adds its own
+    /// defaults (`nodev`, `nosuid`, `noatime`, subtype `gcsfs`, one `/dev/fuse` fd per thread).
+    pub fuser: fuser::Config,
 }
 
 /// Why a mount could not be made.
@@ -102,33 +95,30 @@ pub fn mount(
     config: &MountConfig,
 ) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
-    let mut options = vec![
+    let mut fuse_config = config.fuser.clone();
+    let given = fuse_config.mount_options.clone();
+    let defaults = [
         MountOption::FSName(config.fsname.clone()),
         MountOption::Subtype("gcsfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
-    if config.read_only {
-        options.push(MountOption::RO);
+    for d in defaults {
+        let overridden = given.iter().any(|g| {
+            std::mem::discriminant(g) == std::mem::discriminant(&d)
+                || matches!(
+                    (g, &d),
+                    (MountOption::Dev, MountOption::NoDev)
+                        | (MountOption::Suid, MountOption::NoSuid)
+                        | (MountOption::Atime, MountOption::NoAtime)
+                )
+        });
+        if !overridden {
+            fuse_config.mount_options.push(d);
+        }
     }
-    if config.default_permissions {
-        options.push(MountOption::DefaultPermissions);
-    }
-    options.extend(
-        config
-            .options
-            .iter()
-            .map(|o| MountOption::CUSTOM(o.clone())),
-    );
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fuse_config.n_threads = Some(config.threads.max(1));
+    fuse_config.n_threads = Some(fuse_config.n_threads.unwrap_or(4).max(1));
     fuse_config.clone_fd = true;
     let adapter = FuseAdapter::new(fs.clone(), rt);
     let mut session =

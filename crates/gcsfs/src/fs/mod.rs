@@ -32,6 +32,7 @@ pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
+pub use names::normalize_only_dir;
 pub use read::ReadConfig;
 
 use std::collections::HashMap;

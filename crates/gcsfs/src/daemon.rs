@@ -1,0 +1,303 @@
+//! What `gcsfs mount` (and `gcsfs run`) do between parsing flags and serving the mount: open the
+//! bucket (credentials, retries, a fail-fast access check), configure the filesystem, mount,
+//! wait for a signal or an external unmount, drain and unmount.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{MountArgs, MountCommand, StoreArgs};
+use crate::fs::{DrainFailure, Filesystem, FsConfig, Ownership, ReadConfig, SystemClock};
+use crate::mount::{self, MountError, Mounted};
+use crate::store::gcs::{GcsAuth, GcsConfig, GcsStore};
+use crate::store::{ErrorKind, ListRequest, ObjectStore, RetryConfig, RetryStore, StoreError};
+
+/// Why the bucket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("bucket {bucket:?} does not exist")]
+    NoBucket {
+        bucket: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("access to bucket {bucket:?} denied")]
+    Denied {
+        bucket: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot reach bucket {bucket:?}")]
+    Other {
+        bucket: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Connects to the bucket with retries and checks, with one listing call, that it exists and
+/// that the credentials may list it.
+pub async fn open_bucket(
+    store_args: &StoreArgs,
+    bucket: &str,
+    only_dir: &str,
+) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    let wrap = |source: StoreError| {
+        let bucket = bucket.to_string();
+        match source.kind() {
+            ErrorKind::NotFound => OpenError::NoBucket { bucket, source },
+            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
+                OpenError::Denied { bucket, source }
+            }
+            _ => OpenError::Other { bucket, source },
+        }
+    };
+    let auth = if store_args.anonymous_access {
+        GcsAuth::Anonymous
+    } else if let Some(key) = &store_args.key_file {
+        GcsAuth::KeyFile(key.clone())
+    } else {
+        GcsAuth::Default
+    };
+    let config = GcsConfig {
+        bucket: bucket.to_string(),
+        endpoint: store_args.custom_endpoint.clone(),
+        auth,
+        billing_project: store_args.billing_project.clone(),
+        ..Default::default()
+    };
+    let gcs = GcsStore::connect(config).await.map_err(wrap)?;
+    let retry = RetryConfig {
+        deadline: store_args.retry_deadline(),
+        stall_timeout: store_args.stall_timeout(),
+        ..Default::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(Arc::new(gcs), retry));
+    store
+        .list(&ListRequest {
+            prefix: only_dir.to_string(),
+            delimiter: Some("/".into()),
+            max_results: Some(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(wrap)?;
+    Ok(store)
+}
+
+/// The filesystem configuration `args` ask for.
+pub fn fs_config(args: &MountArgs) -> FsConfig {
+    let defaults = FsConfig::default();
+    FsConfig {
+        ownership: Ownership {
+            uid: args.uid.resolve(nix::unistd::getuid().as_raw()),
+            gid: args.gid.resolve(nix::unistd::getgid().as_raw()),
+            file_mode: args.file_mode.bits() as u16,
+            dir_mode: args.dir_mode.bits() as u16,
+        },
+        only_dir: args.only_dir.clone().unwrap_or_default(),
+        temp_dir: args.temp_dir(),
+        metadata_ttl: args.metadata_cache_ttl(),
+        negative_ttl: args.metadata_cache_negative_ttl(),
+        rename_dir_limit: args.rename_dir_limit,
+        read_only: args.read_only(),
+        read: ReadConfig {
+            max_window: args.max_read_ahead_mb << 20,
+            prefetch_memory: args.prefetch_memory_mb << 20,
+            ..defaults.read.clone()
+        },
+        ..defaults
+    }
+}
+
+/// The kernel mount configuration `args` ask for.
+pub fn mount_config(args: &MountArgs) -> mount::MountConfig {
+    mount::MountConfig {
+        mountpoint: args.mountpoint.clone(),
+        fsname: format!("gcsfs:{}", args.bucket),
+        fuser: args.fuser_config(),
+    }
+}
+
+/// Opens the bucket and mounts it. Returns once the mount answers.
+pub async fn open_and_mount(store_args: &StoreArgs, args: &MountArgs) -> anyhow_free::Result<Mounted> {
+    mount::check_mountpoint(&args.mountpoint)?;
+    let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
+    let store = open_bucket(store_args, &args.bucket, &only_dir).await?;
+    let config = fs_config(args);
+    std::fs::create_dir_all(&config.temp_dir).map_err(|source| ServeError::TempDir {
+        path: config.temp_dir.clone(),
+        source,
+    })?;
+    let fs = Arc::new(Filesystem::new(store, config, Arc::new(SystemClock)));
+    let rt = tokio::runtime::Handle::current();
+    let mcfg = mount_config(args);
+    let mounted = tokio::task::spawn_blocking(move || mount::mount(fs, rt, &mcfg))
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))??;
+    Ok(mounted)
+}
+
+/// Errors of the mount/serve glue.
+pub mod anyhow_free {
+    /// Result of the serve glue.
+    pub type Result<T> = std::result::Result<T, super::ServeError>;
+}
+
+/// Why serving a mount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("temporary directory {path}: {source}")]
+    TempDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount task failed: {0}")]
+    Join(String),
+    #[error("{count} file(s) could not be uploaded before unmounting")]
+    NotDrained { count: usize },
+    #[error("signal handling: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("starting the background mount: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Serves `mounted` until SIGINT/SIGTERM or an external unmount, then drains and unmounts.
+pub async fn serve_until_stopped(mounted: Mounted) -> anyhow_free::Result<()> {
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: uploading dirty files and unmounting"),
+        _ = int.recv() => tracing::info!("SIGINT: uploading dirty files and unmounting"),
+        _ = mounted.ended() => tracing::info!("unmounted from outside; uploading dirty files"),
+    }
+    check_drained(mounted.shutdown(None).await)
+}
+
+/// Turns drain failures into the exit error (each failure was already logged with its path).
+pub fn check_drained(failures: Vec<DrainFailure>) -> anyhow_free::Result<()> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ServeError::NotDrained {
+            count: failures.len(),
+        })
+    }
+}
+
+/// `gcsfs mount`: in the foreground, serve until stopped; otherwise start a copy of this process
+/// in the foreground and return once the mount is in place (or with the copy's failure).
+pub fn mount_main(cmd: MountCommand) -> anyhow_free::Result<()> {
+    if !cmd.mount.foreground {
+        mount::check_mountpoint(&cmd.mount.mountpoint)?;
+        return spawn_background(&cmd.mount.mountpoint);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gcsfs-worker")
+        .build()
+        .map_err(ServeError::Spawn)?;
+    rt.block_on(async move {
+        let mounted = open_and_mount(&cmd.store, &cmd.mount).await?;
+        serve_until_stopped(mounted).await
+    })
+}
+
+/// Re-runs this command with `--foreground` as a detached child and waits until either the
+/// mount appears in `/proc/self/mountinfo` (success) or the child exits (its error line went to
+/// the inherited stderr).
+fn spawn_background(mountpoint: &std::path::Path) -> anyhow_free::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(ServeError::Spawn)?;
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(ServeError::Spawn)?;
+    let target = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    loop {
+        if let Some(status) = child.try_wait().map_err(ServeError::Spawn)? {
+            // The child already printed its one error line; exit with its status.
+            std::process::exit(status.code().unwrap_or(1).max(1));
+        }
+        if is_gcsfs_mount(&target) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `path` is currently a gcsfs FUSE mount point.
+pub fn is_gcsfs_mount(path: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::File::open("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    BufReader::new(file).lines().map_while(Result::ok).any(|line| {
+        // Fields: id parent maj:min root mountpoint options ... - fstype source superopts
+        // (fuser's own mount records type `fuse` and source `gcsfs:BUCKET`; fusermount3 records
+        // `fuse.gcsfs`.)
+        let mountpoint = line.split(' ').nth(4).unwrap_or("");
+        let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
+        let (fstype, source) = (tail.next().unwrap_or(""), tail.next().unwrap_or(""));
+        unescape_mountinfo(mountpoint) == want
+            && (fstype == "fuse.gcsfs" || (fstype == "fuse" && source.starts_with("gcsfs:")))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let oct: String = chars.by_ref().take(3).collect();
+            if let Ok(v) = u8::from_str_radix(&oct, 8) {
+                out.push(v as char);
+                continue;
+            }
+            out.push(c);
+            out.push_str(&oct);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
