@@ -630,7 +630,7 @@ pub async fn compose_concatenates(store: Arc<dyn ObjectStore>) {
         .compose(&sources, &k("whole"), Preconditions::NONE, &attrs)
         .await
         .unwrap();
-    let expected: Vec<u8> = [&parts[0], &parts[1], &parts[2], &parts[0]].concat();
+    let expected: Vec<u8> = [&parts[0][..], &parts[1], &parts[2], &parts[0]].concat();
     assert_eq!(meta.size, expected.len() as u64);
     assert_eq!(meta.crc32c, Some(crc32c::crc32c(&expected)));
     assert_eq!(meta.content_type, attrs.content_type);
