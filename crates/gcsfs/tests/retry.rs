@@ -33,7 +33,10 @@ fn k(name: &str) -> ObjectKey {
 }
 
 fn data(len: usize) -> Bytes {
-    (0..len).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>().into()
+    (0..len)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// Writes straight to the MemStore (no faults, no retries).
@@ -141,7 +144,10 @@ async fn mutations_without_precondition_are_never_retried() {
         (Op::Delete, rig.store.delete(&k("a"), none).await),
         (
             Op::Copy,
-            rig.store.copy(&k("a"), None, &k("c"), none).await.map(|_| ()),
+            rig.store
+                .copy(&k("a"), None, &k("c"), none)
+                .await
+                .map(|_| ()),
         ),
         (
             Op::Compose,
@@ -152,7 +158,10 @@ async fn mutations_without_precondition_are_never_retried() {
         ),
         (
             Op::Patch,
-            rig.store.patch_metadata(&k("a"), &patch, none).await.map(|_| ()),
+            rig.store
+                .patch_metadata(&k("a"), &patch, none)
+                .await
+                .map(|_| ()),
         ),
     ];
     for (op, result) in results {
@@ -225,7 +234,11 @@ async fn conditional_mutations_are_retried() {
         rig.faults.push(op, Fault::Status(503));
     }
     let create = Preconditions::create_only();
-    let copied = rig.store.copy(&k("a"), None, &k("c"), create).await.unwrap();
+    let copied = rig
+        .store
+        .copy(&k("a"), None, &k("c"), create)
+        .await
+        .unwrap();
     assert_eq!(copied.size, 3);
     let attrs = WriteAttrs::default();
     let composed = rig
@@ -324,13 +337,21 @@ async fn pinned_read_reset_mid_stream_resumes_byte_identical() {
     let rig = rig();
     let content = data(1024 * 1024 + 17);
     let meta = put(&rig, "a", content.clone()).await;
-    rig.faults
-        .push(Op::Read, Fault::ResetMidStream { after_bytes: 300_000 });
+    rig.faults.push(
+        Op::Read,
+        Fault::ResetMidStream {
+            after_bytes: 300_000,
+        },
+    );
     rig.faults
         .push(Op::Read, Fault::ResetMidStream { after_bytes: 1 });
     rig.faults.push(Op::Read, Fault::Status(503));
-    rig.faults
-        .push(Op::Read, Fault::StallMidStream { after_bytes: 100_000 });
+    rig.faults.push(
+        Op::Read,
+        Fault::StallMidStream {
+            after_bytes: 100_000,
+        },
+    );
     let got = read(&rig, "a", Some(meta.generation), ByteRange::ALL)
         .await
         .unwrap();
@@ -356,7 +377,10 @@ async fn unpinned_read_reset_mid_stream_surfaces_the_error() {
     assert_eq!(&stream.next().await.unwrap().unwrap()[..], &data(4)[..]);
     let err = stream.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert!(stream.next().await.is_none(), "the stream ends after its error");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after its error"
+    );
     assert_eq!(rig.faults.calls(Op::Read), 1);
 }
 
@@ -370,7 +394,11 @@ async fn a_pinned_read_that_never_progresses_gives_up() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert_eq!(rig.faults.calls(Op::Read), 10, "max_attempts bounds the resumes");
+    assert_eq!(
+        rig.faults.calls(Op::Read),
+        10,
+        "max_attempts bounds the resumes"
+    );
 }
 
 #[tokio::test(start_paused = true)]

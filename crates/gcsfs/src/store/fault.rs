@@ -320,10 +320,18 @@ mod tests {
         .collect();
         assert_eq!(
             kinds,
-            [Some(ErrorKind::Transient), Some(ErrorKind::RateLimited), None]
+            [
+                Some(ErrorKind::Transient),
+                Some(ErrorKind::RateLimited),
+                None
+            ]
         );
         assert_eq!(faults.calls(Op::Stat), 3);
-        assert_eq!(mem.calls(Op::Stat), 1, "faulted calls never reach the inner store");
+        assert_eq!(
+            mem.calls(Op::Stat),
+            1,
+            "faulted calls never reach the inner store"
+        );
         assert_eq!(faults.pending(Op::Delete), 1);
     }
 
@@ -331,7 +339,10 @@ mod tests {
     async fn status_after_commit_applies_the_change() {
         let (mem, faults) = setup(b"x").await;
         faults.push(Op::Delete, Fault::StatusAfterCommit(503));
-        let err = faults.delete(&key(), Preconditions::NONE).await.unwrap_err();
+        let err = faults
+            .delete(&key(), Preconditions::NONE)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient);
         assert!(mem.keys().is_empty());
     }
@@ -348,10 +359,7 @@ mod tests {
             .await;
         assert_eq!(items.len(), 2);
         assert_eq!(&items[0].as_ref().unwrap()[..], b"0123");
-        assert_eq!(
-            items[1].as_ref().unwrap_err().kind(),
-            ErrorKind::Transient
-        );
+        assert_eq!(items[1].as_ref().unwrap_err().kind(), ErrorKind::Transient);
     }
 
     #[tokio::test(start_paused = true)]
@@ -365,7 +373,10 @@ mod tests {
         let early = tokio::time::timeout(Duration::from_secs(4), faults.stat(&key())).await;
         assert!(early.is_err(), "the delay applies");
         let late = tokio::time::timeout(Duration::from_secs(6), faults.stat(&key())).await;
-        assert!(late.unwrap().is_ok(), "the delay applies to every call and then proceeds");
+        assert!(
+            late.unwrap().is_ok(),
+            "the delay applies to every call and then proceeds"
+        );
     }
 
     #[tokio::test(start_paused = true)]

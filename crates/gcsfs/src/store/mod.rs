@@ -21,7 +21,7 @@ pub use mem::MemStore;
 pub use op::Op;
 pub use retry::{RetryConfig, RetryStore};
 pub use types::{
-    ByteRange, ByteStream, Generation, ListPage, ListRequest, Metageneration, MetadataPatch,
+    ByteRange, ByteStream, Generation, ListPage, ListRequest, MetadataPatch, Metageneration,
     ObjectKey, ObjectMeta, Preconditions, WriteAttrs, WriteSource,
 };
 

@@ -70,7 +70,8 @@ impl MaybeStore for Option<Arc<dyn ObjectStore>> {
     }
 }
 
-/// The first of `needs` that `declared` lists, printing the skip notice when there is one.
+/// Whether a case that needs `needs` must be skipped on a backend with the `declared` gaps;
+/// prints `skipped: emulator gap <name>` when it must.
 pub fn skip_for_gap(needs: &[Gap], declared: &[Gap]) -> bool {
     match needs.iter().find(|g| declared.contains(g)) {
         Some(gap) => {
@@ -232,8 +233,11 @@ pub fn err_kind<T: std::fmt::Debug>(result: StoreResult<T>) -> ErrorKind {
 /// Everything a listing returns over all its pages: object names, prefixes, and page count.
 #[derive(Debug, Default)]
 pub struct Listing {
+    /// Object names, in the order the pages gave them.
     pub objects: Vec<String>,
+    /// Prefixes, in the order the pages gave them.
     pub prefixes: Vec<String>,
+    /// How many pages the listing took.
     pub pages: usize,
 }
 
@@ -246,7 +250,10 @@ pub async fn list_all(store: &Arc<dyn ObjectStore>, request: ListRequest) -> Lis
         out.pages += 1;
         if let Some(max) = request.max_results {
             let n = page.objects.len() + page.prefixes.len();
-            assert!(n <= max as usize, "page of {n} entries exceeds max_results {max}");
+            assert!(
+                n <= max as usize,
+                "page of {n} entries exceeds max_results {max}"
+            );
         }
         out.objects
             .extend(page.objects.iter().map(|m| m.key.as_str().to_owned()));
@@ -342,8 +349,14 @@ pub async fn ranged_reads(store: Arc<dyn ObjectStore>) {
     let data = pattern(1000, 3);
     put(&store, "r", &data).await;
     let read = |range| read_range(&store, "r", None, range);
-    assert_eq!(read(ByteRange::segment(100, 200)).await.unwrap(), &data[100..300]);
-    assert_eq!(read(ByteRange::segment(900, 500)).await.unwrap(), &data[900..]);
+    assert_eq!(
+        read(ByteRange::segment(100, 200)).await.unwrap(),
+        &data[100..300]
+    );
+    assert_eq!(
+        read(ByteRange::segment(900, 500)).await.unwrap(),
+        &data[900..]
+    );
     assert_eq!(read(ByteRange::from(999)).await.unwrap(), &data[999..]);
     assert_eq!(read(ByteRange::segment(0, 1)).await.unwrap(), &data[..1]);
     assert_eq!(read(ByteRange::ALL).await.unwrap(), &data[..]);
@@ -354,7 +367,9 @@ pub async fn ranged_reads(store: Arc<dyn ObjectStore>) {
 
     put(&store, "empty", b"").await;
     assert_eq!(
-        read_range(&store, "empty", None, ByteRange::ALL).await.unwrap(),
+        read_range(&store, "empty", None, ByteRange::ALL)
+            .await
+            .unwrap(),
         b""
     );
     assert_eq!(
@@ -430,7 +445,10 @@ pub async fn write_create_only_when_missing_succeeds(store: Arc<dyn ObjectStore>
     let meta = write_if(&store, "new", b"x", Preconditions::create_only())
         .await
         .unwrap();
-    assert_eq!(store.stat(&k("new")).await.unwrap().generation, meta.generation);
+    assert_eq!(
+        store.stat(&k("new")).await.unwrap().generation,
+        meta.generation
+    );
 }
 
 /// `ifGenerationMatch=0` on an existing object fails and leaves it alone.
@@ -438,16 +456,24 @@ pub async fn write_create_only_on_existing_fails(store: Arc<dyn ObjectStore>) {
     let meta = put(&store, "e", b"original").await;
     let got = write_if(&store, "e", b"intruder", Preconditions::create_only()).await;
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
-    assert_eq!(store.stat(&k("e")).await.unwrap().generation, meta.generation);
+    assert_eq!(
+        store.stat(&k("e")).await.unwrap().generation,
+        meta.generation
+    );
     assert_eq!(read_all(&store, "e").await, b"original");
 }
 
 /// `ifGenerationMatch` with the live generation replaces the object.
 pub async fn write_generation_match_succeeds(store: Arc<dyn ObjectStore>) {
     let meta = put(&store, "m", b"one").await;
-    let next = write_if(&store, "m", b"two", Preconditions::generation(meta.generation))
-        .await
-        .unwrap();
+    let next = write_if(
+        &store,
+        "m",
+        b"two",
+        Preconditions::generation(meta.generation),
+    )
+    .await
+    .unwrap();
     assert!(next.generation > meta.generation);
     assert_eq!(read_all(&store, "m").await, b"two");
 }
@@ -456,12 +482,27 @@ pub async fn write_generation_match_succeeds(store: Arc<dyn ObjectStore>) {
 pub async fn write_generation_mismatch_fails(store: Arc<dyn ObjectStore>) {
     let old = put(&store, "m", b"one").await;
     let live = put(&store, "m", b"two").await;
-    let got = write_if(&store, "m", b"three", Preconditions::generation(old.generation)).await;
+    let got = write_if(
+        &store,
+        "m",
+        b"three",
+        Preconditions::generation(old.generation),
+    )
+    .await;
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
-    assert_eq!(store.stat(&k("m")).await.unwrap().generation, live.generation);
+    assert_eq!(
+        store.stat(&k("m")).await.unwrap().generation,
+        live.generation
+    );
     assert_eq!(read_all(&store, "m").await, b"two");
 
-    let got = write_if(&store, "absent", b"x", Preconditions::generation(live.generation)).await;
+    let got = write_if(
+        &store,
+        "absent",
+        b"x",
+        Preconditions::generation(live.generation),
+    )
+    .await;
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
     assert_eq!(
         err_kind(store.stat(&k("absent")).await),
@@ -532,7 +573,10 @@ pub async fn delete_precondition_mismatch_fails(store: Arc<dyn ObjectStore>) {
     };
     let got = store.delete(&k("d"), wrong_meta).await;
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
-    assert_eq!(store.stat(&k("d")).await.unwrap().generation, live.generation);
+    assert_eq!(
+        store.stat(&k("d")).await.unwrap().generation,
+        live.generation
+    );
 }
 
 /// A copy has the source's data, CRC, content type and metadata, in a new generation.
@@ -557,12 +601,20 @@ pub async fn copy_keeps_data_and_metadata(store: Arc<dyn ObjectStore>) {
     assert_eq!(dst.content_type.as_deref(), Some("image/png"));
     assert_eq!(dst.metadata, src.metadata);
     assert_eq!(dst.metageneration, Metageneration(1));
-    assert!(read_all(&store, "dir/dst").await == data, "copied data differs");
+    assert!(
+        read_all(&store, "dir/dst").await == data,
+        "copied data differs"
+    );
     assert!(read_all(&store, "src").await == data, "the source is kept");
     // Copying over an existing object replaces it.
     put(&store, "other", b"old").await;
     store
-        .copy(&k("src"), Some(src.generation), &k("other"), Preconditions::NONE)
+        .copy(
+            &k("src"),
+            Some(src.generation),
+            &k("other"),
+            Preconditions::NONE,
+        )
         .await
         .unwrap();
     assert!(read_all(&store, "other").await == data);
@@ -573,7 +625,12 @@ pub async fn copy_pinned_source_generation(store: Arc<dyn ObjectStore>) {
     let old = put(&store, "src", b"one").await;
     put(&store, "src", b"two").await;
     let got = store
-        .copy(&k("src"), Some(old.generation), &k("dst"), Preconditions::NONE)
+        .copy(
+            &k("src"),
+            Some(old.generation),
+            &k("dst"),
+            Preconditions::NONE,
+        )
         .await;
     assert_eq!(err_kind(got), ErrorKind::NotFound);
     assert_eq!(err_kind(store.stat(&k("dst")).await), ErrorKind::NotFound);
@@ -607,7 +664,12 @@ pub async fn copy_destination_preconditions(store: Arc<dyn ObjectStore>) {
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
     assert_eq!(read_all(&store, "dst").await, b"existing");
     store
-        .copy(&k("src"), None, &k("dst"), Preconditions::generation(dst.generation))
+        .copy(
+            &k("src"),
+            None,
+            &k("dst"),
+            Preconditions::generation(dst.generation),
+        )
         .await
         .unwrap();
     assert_eq!(read_all(&store, "dst").await, b"source");
@@ -635,7 +697,10 @@ pub async fn compose_concatenates(store: Arc<dyn ObjectStore>) {
     assert_eq!(meta.crc32c, Some(crc32c::crc32c(&expected)));
     assert_eq!(meta.content_type, attrs.content_type);
     assert_eq!(meta.metadata, attrs.metadata);
-    assert!(read_all(&store, "whole").await == expected, "composed data differs");
+    assert!(
+        read_all(&store, "whole").await == expected,
+        "composed data differs"
+    );
     // Composing onto one of the sources (appending) works too.
     store
         .compose(
@@ -679,7 +744,10 @@ pub async fn compose_destination_preconditions(store: Arc<dyn ObjectStore>) {
     assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
     assert_eq!(read_all(&store, "dst").await, b"existing");
     let right = Preconditions::generation(dst.generation);
-    store.compose(&sources, &k("dst"), right, &none).await.unwrap();
+    store
+        .compose(&sources, &k("dst"), right, &none)
+        .await
+        .unwrap();
     assert_eq!(read_all(&store, "dst").await, b"aa");
 }
 
@@ -706,7 +774,10 @@ pub async fn patch_sets_and_removes_metadata(store: Arc<dyn ObjectStore>) {
             &k("p"),
             WriteSource::Bytes(Bytes::from_static(b"data")),
             Preconditions::NONE,
-            &attrs("text/plain", &[("keep", "1"), ("drop", "2"), ("change", "3")]),
+            &attrs(
+                "text/plain",
+                &[("keep", "1"), ("drop", "2"), ("change", "3")],
+            ),
         )
         .await
         .unwrap();
@@ -805,15 +876,7 @@ pub async fn list_empty_bucket(store: Arc<dyn ObjectStore>) {
 }
 
 const TREE: &[&str] = &[
-    "a/",
-    "a/1",
-    "a/b/",
-    "a/b/2",
-    "a/b/c/3",
-    "a/bb",
-    "a0",
-    "ab/4",
-    "z",
+    "a/", "a/1", "a/b/", "a/b/2", "a/b/c/3", "a/bb", "a0", "ab/4", "z",
 ];
 
 /// Without a delimiter a listing is every key under the prefix, in order, with full metadata.
@@ -830,7 +893,10 @@ pub async fn list_without_delimiter_is_recursive(store: Arc<dyn ObjectStore>) {
         },
     )
     .await;
-    assert_eq!(under_a.objects, strings(&["a/", "a/1", "a/b/", "a/b/2", "a/b/c/3", "a/bb"]));
+    assert_eq!(
+        under_a.objects,
+        strings(&["a/", "a/1", "a/b/", "a/b/2", "a/b/c/3", "a/bb"])
+    );
     // Prefixes are plain string prefixes, not directories.
     let a = list_all(
         &store,
@@ -842,7 +908,11 @@ pub async fn list_without_delimiter_is_recursive(store: Arc<dyn ObjectStore>) {
     .await;
     assert_eq!(a.objects.len(), 8);
     let page = store.list(&ListRequest::default()).await.unwrap();
-    let meta = page.objects.iter().find(|m| m.key.as_str() == "a/b/2").unwrap();
+    let meta = page
+        .objects
+        .iter()
+        .find(|m| m.key.as_str() == "a/b/2")
+        .unwrap();
     assert_eq!(meta.size, 5);
     assert_eq!(meta.crc32c, Some(crc32c::crc32c(b"a/b/2")));
 }
@@ -908,7 +978,10 @@ pub async fn list_pagination_returns_everything_once(store: Arc<dyn ObjectStore>
         .await;
         assert_eq!(flat.objects, keys, "max_results {max}");
         if max < 1000 {
-            assert!(flat.pages >= keys.len().div_ceil(max as usize), "max_results {max}");
+            assert!(
+                flat.pages >= keys.len().div_ceil(max as usize),
+                "max_results {max}"
+            );
         }
         let grouped = list_all(
             &store,
@@ -921,7 +994,11 @@ pub async fn list_pagination_returns_everything_once(store: Arc<dyn ObjectStore>
         .await;
         let files: Vec<String> = (0..7).map(|i| format!("f{i}")).collect();
         assert_eq!(grouped.objects, files, "max_results {max}");
-        assert_eq!(grouped.prefixes, strings(&["d0/", "d1/", "d2/"]), "max_results {max}");
+        assert_eq!(
+            grouped.prefixes,
+            strings(&["d0/", "d1/", "d2/"]),
+            "max_results {max}"
+        );
     }
 }
 
@@ -999,7 +1076,10 @@ pub async fn write_from_file(store: Arc<dyn ObjectStore>) {
 /// A write from a stream uploads the concatenation of its chunks.
 pub async fn write_from_stream(store: Arc<dyn ObjectStore>) {
     let data = pattern(1024 * 1024 + 5, 9);
-    let chunks: Vec<StoreResult<Bytes>> = data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<StoreResult<Bytes>> = data
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let meta = store
         .write(
             &k("s"),
@@ -1036,6 +1116,9 @@ pub async fn failing_stream_creates_nothing(store: Arc<dyn ObjectStore>) {
         .write(&k("old"), failing(), Preconditions::NONE, &none)
         .await;
     assert!(got.is_err(), "the write must fail");
-    assert_eq!(store.stat(&k("old")).await.unwrap().generation, old.generation);
+    assert_eq!(
+        store.stat(&k("old")).await.unwrap().generation,
+        old.generation
+    );
     assert_eq!(read_all(&store, "old").await, b"keep me");
 }

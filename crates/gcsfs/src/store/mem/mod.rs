@@ -18,8 +18,8 @@ use futures::StreamExt;
 use super::op::OpCounters;
 use super::{
     ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
-    Metageneration, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError,
-    StoreResult, WriteAttrs, WriteSource,
+    Metageneration, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult,
+    WriteAttrs, WriteSource,
 };
 
 /// Size of the chunks a read stream yields (256 KiB), so consumers see several chunks.
