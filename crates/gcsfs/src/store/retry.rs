@@ -109,7 +109,9 @@ impl RetryStore {
         if rate == 0 {
             return None;
         }
-        Some(self.config.stall_timeout + Duration::from_secs_f64(size as f64 / rate as f64))
+        let transfer =
+            Duration::try_from_secs_f64(size as f64 / rate as f64).unwrap_or(Duration::MAX);
+        Some(self.config.stall_timeout.saturating_add(transfer))
     }
 
     /// Runs `attempt` with this store's settings and a fresh budget.
@@ -181,9 +183,18 @@ impl Budget {
             * config
                 .multiplier
                 .powi(self.attempts.saturating_sub(1).min(64) as i32);
-        let bound = grown.min(config.max_backoff.as_secs_f64()).max(0.0);
+        let cap = config.max_backoff.as_secs_f64();
+        // A NaN (from an odd multiplier) falls back to the cap.
+        let bound = if grown.is_nan() {
+            cap
+        } else {
+            grown.min(cap).max(0.0)
+        };
         let wait = Duration::from_secs_f64(rand::random_range(0.0..=bound));
-        if Instant::now() + wait >= self.started + config.deadline {
+        // (A deadline too far away to represent never passes.)
+        if let Some(end) = self.started.checked_add(config.deadline)
+            && Instant::now() + wait >= end
+        {
             return None;
         }
         Some(wait)

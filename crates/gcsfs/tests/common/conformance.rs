@@ -70,7 +70,8 @@ impl MaybeStore for Option<Arc<dyn ObjectStore>> {
     }
 }
 
-/// The first of `needs` that `declared` lists, printing the skip notice when there is one.
+/// Whether a case that needs `needs` must be skipped on a backend with the `declared` gaps;
+/// prints `skipped: emulator gap <name>` when it must.
 pub fn skip_for_gap(needs: &[Gap], declared: &[Gap]) -> bool {
     match needs.iter().find(|g| declared.contains(g)) {
         Some(gap) => {
@@ -232,8 +233,11 @@ pub fn err_kind<T: std::fmt::Debug>(result: StoreResult<T>) -> ErrorKind {
 /// Everything a listing returns over all its pages: object names, prefixes, and page count.
 #[derive(Debug, Default)]
 pub struct Listing {
+    /// Object names, in the order the pages gave them.
     pub objects: Vec<String>,
+    /// Prefixes, in the order the pages gave them.
     pub prefixes: Vec<String>,
+    /// How many pages the listing took.
     pub pages: usize,
 }
 
@@ -688,7 +692,7 @@ pub async fn compose_concatenates(store: Arc<dyn ObjectStore>) {
         .compose(&sources, &k("whole"), Preconditions::NONE, &attrs)
         .await
         .unwrap();
-    let expected: Vec<u8> = [&parts[0], &parts[1], &parts[2], &parts[0]].concat();
+    let expected: Vec<u8> = [&parts[0][..], &parts[1], &parts[2], &parts[0]].concat();
     assert_eq!(meta.size, expected.len() as u64);
     assert_eq!(meta.crc32c, Some(crc32c::crc32c(&expected)));
     assert_eq!(meta.content_type, attrs.content_type);
