@@ -15,6 +15,8 @@ pub mod create;
 pub mod error;
 pub mod handlers;
 pub mod logging;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -89,38 +89,8 @@ impl Visit for FieldsToJson {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::test_support::lines_of;
     use std::io;
-    use std::sync::{Arc, Mutex};
-
-    /// A writer capturing everything into a shared buffer.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn lines_of(emit: impl FnOnce()) -> Vec<Value> {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(CloudLogging)
-            .with_max_level(Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
 
     #[test]
     fn one_json_object_per_event_with_severity_message_and_fields() {
