@@ -2,7 +2,7 @@
 # Checks docker/Dockerfile without a Docker engine:
 #   1. stages: every `--from=` names an earlier stage; the last stage has an ENTRYPOINT;
 #   2. every `COPY` source from the build context exists in the repository and is allowed by
-#      docker/Dockerfile.dockerignore;
+#      docker/Dockerfile.dockerignore, and every crates/*/Cargo.toml is copied for the dependency layer;
 #   3. the stub sources (docker/stub-sources.sh) give the same lib/bin targets as the real workspace;
 #   4. the Dockerfile's cargo build (its CARGO_BUILD_ARGS, extracted, not repeated here) succeeds locally;
 #   5. the binaries the builder installs from target/release exist there, are the ones copied into the
@@ -43,7 +43,7 @@ while read -r keyword rest; do
         ;;
     COPY | RUN)
         from=$(grep -o -- '--from=[^[:space:]]*' <<<"$rest" | cut -d= -f2 || true)
-        if [ -n "$from" ] && ! printf '%s\n' "${stages[@]}" | grep -qx -- "$from"; then
+        if [ -n "$from" ] && [[ " ${stages[*]} " != *" $from "* ]]; then
             fail "--from=$from does not name an earlier stage (${stages[*]})"
         fi
         ;;
@@ -73,7 +73,11 @@ while read -r keyword rest; do
         [ "$covered" = yes ] || fail "COPY source $src is excluded by $ignore"
     done
 done <<<"$instructions"
-okif "COPY sources exist and are in the build context"
+# The dependency layer needs every member's manifest (copied one by one, before the sources).
+for manifest in crates/*/Cargo.toml; do
+    grep -qi "^COPY $manifest " <<<"$instructions" || fail "$manifest is not copied for the dependency layer"
+done
+okif "COPY sources exist and are in the build context" "(every crate manifest included)"
 
 # 3. Stub sources: same lib/bin targets as the real workspace.
 targets() { cargo metadata --offline --no-deps --format-version 1 --manifest-path "$1" |
@@ -96,8 +100,10 @@ fi
 # 4. The Dockerfile's cargo build, run locally with the same arguments.
 build_args=$(sed -n 's/^ARG CARGO_BUILD_ARGS="\(.*\)"$/\1/p' <<<"$instructions")
 [ "$(grep -c '^ARG CARGO_BUILD_ARGS=' <<<"$instructions")" = 1 ] || fail "expected one ARG CARGO_BUILD_ARGS"
-grep -q -- '--release' <<<"$build_args" && grep -q -- '--locked' <<<"$build_args" ||
+if ! grep -q -- '--release' <<<"$build_args" || ! grep -q -- '--locked' <<<"$build_args"; then
     fail "CARGO_BUILD_ARGS ($build_args) must contain --release and --locked"
+fi
+# shellcheck disable=SC2016 # the literal ${CARGO_BUILD_ARGS} as written in the Dockerfile
 [ "$(grep -c 'cargo build' <<<"$instructions")" = "$(grep -c 'cargo build ${CARGO_BUILD_ARGS}' <<<"$instructions")" ] ||
     fail "every cargo build in the Dockerfile must use \${CARGO_BUILD_ARGS}"
 target_dir=$(cargo metadata --offline --no-deps --format-version 1 | jq -r .target_directory)
