@@ -53,7 +53,7 @@ echo "== starting fake-gcs-server on $endpoint"
 "$fake_gcs" -scheme http -host "$host" -port 80 -backend memory \
     -external-url "$endpoint:80" -public-host "$host" >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
-wait_for curl -fsS -o /dev/null "$endpoint/storage/v1/b?project=test" ||
+wait_for curl -fs -o /dev/null "$endpoint/storage/v1/b?project=test" ||
     { cat "$work/emulator.log" >&2; echo "emulator did not start" >&2; exit 1; }
 
 echo "== creating bucket $bucket"
@@ -63,9 +63,18 @@ curl -fsS -X POST "$endpoint/storage/v1/b?project=test" \
 echo "== mounting gs://$bucket at $mnt with $gcsfs"
 "$gcsfs" mount --foreground --custom-endpoint "$endpoint" --anonymous-access "$bucket" "$mnt" &
 gcsfs_pid=$!
-# shellcheck disable=SC2317 # called through wait_for
-mounted() { kill -0 "$gcsfs_pid" 2>/dev/null && mountpoint -q "$mnt"; }
-wait_for mounted || { echo "gcsfs did not mount $mnt" >&2; exit 1; }
+for _ in $(seq 100); do
+    mountpoint -q "$mnt" && break
+    if ! kill -0 "$gcsfs_pid" 2>/dev/null; then
+        status=0
+        wait "$gcsfs_pid" || status=$?
+        gcsfs_pid=
+        echo "gcsfs exited with status $status before mounting" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+mountpoint -q "$mnt" || { echo "gcsfs did not mount $mnt within 10 s" >&2; exit 1; }
 
 echo "== writing hello.txt through the mount (uploaded on close)"
 message="hello from gcsfs at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
