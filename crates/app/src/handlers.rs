@@ -48,6 +48,15 @@ pub async fn create(State(state): State<AppState>) -> Result<Json<Created>, Crea
     }))
 }
 
+/// `HEAD /create`: `405`, because axum would otherwise answer HEAD with the GET handler and a HEAD
+/// (link checkers, monitors) must not create a file.
+pub async fn create_head() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, "GET, POST")],
+    )
+}
+
 /// `GET /healthz`: `200 ok` when the folder is a directory, `503` with the reason otherwise.
 ///
 /// It checks the folder (one `stat`, no write) so a probe notices a mount that is gone or broken

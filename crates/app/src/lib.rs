@@ -5,6 +5,7 @@
 //! - `GET /` → `200` plain text naming the folder.
 //! - `GET /create`, `POST /create` → creates `FOLDER/<UTC timestamp>.txt` holding that timestamp,
 //!   synced and closed before replying; `200 {"path": "..."}` or `500 {"error": "..."}`.
+//!   `HEAD /create` is `405`: it must not create a file.
 //! - `GET /healthz` → `200 ok` when the folder is a directory, else `503` with the reason.
 //!
 //! No request chooses a path: names come from the clock only, so nothing is written outside the folder.
@@ -36,7 +37,12 @@ pub fn router(folder: PathBuf) -> Router {
     };
     Router::new()
         .route("/", get(handlers::index))
-        .route("/create", get(handlers::create).post(handlers::create))
+        .route(
+            "/create",
+            get(handlers::create)
+                .post(handlers::create)
+                .head(handlers::create_head),
+        )
         .route("/healthz", get(handlers::healthz))
         .with_state(state)
         .layer(axum::middleware::from_fn(access_log::access_log))

@@ -145,7 +145,7 @@ async fn healthz_is_ok_for_a_directory_and_503_otherwise() {
 }
 
 #[tokio::test]
-async fn index_names_the_folder_and_unknown_routes_are_404() {
+async fn index_names_the_folder_and_other_routes_and_methods_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let router = app::router(dir.path().into());
     let (status, body) = call(router.clone(), Method::GET, "/").await;
@@ -153,7 +153,9 @@ async fn index_names_the_folder_and_unknown_routes_are_404() {
     assert!(body.contains(dir.path().to_str().unwrap()), "{body}");
     let (status, _) = call(router.clone(), Method::GET, "/create/../../etc/passwd").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = call(router, Method::DELETE, "/create").await;
+    let (status, _) = call(router.clone(), Method::DELETE, "/create").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = call(router, Method::HEAD, "/create").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
