@@ -14,7 +14,7 @@ mod types;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use types::{
-    ByteRange, ByteStream, Generation, ListPage, ListRequest, Metageneration, MetadataPatch,
+    ByteRange, ByteStream, Generation, ListPage, ListRequest, MetadataPatch, Metageneration,
     ObjectKey, ObjectMeta, Preconditions, WriteAttrs, WriteSource,
 };
 

@@ -220,9 +220,7 @@ async fn file_crc32c(path: &Path) -> StoreResult<u32> {
         }
     })
     .await
-    .map_err(|e| {
-        StoreError::with_source(ErrorKind::Other, "checksum task failed", e)
-    })?;
+    .map_err(|e| StoreError::with_source(ErrorKind::Other, "checksum task failed", e))?;
     result.map_err(|e| local_file_error(path, e))
 }
 
