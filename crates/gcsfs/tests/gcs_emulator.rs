@@ -4,16 +4,29 @@
 //! from resumable-upload URLs) to run the emulator tests; without it they print why they are
 //! skipped. Each test creates its own bucket, so tests are independent. The key-file tests
 //! need no emulator and always run.
+//!
+//! Assertions fake-gcs-server (v1.55.1) cannot support are left out here and checked on
+//! `MemStore` by the shared conformance suite instead:
+//! - the content type given on an SDK upload (multipart: taken from the media part, which
+//!   the SDK leaves untyped; resumable: overwritten by the chunk PUT's
+//!   `application/octet-stream`); copy and compose content types are checked here;
+//! - `max_results` bounding objects *and* prefixes (it bounds objects only and repeats every
+//!   prefix on every page), so prefixes are collected as a set;
+//! - PATCH with `null` removing a metadata key (it stores `""`), and PATCH bumping the
+//!   metageneration;
+//! - compose with a missing source answering 404 (it answers 500);
+//! - preconditions on delete, copy (rewrite), compose, PATCH and media/resumable uploads
+//!   (ignored).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use gcsfs::store::gcs::{GcsAuth, GcsConfig, GcsStore};
 use gcsfs::store::{
-    ByteRange, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
-    ObjectMeta, ObjectStore, Preconditions, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey, ObjectMeta,
+    ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
 };
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
@@ -50,7 +63,11 @@ async fn fresh_store(endpoint: &str, label: &str) -> GcsStore {
         .send()
         .await
         .expect("emulator reachable");
-    assert!(resp.status().is_success(), "create bucket: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "create bucket: {}",
+        resp.status()
+    );
     GcsStore::connect(GcsConfig {
         bucket,
         endpoint: Some(endpoint.to_owned()),
@@ -71,6 +88,28 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     data
 }
 
+/// Uploads `data` with `content_type` through the emulator's JSON API, not the store.
+async fn upload_media(
+    endpoint: &str,
+    store: &GcsStore,
+    name: &str,
+    content_type: &str,
+    data: &[u8],
+) {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{endpoint}/upload/storage/v1/b/{}/o",
+            store.bucket()
+        ))
+        .query(&[("uploadType", "media"), ("name", name)])
+        .header("content-type", content_type)
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "upload: {}", resp.status());
+}
+
 async fn put(store: &GcsStore, k: &str, data: &[u8]) -> ObjectMeta {
     store
         .write(
@@ -89,7 +128,11 @@ async fn read_all(
     generation: Option<Generation>,
     range: ByteRange,
 ) -> StoreResult<Vec<u8>> {
-    let chunks: Vec<Bytes> = store.read(&key(k), generation, range).await?.try_collect().await?;
+    let chunks: Vec<Bytes> = store
+        .read(&key(k), generation, range)
+        .await?
+        .try_collect()
+        .await?;
     Ok(chunks.concat())
 }
 
@@ -102,8 +145,9 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
 }
 
 /// Every page of a listing, checking the per-page bound on the way.
+/// Prefixes are collected as a set: the emulator repeats every prefix on every page.
 async fn list_all(store: &GcsStore, mut req: ListRequest) -> (Vec<String>, Vec<String>, usize) {
-    let (mut objects, mut prefixes, mut pages) = (Vec::new(), Vec::new(), 0);
+    let (mut objects, mut prefixes, mut pages) = (Vec::new(), BTreeSet::new(), 0);
     loop {
         let ListPage {
             objects: o,
@@ -112,13 +156,14 @@ async fn list_all(store: &GcsStore, mut req: ListRequest) -> (Vec<String>, Vec<S
         } = store.list(&req).await.unwrap();
         pages += 1;
         if let Some(max) = req.max_results {
-            assert!(o.len() + p.len() <= max as usize, "page over max_results");
+            // The emulator bounds objects only (Cloud Storage bounds objects + prefixes).
+            assert!(o.len() <= max as usize, "page over max_results");
         }
         objects.extend(o.into_iter().map(|m| m.key.into_string()));
         prefixes.extend(p);
         match next_page_token {
             Some(t) => req.page_token = Some(t),
-            None => return (objects, prefixes, pages),
+            None => return (objects, prefixes.into_iter().collect(), pages),
         }
         assert!(pages < 10_000, "listing does not end");
     }
@@ -153,7 +198,7 @@ async fn stream_upload_64mib_reads_back_identical() {
     assert_eq!(meta.crc32c, Some(crc32c::crc32c(&data)));
     let stat = store.stat(&key("big/object")).await.unwrap();
     assert_eq!(stat.generation, meta.generation);
-    assert_eq!(stat.content_type.as_deref(), Some("application/x-test"));
+    assert_eq!(stat.size, meta.size);
     assert_eq!(stat.metadata, attrs.metadata);
 
     let all = read_all(&store, "big/object", Some(meta.generation), ByteRange::ALL)
@@ -180,6 +225,60 @@ async fn stream_upload_64mib_reads_back_identical() {
             &data[start as usize..end as usize],
             &format!("range {range:?}"),
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stream_creates_nothing_and_keeps_the_old_object() {
+    let ep = emulator!();
+    let store = fresh_store(&ep, "streamfail").await;
+    let failing = |n: usize| {
+        let mut items: Vec<StoreResult<Bytes>> = (0..n)
+            .map(|i| Ok(Bytes::from(random_bytes(i as u64, MIB))))
+            .collect();
+        items.push(Err(StoreError::new(
+            ErrorKind::PermissionDenied,
+            "source gave up",
+        )));
+        WriteSource::Stream(futures::stream::iter(items).boxed())
+    };
+    // Fails before and after the SDK's first 8 MiB chunk has been sent.
+    for n in [3, 12] {
+        let e = store
+            .write(
+                &key("new"),
+                failing(n),
+                Preconditions::NONE,
+                &WriteAttrs::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        let e = store.stat(&key("new")).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::NotFound,
+            "{n} MiB: a partial object was created"
+        );
+
+        let old = put(&store, "old", b"keep me").await;
+        let e = store
+            .write(
+                &key("old"),
+                failing(n),
+                Preconditions::NONE,
+                &WriteAttrs::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        let stat = store.stat(&key("old")).await.unwrap();
+        assert_eq!(
+            stat.generation, old.generation,
+            "{n} MiB: old object replaced"
+        );
+        let got = read_all(&store, "old", None, ByteRange::ALL).await.unwrap();
+        assert_eq!(got, b"keep me");
     }
 }
 
@@ -219,7 +318,9 @@ async fn create_only_over_existing_object_fails() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PreconditionFailed, "{err}");
-    let got = read_all(&store, "file.txt", None, ByteRange::ALL).await.unwrap();
+    let got = read_all(&store, "file.txt", None, ByteRange::ALL)
+        .await
+        .unwrap();
     assert_eq!(got, b"first");
     // The right generation wins.
     let second = store
@@ -232,7 +333,9 @@ async fn create_only_over_existing_object_fails() {
         .await
         .unwrap();
     assert_ne!(second.generation, first.generation);
-    let got = read_all(&store, "file.txt", None, ByteRange::ALL).await.unwrap();
+    let got = read_all(&store, "file.txt", None, ByteRange::ALL)
+        .await
+        .unwrap();
     assert_eq!(got, b"second");
 }
 
@@ -275,11 +378,14 @@ async fn nested_listing_pages_at_every_level() {
     )
     .await;
     assert!(objects.is_empty(), "{objects:?}");
-    assert_eq!(prefixes, (0..5).map(|d| format!("d{d}/")).collect::<Vec<_>>());
+    assert_eq!(
+        prefixes,
+        (0..5).map(|d| format!("d{d}/")).collect::<Vec<_>>()
+    );
 
     // Second level: ten prefixes per directory.
     for d in 0..5 {
-        let (objects, prefixes, pages) = list_all(
+        let (objects, prefixes, _) = list_all(
             &store,
             ListRequest {
                 prefix: format!("d{d}/"),
@@ -292,7 +398,6 @@ async fn nested_listing_pages_at_every_level() {
         assert!(objects.is_empty());
         let want: Vec<_> = (0..10).map(|s| format!("d{d}/s{s}/")).collect();
         assert_eq!(sorted(prefixes), want);
-        assert!(pages >= 4, "10 prefixes in pages of 3: {pages} pages");
     }
 
     // Leaves: 50 objects each, no prefixes.
@@ -324,7 +429,12 @@ async fn nested_listing_pages_at_every_level() {
     )
     .await;
     assert!(prefixes.is_empty());
-    let want: Vec<_> = sorted(keys.iter().filter(|k| k.starts_with("d3/")).cloned().collect());
+    let want: Vec<_> = sorted(
+        keys.iter()
+            .filter(|k| k.starts_with("d3/"))
+            .cloned()
+            .collect(),
+    );
     assert_eq!(objects, want);
 
     // The whole bucket at the service's default page size.
@@ -399,7 +509,6 @@ async fn stat_write_attrs_and_not_found() {
     assert_eq!(stat.metageneration, written.metageneration);
     assert_eq!(stat.crc32c, Some(crc32c::crc32c(b"hello")));
     assert_eq!(written.crc32c, stat.crc32c);
-    assert_eq!(stat.content_type.as_deref(), Some("text/plain"));
     assert_eq!(stat.metadata, attrs.metadata);
     assert_eq!(written.metadata, attrs.metadata);
     let age = std::time::SystemTime::now()
@@ -410,7 +519,9 @@ async fn stat_write_attrs_and_not_found() {
     for missing in ["dir/nope", "dir", "dir/hello.txt/x"] {
         let e = store.stat(&key(missing)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{missing}: {e}");
-        let e = read_all(&store, missing, None, ByteRange::ALL).await.unwrap_err();
+        let e = read_all(&store, missing, None, ByteRange::ALL)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{missing}: {e}");
     }
     let e = store
@@ -463,8 +574,14 @@ async fn ranges_are_clamped_and_past_the_end_is_empty() {
     let m = put(&store, "r", &data).await;
     let g = Some(m.generation);
     let read = |range| read_all(&store, "r", g, range);
-    assert_eq!(read(ByteRange::segment(10, 20)).await.unwrap(), &data[10..30]);
-    assert_eq!(read(ByteRange::segment(990, 100)).await.unwrap(), &data[990..]);
+    assert_eq!(
+        read(ByteRange::segment(10, 20)).await.unwrap(),
+        &data[10..30]
+    );
+    assert_eq!(
+        read(ByteRange::segment(990, 100)).await.unwrap(),
+        &data[990..]
+    );
     assert_eq!(read(ByteRange::from(500)).await.unwrap(), &data[500..]);
     assert_eq!(read(ByteRange::from(999)).await.unwrap(), &data[999..]);
     assert!(read(ByteRange::from(1000)).await.unwrap().is_empty());
@@ -474,7 +591,11 @@ async fn ranges_are_clamped_and_past_the_end_is_empty() {
 
     let empty = put(&store, "empty", b"").await;
     assert_eq!(empty.size, 0);
-    for range in [ByteRange::ALL, ByteRange::from(0), ByteRange::segment(0, 10)] {
+    for range in [
+        ByteRange::ALL,
+        ByteRange::from(0),
+        ByteRange::segment(0, 10),
+    ] {
         let got = read_all(&store, "empty", None, range).await.unwrap();
         assert!(got.is_empty(), "{range:?}");
     }
@@ -485,17 +606,30 @@ async fn read_pinned_to_a_replaced_generation_is_not_found() {
     let ep = emulator!();
     let store = fresh_store(&ep, "pinned").await;
     let old = put(&store, "k", b"old data").await;
-    let got = read_all(&store, "k", Some(old.generation), ByteRange::ALL).await.unwrap();
+    let got = read_all(&store, "k", Some(old.generation), ByteRange::ALL)
+        .await
+        .unwrap();
     assert_eq!(got, b"old data");
     let new = put(&store, "k", b"new data").await;
     assert_ne!(new.generation, old.generation);
-    for range in [ByteRange::ALL, ByteRange::segment(2, 3), ByteRange::segment(2, 0)] {
-        let e = read_all(&store, "k", Some(old.generation), range).await.unwrap_err();
+    for range in [
+        ByteRange::ALL,
+        ByteRange::segment(2, 3),
+        ByteRange::segment(2, 0),
+    ] {
+        let e = read_all(&store, "k", Some(old.generation), range)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{range:?}: {e}");
     }
-    let got = read_all(&store, "k", Some(new.generation), ByteRange::segment(4, 100))
-        .await
-        .unwrap();
+    let got = read_all(
+        &store,
+        "k",
+        Some(new.generation),
+        ByteRange::segment(4, 100),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, b"data");
 }
 
@@ -542,7 +676,11 @@ async fn file_sources_with_and_without_a_checksum() {
         )
         .await
         .unwrap_err();
-    assert_ne!(e.kind(), ErrorKind::NotFound, "a missing local file is not a missing object");
+    assert_ne!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "a missing local file is not a missing object"
+    );
     assert!(e.message().contains("missing"), "{e}");
 }
 
@@ -557,7 +695,10 @@ async fn delete_and_its_not_found_case() {
         .unwrap();
     let e = store.stat(&key("gone")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
-    let e = store.delete(&key("gone"), Preconditions::NONE).await.unwrap_err();
+    let e = store
+        .delete(&key("gone"), Preconditions::NONE)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
@@ -570,15 +711,19 @@ async fn copy_keeps_data_metadata_and_content_type() {
         metadata: BTreeMap::from([("mode".to_owned(), "100600".to_owned())]),
     };
     let data = random_bytes(4, 300_000);
+    // Uploaded directly so the source has a content type (see the module docs), then
+    // given metadata through the store.
+    upload_media(&ep, &store, "src/a", "image/png", &data).await;
+    let patch = attrs
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
     let src = store
-        .write(
-            &key("src/a"),
-            WriteSource::Bytes(Bytes::from(data.clone())),
-            Preconditions::NONE,
-            &attrs,
-        )
+        .patch_metadata(&key("src/a"), &patch, Preconditions::NONE)
         .await
         .unwrap();
+    assert_eq!(src.content_type.as_deref(), Some("image/png"));
     let dst = store
         .copy(
             &key("src/a"),
@@ -595,26 +740,45 @@ async fn copy_keeps_data_metadata_and_content_type() {
     assert_eq!(stat.content_type.as_deref(), Some("image/png"));
     assert_eq!(stat.metadata, attrs.metadata);
     assert_eq!(stat.generation, dst.generation);
-    let got = read_all(&store, "dst/b", None, ByteRange::ALL).await.unwrap();
+    let got = read_all(&store, "dst/b", None, ByteRange::ALL)
+        .await
+        .unwrap();
     assert_same(&got, &data, "copy");
     // Unpinned copy of the live generation works too.
     store
         .copy(&key("src/a"), None, &key("dst/c"), Preconditions::NONE)
         .await
         .unwrap();
-    assert_eq!(store.stat(&key("dst/c")).await.unwrap().size, data.len() as u64);
+    assert_eq!(
+        store.stat(&key("dst/c")).await.unwrap().size,
+        data.len() as u64
+    );
 
     let e = store
-        .copy(&key("src/missing"), None, &key("dst/x"), Preconditions::NONE)
+        .copy(
+            &key("src/missing"),
+            None,
+            &key("dst/x"),
+            Preconditions::NONE,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     put(&store, "src/a", b"replaced").await;
     let e = store
-        .copy(&key("src/a"), Some(src.generation), &key("dst/y"), Preconditions::NONE)
+        .copy(
+            &key("src/a"),
+            Some(src.generation),
+            &key("dst/y"),
+            Preconditions::NONE,
+        )
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound, "copy of a replaced generation: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "copy of a replaced generation: {e}"
+    );
     assert_eq!(
         store.stat(&key("dst/y")).await.unwrap_err().kind(),
         ErrorKind::NotFound
@@ -625,7 +789,11 @@ async fn copy_keeps_data_metadata_and_content_type() {
 async fn compose_concatenates_sources() {
     let ep = emulator!();
     let store = fresh_store(&ep, "compose").await;
-    let parts = [random_bytes(5, 1000), random_bytes(6, 1), random_bytes(7, 70_000)];
+    let parts = [
+        random_bytes(5, 1000),
+        random_bytes(6, 1),
+        random_bytes(7, 70_000),
+    ];
     let mut keys = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         let k = format!("part{i}");
@@ -642,28 +810,29 @@ async fn compose_concatenates_sources() {
         .unwrap();
     let want = parts.concat();
     assert_eq!(meta.size, want.len() as u64);
-    let got = read_all(&store, "whole", None, ByteRange::ALL).await.unwrap();
+    let got = read_all(&store, "whole", None, ByteRange::ALL)
+        .await
+        .unwrap();
     assert_same(&got, &want, "compose");
     let stat = store.stat(&key("whole")).await.unwrap();
     assert_eq!(stat.content_type.as_deref(), Some("text/csv"));
     assert_eq!(stat.metadata, attrs.metadata);
 
-    keys.push(key("no-such-part"));
-    let e = store
-        .compose(&keys, &key("whole2"), Preconditions::NONE, &WriteAttrs::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     let too_many = vec![key("part0"); 33];
     let e = store
-        .compose(&too_many, &key("whole3"), Preconditions::NONE, &WriteAttrs::default())
+        .compose(
+            &too_many,
+            &key("whole3"),
+            Preconditions::NONE,
+            &WriteAttrs::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
 #[tokio::test]
-async fn patch_metadata_sets_and_removes_keys() {
+async fn patch_metadata_sets_and_changes_keys() {
     let ep = emulator!();
     let store = fresh_store(&ep, "patch").await;
     let attrs = WriteAttrs {
@@ -692,17 +861,18 @@ async fn patch_metadata_sets_and_removes_keys() {
         .patch_metadata(&key("p"), &patch, Preconditions::generation(m.generation))
         .await
         .unwrap();
-    let want = BTreeMap::from([
-        ("keep".to_owned(), "1".to_owned()),
-        ("change".to_owned(), "33".to_owned()),
-        ("new".to_owned(), "4".to_owned()),
-    ]);
-    assert_eq!(patched.metadata, want);
-    assert_eq!(patched.generation, m.generation, "data untouched");
-    let stat = store.stat(&key("p")).await.unwrap();
-    assert_eq!(stat.metadata, want);
-    assert_eq!(stat.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(read_all(&store, "p", None, ByteRange::ALL).await.unwrap(), b"body");
+    // (Removal of "drop" is not checked: the emulator stores "" instead.)
+    for meta in [patched.clone(), store.stat(&key("p")).await.unwrap()] {
+        assert_eq!(meta.metadata.get("keep").map(String::as_str), Some("1"));
+        assert_eq!(meta.metadata.get("change").map(String::as_str), Some("33"));
+        assert_eq!(meta.metadata.get("new").map(String::as_str), Some("4"));
+        assert_eq!(meta.generation, m.generation, "data untouched");
+        assert_eq!(meta.size, 4);
+    }
+    assert_eq!(
+        read_all(&store, "p", None, ByteRange::ALL).await.unwrap(),
+        b"body"
+    );
 
     let e = store
         .patch_metadata(&key("missing"), &patch, Preconditions::NONE)
@@ -713,7 +883,7 @@ async fn patch_metadata_sets_and_removes_keys() {
 
 // Bad key files: clean errors at connect time (no emulator needed).
 
-async fn connect_with_key_file(contents: Option<&[u8]>) -> (String, gcsfs::store::StoreError) {
+async fn connect_with_key_file(contents: Option<&[u8]>) -> (String, StoreError) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key.json");
     if let Some(c) = contents {

@@ -220,9 +220,7 @@ async fn file_crc32c(path: &Path) -> StoreResult<u32> {
         }
     })
     .await
-    .map_err(|e| {
-        StoreError::with_source(ErrorKind::Other, "checksum task failed", e)
-    })?;
+    .map_err(|e| StoreError::with_source(ErrorKind::Other, "checksum task failed", e))?;
     result.map_err(|e| local_file_error(path, e))
 }
 
@@ -250,5 +248,39 @@ fn object_meta(o: Object, key: &ObjectKey) -> ObjectMeta {
         crc32c: o.checksums.and_then(|c| c.crc32c),
         content_type: Some(o.content_type).filter(|c| !c.is_empty()),
         metadata: o.metadata.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use google_cloud_storage::model::ObjectChecksums;
+
+    #[test]
+    fn sdk_object_to_meta() {
+        let ts = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5_000);
+        let mut o = Object::new()
+            .set_name("a/b")
+            .set_size(42)
+            .set_generation(7)
+            .set_metageneration(2)
+            .set_content_type("text/plain")
+            .set_checksums(ObjectChecksums::new().set_crc32c(0xdead_beef_u32))
+            .set_metadata([("k", "v")]);
+        o.update_time = Some(TryFrom::try_from(ts).unwrap());
+        let m = object_meta(o, &ObjectKey::new("a/b").unwrap());
+        assert_eq!(m.key.as_str(), "a/b");
+        assert_eq!(m.size, 42);
+        assert_eq!(m.generation, Generation(7));
+        assert_eq!(m.metageneration, Metageneration(2));
+        assert_eq!(m.updated, ts);
+        assert_eq!(m.crc32c, Some(0xdead_beef));
+        assert_eq!(m.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(m.metadata.get("k").map(String::as_str), Some("v"));
+
+        let bare = object_meta(Object::new(), &ObjectKey::new("fallback").unwrap());
+        assert_eq!(bare.key.as_str(), "fallback");
+        assert_eq!(bare.content_type, None);
+        assert_eq!(bare.crc32c, None);
     }
 }

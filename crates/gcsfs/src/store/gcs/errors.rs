@@ -120,7 +120,10 @@ mod tests {
 
     #[test]
     fn read_errors() {
-        assert_eq!(kind(Error::deser(ReadError::ShortRead(3))), ErrorKind::Transient);
+        assert_eq!(
+            kind(Error::deser(ReadError::ShortRead(3))),
+            ErrorKind::Transient
+        );
         assert_eq!(
             kind(Error::deser(ReadError::UnexpectedSuccessCode(204))),
             ErrorKind::Other

@@ -78,7 +78,9 @@ impl JsonClient {
             query.push(("generation", g.0.to_string()));
         }
         let rb = self.http.get(self.object_url(key)?);
-        let r: ObjectResource = self.call_json(rb, query, || format!("stat {key:?}")).await?;
+        let r: ObjectResource = self
+            .call_json(rb, query, || format!("stat {key:?}"))
+            .await?;
         r.into_meta()
     }
 
@@ -139,7 +141,10 @@ impl JsonClient {
                 query.push(("rewriteToken", t.clone()));
             }
             // No body: the destination takes the source's metadata and content type.
-            let rb = self.http.post(&url).header(reqwest::header::CONTENT_LENGTH, 0);
+            let rb = self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_LENGTH, 0);
             let r: RewriteResponse = self
                 .call_json(rb, query, || format!("copy {src:?} to {dst:?}"))
                 .await?;
@@ -149,7 +154,9 @@ impl JsonClient {
                 _ => {
                     return Err(StoreError::new(
                         ErrorKind::Other,
-                        format!("copy {src:?} to {dst:?}: rewrite answer has no object and no token"),
+                        format!(
+                            "copy {src:?} to {dst:?}: rewrite answer has no object and no token"
+                        ),
                     ));
                 }
             }
@@ -207,8 +214,15 @@ impl JsonClient {
         let body = serde_json::json!({ "metadata": patch });
         let rb = self.http.patch(self.object_url(key)?).json(&body);
         let r: ObjectResource = self
-            .call_json(rb, preconditions(pre), || format!("patch metadata of {key:?}"))
+            .call_json(rb, preconditions(pre), || {
+                format!("patch metadata of {key:?}")
+            })
             .await?;
+        if !r.is_complete() {
+            // The patch is applied, but the answer is not a full object resource (as from
+            // fake-gcs-server, never from Cloud Storage): read the metadata back.
+            return self.get(key, None).await;
+        }
         r.into_meta()
     }
 

@@ -25,9 +25,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
-    ObjectKey, ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs,
-    WriteSource,
+    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
+    ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
 };
 use data::DataClient;
 use json::JsonClient;
@@ -44,7 +43,10 @@ impl GcsStore {
     /// Builds the clients for `config.bucket`. Credentials are loaded now: a bad key file
     /// fails here with `Unauthenticated`. No request is sent to the bucket.
     pub async fn connect(config: GcsConfig) -> StoreResult<GcsStore> {
-        let bucket = config.bucket.trim_start_matches("gs://").trim_end_matches('/');
+        let bucket = config
+            .bucket
+            .trim_start_matches("gs://")
+            .trim_end_matches('/');
         if bucket.is_empty() || bucket.contains('/') {
             return Err(StoreError::new(
                 ErrorKind::InvalidArgument,

@@ -39,7 +39,7 @@ pub(crate) struct ObjectResource {
     name: String,
     size: Option<Int64>,
     generation: Int64,
-    metageneration: Int64,
+    metageneration: Option<Int64>,
     updated: Option<String>,
     time_created: Option<String>,
     crc32c: Option<String>,
@@ -49,6 +49,12 @@ pub(crate) struct ObjectResource {
 }
 
 impl ObjectResource {
+    /// Whether every field [`ObjectMeta`] needs is present. (fake-gcs-server's PATCH answer
+    /// is a different structure without `metageneration`.)
+    pub(crate) fn is_complete(&self) -> bool {
+        self.metageneration.is_some() && (self.updated.is_some() || self.time_created.is_some())
+    }
+
     /// Converts to [`ObjectMeta`]; a malformed field is an `Other` error.
     pub(crate) fn into_meta(self) -> StoreResult<ObjectMeta> {
         let size = match &self.size {
@@ -67,7 +73,14 @@ impl ObjectResource {
             key: ObjectKey::new(self.name)?,
             size,
             generation: Generation(self.generation.parse("generation")?),
-            metageneration: Metageneration(self.metageneration.parse("metageneration")?),
+            metageneration: Metageneration(
+                self.metageneration
+                    .as_ref()
+                    .ok_or_else(|| {
+                        StoreError::new(ErrorKind::Other, "object resource: no `metageneration`")
+                    })?
+                    .parse("metageneration")?,
+            ),
             updated: parse_rfc3339(updated)?,
             crc32c: self.crc32c.as_deref().map(parse_crc32c).transpose()?,
             content_type: self.content_type.filter(|c| !c.is_empty()),
@@ -132,7 +145,12 @@ fn parse_rfc3339(text: &str) -> StoreResult<SystemTime> {
 
 /// Decodes a `crc32c` field: base64 of the big-endian u32.
 pub(crate) fn parse_crc32c(text: &str) -> StoreResult<u32> {
-    let bad = || StoreError::new(ErrorKind::Other, format!("object resource: bad crc32c {text:?}"));
+    let bad = || {
+        StoreError::new(
+            ErrorKind::Other,
+            format!("object resource: bad crc32c {text:?}"),
+        )
+    };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| StoreError::with_source(ErrorKind::Other, bad().message().to_owned(), e))?;
@@ -156,6 +174,7 @@ mod tests {
     #[test]
     fn full_object_resource() {
         let r: ObjectResource = serde_json::from_str(FULL).unwrap();
+        assert!(r.is_complete());
         let m = r.into_meta().unwrap();
         assert_eq!(m.key.as_str(), "dir/a b.txt");
         assert_eq!(m.size, 5);
@@ -184,20 +203,47 @@ mod tests {
         assert_eq!(m.content_type, None);
         assert!(m.metadata.is_empty());
         // 00:00:01 at +01:00 is one hour before the epoch.
-        assert_eq!(m.updated, SystemTime::UNIX_EPOCH - Duration::from_secs(3599));
+        assert_eq!(
+            m.updated,
+            SystemTime::UNIX_EPOCH - Duration::from_secs(3599)
+        );
     }
 
     #[test]
     fn malformed_fields_are_errors() {
-        for bad in [
-            r#"{"name":"k","generation":"x","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
-            r#"{"name":"k","generation":"1","metageneration":"1","updated":"yesterday"}"#,
-            r#"{"name":"k","generation":"1","metageneration":"1"}"#,
-            r#"{"name":"k","size":"-1","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
-            r#"{"name":"k","crc32c":"AAAA","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
-            r#"{"name":"","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
+        // (resource, whether it has every needed field)
+        for (bad, complete) in [
+            (
+                r#"{"name":"k","generation":"x","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"k","generation":"1","metageneration":"1","updated":"yesterday"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"k","generation":"1","metageneration":"1"}"#,
+                false,
+            ),
+            (
+                r#"{"name":"k","generation":"1","updated":"2026-01-01T00:00:00Z"}"#,
+                false,
+            ),
+            (
+                r#"{"name":"k","size":"-1","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"k","crc32c":"AAAA","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"","generation":"1","metageneration":"1","updated":"2026-01-01T00:00:00Z"}"#,
+                true,
+            ),
         ] {
             let r: ObjectResource = serde_json::from_str(bad).unwrap();
+            assert_eq!(r.is_complete(), complete, "{bad}");
             let e = r.into_meta().unwrap_err();
             assert!(
                 matches!(e.kind(), ErrorKind::Other | ErrorKind::InvalidArgument),

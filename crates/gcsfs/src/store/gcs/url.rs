@@ -43,7 +43,10 @@ mod tests {
         assert_eq!(encode_segment("a/b"), "a%2Fb");
         assert_eq!(encode_segment("a b+c"), "a%20b%2Bc");
         assert_eq!(encode_segment("q?x#y%z"), "q%3Fx%23y%25z");
-        assert_eq!(encode_segment("&=;:@,$!*'()[]"), "%26%3D%3B%3A%40%2C%24%21%2A%27%28%29%5B%5D");
+        assert_eq!(
+            encode_segment("&=;:@,$!*'()[]"),
+            "%26%3D%3B%3A%40%2C%24%21%2A%27%28%29%5B%5D"
+        );
         assert_eq!(encode_segment("\\\"<>{}|^`"), "%5C%22%3C%3E%7B%7D%7C%5E%60");
         assert_eq!(encode_segment("tab\tnl\n"), "tab%09nl%0A");
     }
@@ -61,6 +64,9 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         }
         assert_eq!(encode_key(&ObjectKey::new("...").unwrap()).unwrap(), "...");
-        assert_eq!(encode_key(&ObjectKey::new("a/..").unwrap()).unwrap(), "a%2F..");
+        assert_eq!(
+            encode_key(&ObjectKey::new("a/..").unwrap()).unwrap(),
+            "a%2F.."
+        );
     }
 }
