@@ -10,7 +10,7 @@
 //! is held back until the listing has passed `x/` (keys between `x` and `x/` sort in between), so
 //! the check works across pages. Names that cannot be paths are skipped with one log line each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -54,6 +54,9 @@ pub struct DirStream {
     held: Vec<(String, ObjectMeta)>,
     /// Local-only children not yet seen in the listing (emitted at the end).
     local_pending: HashMap<String, (InodeNo, Kind)>,
+    /// Directory names already emitted: GCS never repeats a prefix across pages, but some
+    /// emulators do, so a repeat is dropped rather than shown twice.
+    emitted_dirs: HashSet<String>,
 }
 
 impl DirStream {
@@ -64,6 +67,7 @@ impl DirStream {
         self.listing_done = false;
         self.finished = false;
         self.held.clear();
+        self.emitted_dirs.clear();
         self.local_pending = local.into_iter().map(|(n, i, k)| (n, (i, k))).collect();
     }
 
@@ -95,6 +99,7 @@ impl Filesystem {
             finished: false,
             held: Vec::new(),
             local_pending: HashMap::new(),
+            emitted_dirs: HashSet::new(),
         };
         stream.restart(local);
         Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
@@ -220,6 +225,9 @@ impl Filesystem {
                     tracing::warn!(prefix = p, ?why, "prefix is not a valid path; skipped");
                     continue;
                 }
+                if !s.emitted_dirs.insert(name.clone()) {
+                    continue;
+                }
                 if let Some(i) = s.held.iter().position(|(n, _)| *n == name) {
                     let (n, meta) = s.held.remove(i);
                     listed.push(Listed::File(format!("{n}{CONFLICT_SUFFIX}"), meta));
@@ -228,7 +236,10 @@ impl Filesystem {
             }
         }
         if s.listing_done {
-            listed.extend(s.held.drain(..).map(|(n, m)| Listed::File(n, m)));
+            let held: Vec<_> = s.held.drain(..).collect();
+            for (n, m) in held {
+                listed.push(file_entry(s, n, m));
+            }
         }
         self.add_listed(s, listed);
         Ok(())
@@ -242,7 +253,7 @@ impl Filesystem {
             let dir_key = format!("{}{}/", &s.prefix[..prefix_len], s.held[i].0);
             if dir_key.as_str() < next_key {
                 let (n, m) = s.held.remove(i);
-                out.push(Listed::File(n, m));
+                out.push(file_entry(s, n, m));
             } else {
                 i += 1;
             }
@@ -281,6 +292,15 @@ impl Filesystem {
     fn attr_of(&self, ino: InodeNo) -> Option<Attr> {
         let table = self.inodes.lock().unwrap();
         table.get(ino).map(|i| i.stat.attr(ino, &self.ownership()))
+    }
+}
+
+/// A listed file, renamed with the conflict suffix if a directory of its name was emitted.
+fn file_entry(s: &DirStream, name: String, meta: ObjectMeta) -> Listed {
+    if s.emitted_dirs.contains(&name) {
+        Listed::File(format!("{name}{CONFLICT_SUFFIX}"), meta)
+    } else {
+        Listed::File(name, meta)
     }
 }
 
