@@ -68,9 +68,10 @@ cargo_test() {
   return "$rc"
 }
 
+# (Steps run in an `||` context, where `set -e` does not apply: check each command.)
 start_emulator() {
-  emulator_install
-  emulator_start "$host"
+  emulator_install || return
+  emulator_start "$host" || return
   echo "emulator: fake-gcs-server on http://$host (pid $EMULATOR_PID, log $EMULATOR_LOG)"
 }
 
