@@ -52,7 +52,8 @@ required_step() {
 }
 
 # cargo test with its output kept, then the per-target result lines, so CI logs show at a
-# glance which suites ran (including the emulator-backed ones).
+# glance which suites ran (including the emulator-backed ones), and which tests skipped.
+# shellcheck disable=SC2317 # invoked through step
 cargo_test() {
   local out="$log_dir/$1.log"
   shift
@@ -61,14 +62,18 @@ cargo_test() {
   echo "--- cargo test $* summary"
   awk '/^ *Running |^ *Doc-tests /{target=$0; sub(/^ +/, "", target)}
        /^test result:/{print "    " target " -> " $0}' "$out"
-  if grep -q 'SKIPPED' "$out"; then
-    echo "--- skipped tests:"
-    grep 'SKIPPED' "$out" | sed 's/^/    /'
+  # Tests that skip print "skipped: <reason>" (shown by --show-output); list them by name.
+  awk '/^---- .* std(out|err) ----$/{name=$2} tolower($0) ~ /^skipped:/{print "    " name ": " $0}' \
+    "$out" >"$out.skipped"
+  if [ -s "$out.skipped" ]; then
+    echo "--- tests that skipped (in part):"
+    cat "$out.skipped"
   fi
   return "$rc"
 }
 
 # (Steps run in an `||` context, where `set -e` does not apply: check each command.)
+# shellcheck disable=SC2317 # invoked through step
 start_emulator() {
   emulator_install || return
   emulator_start "$host" || return
@@ -81,7 +86,7 @@ export GCSFS_TEST_ENDPOINT="http://$host"
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test" cargo_test cargo-test --workspace --all-targets
+step "cargo test" cargo_test cargo-test --workspace --all-targets -- --show-output
 step "cargo test --doc" cargo_test cargo-test-doc --workspace --doc
 for script in scripts/tests/*.sh; do
   [ -e "$script" ] || continue
