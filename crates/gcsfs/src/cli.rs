@@ -42,10 +42,11 @@ pub enum Command {
 
 /// Global logging flags.
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Log line format; `auto` is text on a terminal, Cloud Logging JSON otherwise.
     /// Default: `auto`.
-    #[arg(long, global = true, env = "GCSFS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, env = "GCSFS_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     /// Least severe messages logged (for gcsfs's own messages; dependencies log warnings and
     /// errors). A non-empty `RUST_LOG` overrides it. Default: `info`.
@@ -53,6 +54,7 @@ pub struct LogArgs {
         long,
         global = true,
         env = "GCSFS_LOG_SEVERITY",
+        value_name = "LEVEL",
         value_enum,
         ignore_case = true,
         default_value_t = Severity::Info
@@ -84,6 +86,7 @@ pub struct RunCommand {
     /// unmounting. Default: 8 s (Cloud Run sends SIGKILL 10 s after SIGTERM).
     #[arg(
         long = "drain-timeout",
+        help_heading = "Run",
         env = "GCSFS_DRAIN_TIMEOUT",
         value_name = "SECS",
         default_value_t = 8
@@ -93,13 +96,20 @@ pub struct RunCommand {
     /// --drain-timeout (the smaller of the two applies). Default: 5 s.
     #[arg(
         long = "child-stop-timeout",
+        help_heading = "Run",
         env = "GCSFS_CHILD_STOP_TIMEOUT",
         value_name = "SECS",
         default_value_t = 5
     )]
     pub child_stop_timeout_secs: u64,
     /// The command to run, and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        display_order = 2,
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -117,6 +127,7 @@ impl RunCommand {
 
 /// How to reach Cloud Storage.
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Cloud Storage")]
 pub struct StoreArgs {
     /// Cloud Storage endpoint instead of Google's, e.g. an emulator's `http://127.0.0.9`.
     /// Default: Google's production endpoint.
@@ -176,12 +187,13 @@ impl StoreArgs {
 
 /// What to mount and how.
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Mount")]
 pub struct MountArgs {
     /// The bucket's name (without `gs://`).
-    #[arg(env = "BUCKET", value_parser = parse_bucket)]
+    #[arg(env = "BUCKET", value_parser = parse_bucket, display_order = 0, help_heading = "Arguments")]
     pub bucket: String,
     /// The directory to mount on.
-    #[arg(env = "MNT_DIR", value_parser = parse_mountpoint)]
+    #[arg(env = "MNT_DIR", value_parser = parse_mountpoint, display_order = 1, help_heading = "Arguments")]
     pub mountpoint: PathBuf,
     /// Stay in the foreground instead of detaching (`run` always does). Default: off.
     #[arg(long, env = "GCSFS_FOREGROUND", value_parser = BoolishValueParser::new())]

@@ -105,7 +105,8 @@ fn build_filter(rust_log: Option<&str>, severity: Severity) -> anyhow::Result<En
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
         Some(directives) => EnvFilter::builder()
             .parse(directives)
-            .with_context(|| format!("invalid RUST_LOG {directives:?}")),
+            // The parse error's Display already includes its source's text.
+            .map_err(|e| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {e}")),
         None => Ok(EnvFilter::new(severity.default_directives())),
     }
 }
