@@ -123,7 +123,10 @@ pub fn mount_config(args: &MountArgs) -> mount::MountConfig {
 }
 
 /// Opens the bucket and mounts it. Returns once the mount answers.
-pub async fn open_and_mount(store_args: &StoreArgs, args: &MountArgs) -> anyhow_free::Result<Mounted> {
+pub async fn open_and_mount(
+    store_args: &StoreArgs,
+    args: &MountArgs,
+) -> anyhow_free::Result<Mounted> {
     mount::check_mountpoint(&args.mountpoint)?;
     let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
     let store = open_bucket(store_args, &args.bucket, &only_dir).await?;
@@ -244,16 +247,19 @@ pub fn is_gcsfs_mount(path: &std::path::Path) -> bool {
         return false;
     };
     let want = path.to_string_lossy();
-    BufReader::new(file).lines().map_while(Result::ok).any(|line| {
-        // Fields: id parent maj:min root mountpoint options ... - fstype source superopts
-        // (fuser's own mount records type `fuse` and source `gcsfs:BUCKET`; fusermount3 records
-        // `fuse.gcsfs`.)
-        let mountpoint = line.split(' ').nth(4).unwrap_or("");
-        let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
-        let (fstype, source) = (tail.next().unwrap_or(""), tail.next().unwrap_or(""));
-        unescape_mountinfo(mountpoint) == want
-            && (fstype == "fuse.gcsfs" || (fstype == "fuse" && source.starts_with("gcsfs:")))
-    })
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| {
+            // Fields: id parent maj:min root mountpoint options ... - fstype source superopts
+            // (fuser's own mount records type `fuse` and source `gcsfs:BUCKET`; fusermount3 records
+            // `fuse.gcsfs`.)
+            let mountpoint = line.split(' ').nth(4).unwrap_or("");
+            let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
+            let (fstype, source) = (tail.next().unwrap_or(""), tail.next().unwrap_or(""));
+            unescape_mountinfo(mountpoint) == want
+                && (fstype == "fuse.gcsfs" || (fstype == "fuse" && source.starts_with("gcsfs:")))
+        })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
