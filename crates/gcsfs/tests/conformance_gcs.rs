@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::conformance::Gap;
 use common::emulator::maybe_gcs_store;
 
 conformance_tests!(

@@ -699,3 +699,40 @@ async fn streamed_file_unlinked_while_open_creates_nothing() {
     f.fs.release(e.attr.ino, o.fh).await.unwrap();
     assert!(get(&f.store, "gone").await.is_none());
 }
+
+#[tokio::test]
+async fn upload_whose_answer_was_lost_is_recognised_as_ours() {
+    use gcsfs::store::{Fault, FaultStore, Op, RetryConfig, RetryStore};
+    let mem = Arc::new(MemStore::new());
+    put(&mem, "doc", b"old").await;
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let store = Arc::new(RetryStore::new(faults.clone(), RetryConfig::default()));
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        store,
+        FsConfig {
+            temp_dir: tmp.path().into(),
+            metadata_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(ManualClock::default()),
+    );
+    let ino = lookup_path(&fs, "doc").await.unwrap();
+    let open = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(open.fh, 0, b"new data").await.unwrap();
+    // The upload lands, but its answer is lost; the retry then fails its precondition.
+    faults.push(Op::Write, Fault::StatusAfterCommit(503));
+    fs.flush(open.fh).await.unwrap();
+    fs.release(ino, open.fh).await.unwrap();
+    assert_eq!(get(&mem, "doc").await.unwrap(), b"new data");
+    assert_eq!(
+        faults.calls(Op::Write),
+        2,
+        "one committed attempt, one retry"
+    );
+    assert!(
+        !tmp.path().join("gcsfs-conflicts").exists(),
+        "not a conflict"
+    );
+}

@@ -22,7 +22,7 @@ use super::{Entry, Filesystem, Handle, InodeNo};
 use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
 
 /// An open file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct FileHandle {
     ino: InodeNo,
     cell: Arc<FileCell>,
@@ -192,33 +192,23 @@ impl Filesystem {
         ))
     }
 
-    fn file_handle(
-        &self,
-        fh: u64,
-    ) -> FsResult<(
-        InodeNo,
-        Arc<FileCell>,
-        bool,
-        Option<Generation>,
-        u64,
-        Arc<tokio::sync::Mutex<Option<Reader>>>,
-    )> {
+    fn file_handle(&self, fh: u64) -> FsResult<FileHandle> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::File(h)) => Ok((
-                h.ino,
-                h.cell.clone(),
-                h.writable,
-                h.generation,
-                h.size,
-                h.reader.clone(),
-            )),
+            Some(Handle::File(h)) => Ok(h.clone()),
             _ => Err(FsError::BadHandle),
         }
     }
 
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let (ino, cell, _, generation, fsize, reader) = self.file_handle(fh)?;
+        let FileHandle {
+            ino,
+            cell,
+            generation,
+            size: fsize,
+            reader,
+            ..
+        } = self.file_handle(fh)?;
         {
             let mut st = cell.state.lock().await;
             if st.fresh {
@@ -257,7 +247,13 @@ impl Filesystem {
     /// Writes `data` at `offset` into the file's staging copy.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.check_writable()?;
-        let (ino, cell, writable, generation, _, _) = self.file_handle(fh)?;
+        let FileHandle {
+            ino,
+            cell,
+            writable,
+            generation,
+            ..
+        } = self.file_handle(fh)?;
         if !writable {
             return Err(FsError::BadHandle);
         }
@@ -354,7 +350,7 @@ impl Filesystem {
 
     /// `flush` (each close of a file descriptor): uploads pending changes.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        let (ino, cell, ..) = self.file_handle(fh)?;
+        let FileHandle { ino, cell, .. } = self.file_handle(fh)?;
         self.upload(ino, &cell).await
     }
 
@@ -371,16 +367,12 @@ impl Filesystem {
             return Err(FsError::BadHandle);
         };
         let result = self.upload(ino, &h.cell).await;
-        let last = {
-            let mut table = self.inodes.lock().unwrap();
-            let last = match table.get_mut(ino) {
-                Some(inode) => {
-                    inode.open_handles = inode.open_handles.saturating_sub(1);
-                    inode.open_handles == 0
-                }
-                None => true,
-            };
-            last
+        let last = match self.inodes.lock().unwrap().get_mut(ino) {
+            Some(inode) => {
+                inode.open_handles = inode.open_handles.saturating_sub(1);
+                inode.open_handles == 0
+            }
+            None => true,
         };
         if last && !h.cell.is_dirty() {
             let mut st = h.cell.state.lock().await;
@@ -450,6 +442,14 @@ impl Filesystem {
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                // A retried upload whose first attempt succeeded but whose answer was lost also
+                // ends here: if the live object is byte-for-byte our data, it was ours.
+                if let Some(new) = self.our_upload_landed(&object_key, staged).await {
+                    st.base_generation = new.generation;
+                    cell.set_dirty(false);
+                    self.published(ino, new);
+                    return Ok(());
+                }
                 let staged = st.staged.take().expect("checked above");
                 cell.set_dirty(false);
                 let kept = self.keep_conflict(&key, staged);
@@ -471,6 +471,20 @@ impl Filesystem {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the live object of `key` holds exactly the staged data (same size and CRC32C).
+    async fn our_upload_landed(
+        &self,
+        key: &ObjectKey,
+        staged: &Staged,
+    ) -> Option<crate::store::ObjectMeta> {
+        let live = self.store.stat(key).await.ok()?;
+        if live.size != staged.size {
+            return None;
+        }
+        let ours = staged.crc32c().ok()?;
+        (live.crc32c == Some(ours)).then_some(live)
     }
 
     /// Records a newly uploaded generation of `ino`.
@@ -592,7 +606,7 @@ impl Filesystem {
                 .clone()
         };
         let pinned = match set.fh {
-            Some(fh) => self.file_handle(fh).ok().and_then(|h| h.3),
+            Some(fh) => self.file_handle(fh).ok().and_then(|h| h.generation),
             None => None,
         };
         let mut st = cell.state.lock().await;

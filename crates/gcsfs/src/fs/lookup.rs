@@ -170,10 +170,10 @@ impl Filesystem {
             }
         };
         let (stat, list) = futures::join!(stat, list);
-        if let Some(page) = list? {
-            if !page.objects.is_empty() || !page.prefixes.is_empty() {
-                return Ok(Found::Dir);
-            }
+        if let Some(page) = list?
+            && (!page.objects.is_empty() || !page.prefixes.is_empty())
+        {
+            return Ok(Found::Dir);
         }
         match stat {
             Ok(meta) => Ok(Found::File(meta)),
