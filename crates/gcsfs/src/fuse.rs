@@ -491,12 +491,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(
             "readdir",
             i.0,
-            async move {
-                let entries = fs.readdir(fh.0, offset).await?;
-                // Plain readdir hands out no lookup references.
-                fs.readdirplus_sent(&[], &entries);
-                Ok(entries)
-            },
+            async move { fs.readdir(fh.0, offset).await },
             move |r| match r {
                 Ok(entries) => {
                     for e in &entries {
@@ -553,7 +548,7 @@ impl fuser::Filesystem for FuseAdapter {
                         }
                         sent += 1;
                     }
-                    fs.readdirplus_sent(&entries[..sent], &entries[sent..]);
+                    fs.readdirplus_sent(&entries[..sent]);
                     reply.ok()
                 }
                 Err(e) => reply.error(e),

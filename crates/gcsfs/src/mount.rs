@@ -178,7 +178,10 @@ impl Mounted {
             },
             None => drain.await,
         };
-        if let Err(e) = self.unmounter.unmount() {
+        let already_unmounted = *self.ended.borrow();
+        if already_unmounted {
+            // Unmounted from outside: nothing to undo.
+        } else if let Err(e) = self.unmounter.unmount() {
             tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
             lazy_unmount(&self.mountpoint);
         }

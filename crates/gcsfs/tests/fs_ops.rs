@@ -650,9 +650,9 @@ async fn sequential_new_file_streams_then_falls_back_on_seek() {
             .await
             .unwrap();
     let ino = e.attr.ino;
-    let chunk = vec![1u8; 100_000];
+    let chunk = vec![1u8; 1_000_000];
     for i in 0..5u64 {
-        f.fs.write(o.fh, i * 100_000, &chunk).await.unwrap();
+        f.fs.write(o.fh, i * 1_000_000, &chunk).await.unwrap();
     }
     // Nothing visible until close (the resumable upload is not finalised).
     assert!(get(&f.store, "s").await.is_none());
@@ -668,9 +668,40 @@ async fn sequential_new_file_streams_then_falls_back_on_seek() {
     );
     f.fs.release(ino, o.fh).await.unwrap();
     let data = get(&f.store, "s").await.unwrap();
-    assert_eq!(data.len(), 500_000);
+    assert_eq!(data.len(), 5_000_000);
     assert_eq!(&data[10..12], b"XY");
     assert!(data[12..].iter().all(|&b| b == 1));
+}
+
+#[tokio::test]
+async fn small_new_file_is_one_create_only_upload() {
+    let f = fixture();
+    write_file(&f.fs, InodeNo::ROOT, "small", &[7u8; 4096]).await;
+    assert_eq!(f.store.calls(gcsfs::store::Op::Write), 1);
+    assert_eq!(get(&f.store, "small").await.unwrap(), vec![7u8; 4096]);
+    assert!(
+        std::fs::read_dir(f._tmp.path()).unwrap().next().is_none(),
+        "no staging file for a small new file"
+    );
+}
+
+#[tokio::test]
+async fn small_new_file_losing_a_create_race_keeps_its_data() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "r2", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"mine").await.unwrap();
+    put(&f.store, "r2", b"theirs").await;
+    assert_eq!(f.fs.flush(o.fh).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(get(&f.store, "r2").await.unwrap(), b"theirs");
+    let _ = f.fs.release(e.attr.ino, o.fh).await;
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(f._tmp.path().join("gcsfs-conflicts"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(kept, vec![b"mine".to_vec()]);
 }
 
 #[tokio::test]
@@ -680,7 +711,7 @@ async fn streamed_file_losing_a_create_race_is_estale() {
         f.fs.create(InodeNo::ROOT, "r", 0o644, libc::O_WRONLY)
             .await
             .unwrap();
-    f.fs.write(o.fh, 0, b"mine").await.unwrap();
+    f.fs.write(o.fh, 0, &vec![3u8; 5 << 20]).await.unwrap();
     put(&f.store, "r", b"theirs").await;
     assert_eq!(f.fs.flush(o.fh).await.unwrap_err().errno(), libc::ESTALE);
     assert_eq!(get(&f.store, "r").await.unwrap(), b"theirs");
@@ -694,7 +725,7 @@ async fn streamed_file_unlinked_while_open_creates_nothing() {
         f.fs.create(InodeNo::ROOT, "gone", 0o644, libc::O_WRONLY)
             .await
             .unwrap();
-    f.fs.write(o.fh, 0, b"data").await.unwrap();
+    f.fs.write(o.fh, 0, &vec![3u8; 5 << 20]).await.unwrap();
     f.fs.unlink(InodeNo::ROOT, "gone").await.unwrap();
     f.fs.release(e.attr.ino, o.fh).await.unwrap();
     assert!(get(&f.store, "gone").await.is_none());
@@ -735,4 +766,40 @@ async fn upload_whose_answer_was_lost_is_recognised_as_ours() {
         !tmp.path().join("gcsfs-conflicts").exists(),
         "not a conflict"
     );
+}
+
+#[tokio::test]
+async fn listed_or_new_directories_answer_missing_names_without_the_store() {
+    use gcsfs::store::Op;
+    let f = fixture_with(Arc::new(MemStore::new()), Duration::from_secs(60));
+    put(&f.store, "full/a", b"").await;
+    let full = lookup_path(&f.fs, "full").await.unwrap();
+    list(&f.fs, full).await;
+    let d =
+        f.fs.mkdir(InodeNo::ROOT, "new", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    let (stats, lists) = (f.store.calls(Op::Stat), f.store.calls(Op::List));
+    assert!(matches!(
+        f.fs.lookup(full, "missing").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        f.fs.lookup(d, "missing").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(f.fs.lookup(full, "a").await.is_ok());
+    assert_eq!(
+        (f.store.calls(Op::Stat), f.store.calls(Op::List)),
+        (stats, lists)
+    );
+    // A file created in the new directory is found, and after the negative TTL the store is
+    // asked again.
+    write_file(&f.fs, d, "made", b"x").await;
+    assert!(f.fs.lookup(d, "made").await.is_ok());
+    f.clock.advance(Duration::from_secs(61));
+    put(&f.store, "new/remote", b"").await;
+    assert!(f.fs.lookup(d, "remote").await.is_ok());
 }

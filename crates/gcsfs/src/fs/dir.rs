@@ -20,6 +20,9 @@ use super::names::{self, CONFLICT_SUFFIX};
 use super::{Filesystem, Handle, InodeNo};
 use crate::store::{ListRequest, ObjectMeta};
 
+/// Inodes kept for names nobody holds (cached listings) before the oldest are dropped.
+const MAX_CACHED_INODES: usize = 50_000;
+
 /// One directory entry as handed to the kernel.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -147,17 +150,15 @@ impl Filesystem {
         Ok(s.buffer.iter().skip(skip).cloned().collect())
     }
 
-    /// Tells the filesystem which readdirplus entries the kernel received (each is a lookup
-    /// reference) and which did not fit.
-    pub fn readdirplus_sent(&self, sent: &[DirEntry], unsent: &[DirEntry]) {
+    /// Tells the filesystem which readdirplus entries reached the kernel: each is a lookup
+    /// reference the kernel will later `forget`. Entries that did not fit are handed out again
+    /// by the next call; until then they are ordinary cached inodes (see `InodeTable::sweep`).
+    pub fn readdirplus_sent(&self, sent: &[DirEntry]) {
         let mut table = self.inodes.lock().unwrap();
         for e in sent.iter().filter(|e| e.attr.is_some()) {
             if let Some(inode) = table.get_mut(e.ino) {
                 inode.lookups += 1;
             }
-        }
-        for e in unsent.iter().filter(|e| e.attr.is_some()) {
-            table.maybe_evict(e.ino);
         }
     }
 
@@ -189,6 +190,7 @@ impl Filesystem {
         let page = self.store.list(&request).await?;
         s.next_token = page.next_page_token;
         s.listing_done = s.next_token.is_none();
+        let complete_until = s.listing_done.then(|| self.complete_until()).flatten();
 
         // Merge objects and prefixes in key order.
         let mut listed = Vec::with_capacity(page.objects.len() + page.prefixes.len());
@@ -242,6 +244,11 @@ impl Filesystem {
             }
         }
         self.add_listed(s, listed);
+        if let Some(until) = complete_until
+            && let Some(dir) = self.inodes.lock().unwrap().get_mut(s.ino)
+        {
+            dir.complete_until = Some(until);
+        }
         Ok(())
     }
 
@@ -267,6 +274,7 @@ impl Filesystem {
         let mut entries = Vec::with_capacity(listed.len());
         {
             let mut table = self.inodes.lock().unwrap();
+            table.sweep(self.now(), MAX_CACHED_INODES);
             for item in listed {
                 let (name, key, stat, meta) = match item {
                     Listed::Dir(name) => {

@@ -17,7 +17,7 @@ use super::attr::{self, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::names::{self, BadName};
 use super::read::{Reader, read_parts};
-use super::write::{FileCell, Staged, Streaming, WriteState};
+use super::write::{FileCell, STREAM_THRESHOLD, Staged, Streaming, WriteState};
 use super::{Entry, Filesystem, Handle, InodeNo};
 use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
 
@@ -167,7 +167,7 @@ impl Filesystem {
         {
             let mut st = cell.state.lock().await;
             if self.config.streaming_writes {
-                st.fresh = true;
+                st.head = Some(Vec::new());
             } else {
                 st.staged = Some(Staged::empty(&self.config.temp_dir)?);
             }
@@ -211,8 +211,10 @@ impl Filesystem {
         } = self.file_handle(fh)?;
         {
             let mut st = cell.state.lock().await;
-            if st.fresh {
-                return Ok(Bytes::new());
+            if let Some(head) = &st.head {
+                let start = (offset as usize).min(head.len());
+                let end = (start + size as usize).min(head.len());
+                return Ok(Bytes::copy_from_slice(&head[start..end]));
             }
             if st.stream.is_some() {
                 // Reading a file being streamed: publish what was written, then stage it.
@@ -258,22 +260,30 @@ impl Filesystem {
             return Err(FsError::BadHandle);
         }
         let mut st = cell.state.lock().await;
-        if st.fresh && offset == 0 && !data.is_empty() {
-            // A new file written from its start: stream it.
-            st.fresh = false;
-            let key = self.key_of(ino)?;
-            st.stream = Some(Streaming::start(
-                self.store.clone(),
-                key,
-                self.new_object_attrs(ino),
-            ));
-        }
-        let size = match st.stream.as_mut() {
-            Some(stream) if stream.written == offset => {
-                stream.send(Bytes::copy_from_slice(data)).await?;
-                stream.written
+        // A new file written sequentially: in memory, then (past the threshold) streamed.
+        let mut appended = None;
+        if let Some(head) = st.head.as_mut()
+            && head.len() as u64 == offset
+        {
+            head.extend_from_slice(data);
+            appended = Some(head.len() as u64);
+            if head.len() >= STREAM_THRESHOLD {
+                let head = Bytes::from(st.head.take().expect("matched above"));
+                let key = self.key_of(ino)?;
+                let mut stream =
+                    Streaming::start(self.store.clone(), key, self.new_object_attrs(ino));
+                stream.send(head).await?;
+                st.stream = Some(stream);
             }
-            _ => {
+        } else if let Some(stream) = st.stream.as_mut()
+            && stream.written == offset
+        {
+            stream.send(Bytes::copy_from_slice(data)).await?;
+            appended = Some(stream.written);
+        }
+        let size = match appended {
+            Some(size) => size,
+            None => {
                 self.ensure_staged(ino, &mut st, generation, None).await?;
                 let staged = st.staged.as_mut().expect("staged above");
                 staged.write_at(offset, data)?;
@@ -303,9 +313,10 @@ impl Filesystem {
             // generation like any existing object.
             self.settle_stream(ino, st).await?;
         }
-        if st.fresh {
-            st.fresh = false;
+        if let Some(head) = st.head.take() {
+            // A new file held in memory: move it to a staging file.
             let mut s = Staged::empty(&self.config.temp_dir)?;
+            s.write_at(0, &head)?;
             if let Some(len) = len {
                 s.set_len(len)?;
             }
@@ -403,7 +414,7 @@ impl Filesystem {
         if unlinked {
             // Removed while open: its data goes with it, as on a local filesystem.
             st.staged = None;
-            st.fresh = false;
+            st.head = None;
             if let Some(stream) = st.stream.take() {
                 stream.abort().await;
             }
@@ -413,10 +424,8 @@ impl Filesystem {
         if st.stream.is_some() {
             return self.settle_stream(ino, &mut st).await;
         }
-        if st.fresh {
-            // A new file nothing was written to: create it empty.
-            st.fresh = false;
-            st.staged = Some(Staged::empty(&self.config.temp_dir)?);
+        if let Some(head) = st.head.take() {
+            return self.upload_head(ino, cell, &mut st, &key, head).await;
         }
         let Some(staged) = st.staged.as_ref() else {
             cell.set_dirty(false);
@@ -444,7 +453,11 @@ impl Filesystem {
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                 // A retried upload whose first attempt succeeded but whose answer was lost also
                 // ends here: if the live object is byte-for-byte our data, it was ours.
-                if let Some(new) = self.our_upload_landed(&object_key, staged).await {
+                let landed = match staged.crc32c() {
+                    Ok(crc) => self.our_upload_landed(&object_key, staged.size, crc).await,
+                    Err(_) => None,
+                };
+                if let Some(new) = landed {
                     st.base_generation = new.generation;
                     cell.set_dirty(false);
                     self.published(ino, new);
@@ -473,18 +486,78 @@ impl Filesystem {
         }
     }
 
-    /// Whether the live object of `key` holds exactly the staged data (same size and CRC32C).
+    /// Whether the live object of `key` holds exactly our data (same size and CRC32C).
     async fn our_upload_landed(
         &self,
         key: &ObjectKey,
-        staged: &Staged,
+        size: u64,
+        crc32c: u32,
     ) -> Option<crate::store::ObjectMeta> {
         let live = self.store.stat(key).await.ok()?;
-        if live.size != staged.size {
-            return None;
+        (live.size == size && live.crc32c == Some(crc32c)).then_some(live)
+    }
+
+    /// Uploads a new file held in memory in one create-only request.
+    async fn upload_head(
+        &self,
+        ino: InodeNo,
+        cell: &FileCell,
+        st: &mut WriteState,
+        key: &str,
+        head: Vec<u8>,
+    ) -> FsResult<()> {
+        let object_key = ObjectKey::new(key.to_string())?;
+        let data = Bytes::from(head);
+        let attrs = self.new_object_attrs(ino);
+        let source = WriteSource::Bytes(data.clone());
+        match self
+            .store
+            .write(&object_key, source, Preconditions::create_only(), &attrs)
+            .await
+        {
+            Ok(new) => {
+                st.base_generation = new.generation;
+                cell.set_dirty(false);
+                self.published(ino, new);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                let crc = crc32c::crc32c(&data);
+                if let Some(new) = self
+                    .our_upload_landed(&object_key, data.len() as u64, crc)
+                    .await
+                {
+                    st.base_generation = new.generation;
+                    cell.set_dirty(false);
+                    self.published(ino, new);
+                    return Ok(());
+                }
+                cell.set_dirty(false);
+                let mut staged = Staged::empty(&self.config.temp_dir)?;
+                staged.write_at(0, &data)?;
+                let kept = self.keep_conflict(key, staged);
+                tracing::error!(
+                    key,
+                    kept = ?kept.as_ref().ok(),
+                    "another writer created this file first; this writer's data was not uploaded"
+                );
+                self.mark_not_local(ino);
+                Err(FsError::Stale("another writer created this file first"))
+            }
+            Err(e) => {
+                // Keep the data for a later attempt (release, drain).
+                st.head = Some(data.to_vec());
+                Err(e.into())
+            }
         }
-        let ours = staged.crc32c().ok()?;
-        (live.crc32c == Some(ours)).then_some(live)
+    }
+
+    fn mark_not_local(&self, ino: InodeNo) {
+        let mut table = self.inodes.lock().unwrap();
+        if let Some(inode) = table.get_mut(ino) {
+            inode.valid_until = self.now();
+            inode.local = false;
+        }
     }
 
     /// Records a newly uploaded generation of `ino`.

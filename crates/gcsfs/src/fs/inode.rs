@@ -50,6 +50,9 @@ pub struct Inode {
     pub unlinked: bool,
     /// The generation whose pages the kernel may hold in its page cache.
     pub cached_generation: Option<Generation>,
+    /// Directories: until when every child is known to be in the table (after a full listing,
+    /// or a `mkdir` made here), so a name not in the table does not exist.
+    pub complete_until: Option<Instant>,
 }
 
 impl Inode {
@@ -83,6 +86,7 @@ impl InodeTable {
             local: false,
             unlinked: false,
             cached_generation: None,
+            complete_until: None,
         };
         let mut inodes = HashMap::new();
         inodes.insert(InodeNo::ROOT, root);
@@ -157,6 +161,7 @@ impl InodeTable {
                 local: false,
                 unlinked: false,
                 cached_generation: None,
+                complete_until: None,
             },
         );
         self.names.insert((parent, name.to_string()), ino);
@@ -231,8 +236,39 @@ impl InodeTable {
         let key = (inode.parent, inode.name.clone());
         if self.names.get(&key) == Some(&ino) {
             self.names.remove(&key);
+            // The parent no longer knows all its children.
+            if let Some(parent) = self.inodes.get_mut(&key.0) {
+                parent.complete_until = None;
+            }
         }
         self.inodes.remove(&ino);
+    }
+
+    /// Keeps the table under `cap` inodes by dropping ones nothing refers to (no kernel
+    /// reference, no handle, no unsaved data): first those whose attributes expired, then any.
+    pub fn sweep(&mut self, now: Instant, cap: usize) {
+        if self.inodes.len() <= cap {
+            return;
+        }
+        let idle = |i: &Inode| {
+            i.ino != InodeNo::ROOT
+                && i.lookups == 0
+                && i.open_handles == 0
+                && !i.local
+                && !i.file.as_ref().is_some_and(|f| f.is_dirty())
+        };
+        let mut victims: Vec<(bool, InodeNo)> = self
+            .inodes
+            .values()
+            .filter(|i| idle(i))
+            .map(|i| (i.valid_until > now, i.ino))
+            .collect();
+        // Expired first.
+        victims.sort_unstable();
+        let excess = self.inodes.len() - cap / 2;
+        for (_, ino) in victims.into_iter().take(excess) {
+            self.maybe_evict(ino);
+        }
     }
 
     /// Children of `parent` that exist only locally (created, not yet uploaded).

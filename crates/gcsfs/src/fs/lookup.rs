@@ -114,6 +114,9 @@ impl Filesystem {
                 if c.valid_until > now || c.local || dirty {
                     return Ok(ino);
                 }
+            } else if p.complete_until.is_some_and(|until| until > now) {
+                // The directory's full listing is recent and has no such name.
+                return Err(FsError::NotFound);
             }
             p.key.clone()
         };

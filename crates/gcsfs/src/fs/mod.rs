@@ -139,6 +139,12 @@ impl Filesystem {
         }
     }
 
+    /// Until when a directory listed (or made) now may answer "no such name" by itself: the
+    /// negative TTL; `None` when negative caching is off.
+    fn complete_until(&self) -> Option<Instant> {
+        (!self.config.negative_ttl.is_zero()).then(|| self.now() + self.config.negative_ttl)
+    }
+
     fn check_writable(&self) -> FsResult<()> {
         if self.config.read_only {
             return Err(FsError::ReadOnly);

@@ -76,6 +76,8 @@ impl Filesystem {
         let ino = table.upsert_child(parent, name, key, Stat::dir(SystemTime::now()), None, valid);
         let inode = table.get_mut(ino).expect("just created");
         inode.lookups += 1;
+        // A directory made here starts empty: its lookups need not ask the store.
+        inode.complete_until = self.complete_until();
         Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
     }
 

@@ -38,7 +38,7 @@ impl FileCell {
             state: tokio::sync::Mutex::new(WriteState {
                 staged: None,
                 stream: None,
-                fresh: false,
+                head: None,
                 base_generation,
             }),
             dirty: AtomicBool::new(false),
@@ -66,8 +66,10 @@ pub struct WriteState {
     pub staged: Option<Staged>,
     /// The upload a new file's sequential writes are streamed into.
     pub stream: Option<Streaming>,
-    /// A new file nothing was written to yet: its first write may start a stream.
-    pub fresh: bool,
+    /// A new file written only sequentially so far, and less than [`STREAM_THRESHOLD`]: its
+    /// bytes are held in memory; closed like that it is uploaded in one request. Past the
+    /// threshold they start a stream.
+    pub head: Option<Vec<u8>>,
     /// The generation the local copy is based on: the upload's `ifGenerationMatch` (0 = new).
     pub base_generation: Generation,
 }
@@ -80,6 +82,10 @@ pub struct Streaming {
     /// Bytes sent so far: the only offset the next write may start at to keep streaming.
     pub written: u64,
 }
+
+/// Bytes of a new file held in memory before its upload is streamed (small files are uploaded
+/// in one request at close instead).
+pub const STREAM_THRESHOLD: usize = 4 << 20;
 
 /// Chunks queued between writes and the upload (bounds memory per streaming file).
 const STREAM_QUEUE: usize = 8;
