@@ -282,15 +282,17 @@ pub struct MountArgs {
         default_value_t = 64
     )]
     pub prefetch_memory_mb: u64,
-    /// Data written but not yet uploaded (staged in --temp-dir), across all files, in MiB,
-    /// beyond which writers wait for uploads; 0 means no limit. Default: 0.
+    /// Stream new files written sequentially straight into a resumable upload (past 4 MiB)
+    /// instead of staging them in --temp-dir; `false` stages every new file. Default: true.
     #[arg(
         long,
-        env = "GCSFS_MAX_DIRTY_MB",
-        value_name = "MIB",
-        default_value_t = 0
+        env = "GCSFS_STREAMING_WRITES",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new()
     )]
-    pub max_dirty_mb: u64,
+    pub streaming_writes: bool,
     /// Threads serving FUSE requests. Default: 4.
     #[arg(
         long,
@@ -830,7 +832,7 @@ mod tests {
         assert!(!mount.read_only());
         assert_eq!(mount.max_read_ahead_mb, 16);
         assert_eq!(mount.prefetch_memory_mb, 64);
-        assert_eq!(mount.max_dirty_mb, 0);
+        assert!(mount.streaming_writes);
         assert_eq!(mount.fuse_threads, 4);
 
         let r = run(&["b-1", "/m", "--", "app"]);
@@ -875,7 +877,7 @@ mod tests {
                 ("GCSFS_OPTIONS", "ro,allow_other"),
                 ("GCSFS_MAX_READ_AHEAD_MB", "8"),
                 ("GCSFS_PREFETCH_MEMORY_MB", "32"),
-                ("GCSFS_MAX_DIRTY_MB", "256"),
+                ("GCSFS_STREAMING_WRITES", "false"),
                 ("GCSFS_FUSE_THREADS", "2"),
                 ("GCSFS_DRAIN_TIMEOUT", "9"),
                 ("GCSFS_CHILD_STOP_TIMEOUT", "20"),
@@ -934,7 +936,7 @@ mod tests {
         assert!(m.read_only());
         assert_eq!(m.max_read_ahead_mb, 8);
         assert_eq!(m.prefetch_memory_mb, 32);
-        assert_eq!(m.max_dirty_mb, 256);
+        assert!(!m.streaming_writes);
         assert_eq!(m.fuse_threads, 2);
 
         // A flag on the command line wins over its variable; false-y values turn flags off.

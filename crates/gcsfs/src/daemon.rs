@@ -104,6 +104,7 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
         negative_ttl: args.metadata_cache_negative_ttl(),
         rename_dir_limit: args.rename_dir_limit,
         read_only: args.read_only(),
+        streaming_writes: args.streaming_writes,
         read: ReadConfig {
             max_window: args.max_read_ahead_mb << 20,
             prefetch_memory: args.prefetch_memory_mb << 20,

@@ -85,6 +85,15 @@ impl Filesystem {
             inode.open_handles += 1;
             (cell, generation, inode.stat.size, keep_cache)
         };
+        if let Some(seen) = generation {
+            let mut st = cell.state.lock().await;
+            if !cell.is_dirty() && st.base_generation != seen {
+                // A newer generation than the clean local copy: changes are based on it now,
+                // and the old copy must not answer this handle's reads.
+                st.staged = None;
+                st.base_generation = seen;
+            }
+        }
         let fh = self.new_handle(Handle::File(FileHandle {
             ino,
             cell: cell.clone(),
@@ -220,7 +229,13 @@ impl Filesystem {
                 // Reading a file being streamed: publish what was written, then stage it.
                 self.ensure_staged(ino, &mut st, None, None).await?;
             }
-            if let Some(staged) = &st.staged {
+            // Pending changes are seen by every handle; a clean local copy only by handles of
+            // the generation it holds.
+            let shares_copy =
+                cell.is_dirty() || generation.is_none() || generation == Some(st.base_generation);
+            if let Some(staged) = &st.staged
+                && shares_copy
+            {
                 return Ok(Bytes::from(staged.read_at(offset, size)?));
             }
         }
@@ -334,8 +349,10 @@ impl Filesystem {
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.key.clone(), inode.stat.generation, inode.local)
         };
-        // Base the changes on the generation this handle opened (or the latest known).
-        let base = pinned.or(current);
+        // Base the changes on the generation this handle opened, else the one this file was
+        // last published or opened at, else the latest known.
+        let last = (st.base_generation != Generation::NONE).then_some(st.base_generation);
+        let base = pinned.or(last).or(current);
         let staged = match base {
             None => {
                 let mut s = Staged::empty(&self.config.temp_dir)?;
@@ -589,6 +606,7 @@ impl Filesystem {
                 let path = self.path_of(ino);
                 tracing::error!(path, error = %e, "streaming upload of a new file failed; its data was not saved");
                 self.mark_clean(ino);
+                self.mark_not_local(ino);
                 match e.store_kind() {
                     Some(ErrorKind::PreconditionFailed) => {
                         Err(FsError::Stale("another writer created this file first"))
@@ -715,8 +733,13 @@ impl Filesystem {
         } else {
             drop(st);
             if !open {
-                // truncate(2) or chmod on a file nobody has open: persist now.
+                // truncate(2) or chmod on a file nobody has open: persist now, and keep no
+                // local copy (no handle will use it).
                 self.upload(ino, &cell).await?;
+                let mut st = cell.state.lock().await;
+                if !cell.is_dirty() {
+                    st.staged = None;
+                }
             }
         }
         let table = self.inodes.lock().unwrap();

@@ -140,8 +140,10 @@ impl InodeTable {
                 inode.valid_until = valid_until;
                 return ino;
             }
-            // The name now denotes something of another kind: detach the old inode.
-            self.detach(parent, name);
+            // The name now denotes something of another kind. The old inode keeps its key
+            // (a file with pending changes still uploads to it; a directory-and-file pair is
+            // legal in GCS) but is no longer reachable by this name.
+            self.unbind(parent, name);
         }
         let ino = InodeNo(self.next);
         self.next += 1;
@@ -177,6 +179,26 @@ impl InodeTable {
         }
         self.maybe_evict(ino);
         Some(ino)
+    }
+
+    /// Unbinds `name` from `parent` without declaring the inode removed: used when the store no
+    /// longer shows the name (another client deleted it, or it is now something else). An open
+    /// file keeps its pending changes, whose conditional upload then decides what happens.
+    pub fn unbind(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        let ino = self.names.remove(&(parent, name.to_string()))?;
+        self.maybe_evict(ino);
+        Some(ino)
+    }
+
+    /// Whether a file created here and not yet uploaded lies anywhere below directory `ino`.
+    pub fn has_local_descendants(&self, ino: InodeNo) -> bool {
+        let Some(dir) = self.inodes.get(&ino) else {
+            return false;
+        };
+        let prefix = &dir.key;
+        self.inodes
+            .values()
+            .any(|i| i.local && !i.unlinked && i.ino != ino && i.key.starts_with(prefix.as_str()))
     }
 
     /// Moves `ino` to `new_parent/new_name` with object key `new_key`; a directory's loaded

@@ -83,7 +83,7 @@ impl Filesystem {
                 Err(FsError::Stale("object replaced by another kind"))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.inodes.lock().unwrap().detach(parent, &name);
+                self.inodes.lock().unwrap().unbind(parent, &name);
                 Err(FsError::NotFound)
             }
             Err(e) => Err(e.into()),
@@ -147,7 +147,15 @@ impl Filesystem {
                 Ok(table.upsert_child(parent, name, key, stat, Some(meta), valid))
             }
             Found::Nothing => {
-                table.detach(parent, name);
+                // A directory holding files not uploaded yet exists here even if the store has
+                // nothing under it any more.
+                if let Some(ino) = table.child(parent, name)
+                    && table.get(ino).is_some_and(|i| i.kind() == Kind::Dir)
+                    && table.has_local_descendants(ino)
+                {
+                    return Ok(ino);
+                }
+                table.unbind(parent, name);
                 drop(table);
                 self.remember_missing(parent, name);
                 Err(FsError::NotFound)

@@ -374,7 +374,7 @@ impl Filesystem {
         o: &ObjectMeta,
         old_prefix: &str,
         new_prefix: &str,
-    ) -> FsResult<()> {
+    ) -> FsResult<Option<(String, ObjectMeta)>> {
         let dst = ObjectKey::new(format!(
             "{new_prefix}{}",
             &o.key.as_str()[old_prefix.len()..]
@@ -389,8 +389,8 @@ impl Filesystem {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(()),
+            Ok(new) => Ok(Some((o.key.as_str().to_string(), new))),
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -451,17 +451,55 @@ impl Filesystem {
             }
         }
         // Copy phase, then delete phase, a few objects at a time.
+        let mut copied = std::collections::HashMap::new();
         for chunk in objects.chunks(RENAME_PARALLELISM) {
-            futures::future::try_join_all(
+            let done = futures::future::try_join_all(
                 chunk
                     .iter()
                     .map(|o| self.copy_for_rename(o, &old_prefix, new_prefix)),
             )
             .await?;
+            copied.extend(done.into_iter().flatten());
         }
         for chunk in objects.chunks(RENAME_PARALLELISM) {
             futures::future::try_join_all(chunk.iter().map(|o| self.delete_for_rename(o))).await?;
         }
+        self.rebase_moved(&old_prefix, ino, copied).await;
         Ok(())
+    }
+
+    /// Loaded files below a renamed directory now live at the copies: take their generations,
+    /// so later changes through open handles are based on them (not on the deleted sources).
+    async fn rebase_moved(
+        &self,
+        old_prefix: &str,
+        dir: InodeNo,
+        mut copied: std::collections::HashMap<String, ObjectMeta>,
+    ) {
+        let mut cells = Vec::new();
+        {
+            let mut table = self.inodes.lock().unwrap();
+            for d in table.descendants(old_prefix, dir) {
+                let Some(inode) = table.get_mut(d) else {
+                    continue;
+                };
+                let Some(new) = copied.remove(&inode.key) else {
+                    continue;
+                };
+                let old = inode.stat.generation;
+                inode.stat = Stat::from_object(&new);
+                inode.cached_generation = Some(new.generation);
+                if let Some(cell) = &inode.file {
+                    cells.push((cell.clone(), old, new.generation));
+                }
+                inode.meta = Some(new);
+            }
+        }
+        for (cell, old, new) in cells {
+            let mut st = cell.state.lock().await;
+            if Some(st.base_generation) == old {
+                st.base_generation = new;
+            }
+        }
     }
 }
