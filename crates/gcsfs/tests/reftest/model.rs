@@ -1,0 +1,756 @@
+//! The reference model: what `docs/SEMANTICS.md` says a mount shows, as plain data.
+//!
+//! The bucket is a map from key to (generation, bytes); every write by anyone makes a new,
+//! unique generation. Files opened through the mount are [`MFile`]s: the generation their
+//! changes are based on, and their unsaved data. Everything else (directories, listings,
+//! lookups) is derived from the bucket by the rules of SEMANTICS.md:
+//! - `a/b/c` is file `c` in directory `a/b`; `a/b/` is an explicit directory; any key under `a/b/`
+//!   makes `a/b` an (implicit) directory;
+//! - a directory wins over a file of the same name, which is listed as `name\n`;
+//! - uploads are conditional on the generation the changes are based on (0: must not exist);
+//!   a lost race is ESTALE and the losing data is kept in the conflicts directory;
+//! - unlink/rename delete or copy only the generation they know (ESTALE otherwise).
+//!
+//! Where the model has to choose something SEMANTICS.md leaves open, the choice is commented.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ops::Then;
+
+pub const ENOENT: i32 = libc::ENOENT;
+pub const ENOTDIR: i32 = libc::ENOTDIR;
+pub const EISDIR: i32 = libc::EISDIR;
+pub const EEXIST: i32 = libc::EEXIST;
+pub const ENOTEMPTY: i32 = libc::ENOTEMPTY;
+pub const ESTALE: i32 = libc::ESTALE;
+pub const EINVAL: i32 = libc::EINVAL;
+
+/// Result of an op: data for reads (empty otherwise) or an errno.
+pub type Out = Result<Vec<u8>, i32>;
+
+/// What a name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum K {
+    File,
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+pub struct Obj {
+    pub generation: u64,
+    pub data: Vec<u8>,
+}
+
+/// Where an open file's unsaved state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Nothing local: reads come from the bucket.
+    None,
+    /// Created, nothing written yet (streaming mode: the first write at 0 starts a stream).
+    Fresh,
+    /// A new file written sequentially from 0, streamed into an upload (not yet visible).
+    Stream(Vec<u8>),
+    /// A full local copy (clean copies stay until the last handle closes).
+    Staged(Vec<u8>),
+}
+
+/// An open file (an inode with open handles).
+#[derive(Clone, Debug)]
+pub struct MFile {
+    pub key: String,
+    pub unlinked: bool,
+    /// Created here and never uploaded.
+    pub local: bool,
+    pub dirty: bool,
+    pub body: Body,
+    /// Generation the local state is based on (0 = new file).
+    pub base: u64,
+    pub open: usize,
+}
+
+/// An open handle.
+#[derive(Clone, Debug)]
+pub struct MHandle {
+    pub file: usize,
+    /// Generation seen at open; `None` follows the file's own uploads (created handles, and every
+    /// handle once this mount has published the file: our own changes move all handles along).
+    pub pinned: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub bucket: BTreeMap<String, Obj>,
+    next_generation: u64,
+    pub files: Vec<MFile>,
+    pub handles: Vec<MHandle>,
+    /// Data of writers that lost an upload race (kept under `gcsfs-conflicts/`).
+    pub conflicts: Vec<Vec<u8>>,
+    /// New files stream sequential writes (`FsConfig::streaming_writes`).
+    pub streaming: bool,
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn write_at(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    if buf.len() < offset + data.len() {
+        buf.resize(offset + data.len(), 0);
+    }
+    buf[offset..offset + data.len()].copy_from_slice(data);
+}
+
+impl Model {
+    pub fn new(streaming: bool) -> Self {
+        Self {
+            streaming,
+            ..Default::default()
+        }
+    }
+
+    // ----- the bucket -------------------------------------------------------------------------
+
+    pub fn put(&mut self, key: &str, data: Vec<u8>) -> u64 {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.bucket
+            .insert(key.to_string(), Obj { generation, data });
+        generation
+    }
+
+    fn live(&self, key: &str) -> u64 {
+        self.bucket.get(key).map_or(0, |o| o.generation)
+    }
+
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        self.bucket
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.bucket
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    // ----- names ------------------------------------------------------------------------------
+
+    /// The open, not unlinked file at `key` (the newest if several).
+    pub fn bound(&self, key: &str) -> Option<usize> {
+        self.files
+            .iter()
+            .rposition(|f| f.open > 0 && !f.unlinked && f.key == key)
+    }
+
+    /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
+    /// kernel holds it and the writer keeps using it (SEMANTICS.md leaves this open; it is what
+    /// a local filesystem does). Otherwise a directory wins over a file of the same name.
+    pub fn lookup(&self, path: &str) -> Option<K> {
+        if let Some(base) = path.strip_suffix('\n') {
+            return self.bucket.contains_key(base).then_some(K::File);
+        }
+        if let Some(f) = self.bound(path)
+            && (self.files[f].local || self.files[f].dirty)
+        {
+            return Some(K::File);
+        }
+        if self.has_children(path) {
+            Some(K::Dir)
+        } else if self.bucket.contains_key(path) {
+            Some(K::File)
+        } else {
+            None
+        }
+    }
+
+    /// Walks `parts` (each must be a directory) to a directory path.
+    pub fn resolve_dir(&self, parts: &[&str]) -> Result<String, i32> {
+        let mut dir = String::new();
+        for part in parts {
+            dir = join(&dir, part);
+            match self.lookup(&dir) {
+                Some(K::Dir) => {}
+                Some(K::File) => return Err(ENOTDIR),
+                None => return Err(ENOENT),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The entries of directory `dir` (`""` is the root), as readdir shows them.
+    pub fn list(&self, dir: &str) -> BTreeMap<String, K> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut dirs = BTreeSet::new();
+        let mut files = BTreeSet::new();
+        for key in self.keys_under(&prefix) {
+            let rest = &key[prefix.len()..];
+            if rest.is_empty() {
+                continue; // the directory's own marker
+            }
+            match rest.find('/') {
+                Some(i) => dirs.insert(rest[..i].to_string()),
+                None => files.insert(rest.to_string()),
+            };
+        }
+        let mut out: BTreeMap<String, K> = dirs.iter().map(|d| (d.clone(), K::Dir)).collect();
+        for f in files {
+            if dirs.contains(&f) {
+                out.insert(format!("{f}\n"), K::File);
+            } else {
+                out.insert(f, K::File);
+            }
+        }
+        // Files created here and not uploaded yet are listed too.
+        for f in &self.files {
+            if f.open > 0 && f.local && !f.unlinked {
+                let (parent, name) = match f.key.rfind('/') {
+                    Some(i) => (&f.key[..i], &f.key[i + 1..]),
+                    None => ("", f.key.as_str()),
+                };
+                if parent == dir {
+                    out.entry(name.to_string()).or_insert(K::File);
+                }
+            }
+        }
+        out
+    }
+
+    // ----- file state -------------------------------------------------------------------------
+
+    /// A new open of the file at `path` (known to be a file): shares the open file if there is
+    /// one. Returns the handle (not yet added to `handles`).
+    fn open_handle(&mut self, path: &str) -> MHandle {
+        if let Some(fi) = self.bound(path) {
+            let f = &mut self.files[fi];
+            f.open += 1;
+            let pinned = if f.dirty || f.local {
+                (f.base != 0).then_some(f.base)
+            } else {
+                Some(self.live(path))
+            };
+            return MHandle { file: fi, pinned };
+        }
+        let generation = self.live(path);
+        self.files.push(MFile {
+            key: path.to_string(),
+            unlinked: false,
+            local: false,
+            dirty: false,
+            body: Body::None,
+            base: generation,
+            open: 1,
+        });
+        MHandle {
+            file: self.files.len() - 1,
+            pinned: Some(generation),
+        }
+    }
+
+    fn unpin_handles(&mut self, fi: usize) {
+        for h in &mut self.handles {
+            if h.file == fi {
+                h.pinned = None;
+            }
+        }
+    }
+
+    fn published(&mut self, fi: usize, data: Vec<u8>) {
+        let key = self.files[fi].key.clone();
+        let generation = self.put(&key, data);
+        let f = &mut self.files[fi];
+        f.base = generation;
+        f.dirty = false;
+        f.local = false;
+        self.unpin_handles(fi);
+    }
+
+    /// Completes a streamed upload (create-only).
+    fn settle_stream(&mut self, fi: usize) -> Result<(), i32> {
+        let Body::Stream(data) = std::mem::replace(&mut self.files[fi].body, Body::None) else {
+            return Ok(());
+        };
+        if self.live(&self.files[fi].key.clone()) == 0 {
+            self.published(fi, data);
+            Ok(())
+        } else {
+            // SEMANTICS.md: the losing writer's data is kept in the conflicts directory.
+            self.conflicts.push(data);
+            let f = &mut self.files[fi];
+            f.dirty = false;
+            f.local = false;
+            Err(ESTALE)
+        }
+    }
+
+    /// Makes sure the file has a local copy based on generation `want` (the handle's pin, or the
+    /// file's own base), optionally truncated to `len`.
+    fn ensure_staged(&mut self, fi: usize, want: u64, len: Option<usize>) -> Result<(), i32> {
+        if matches!(self.files[fi].body, Body::Stream(_)) {
+            // Random access to a streamed file publishes what was streamed, then stages it.
+            self.settle_stream(fi)?;
+        }
+        let want = if want == 0 { self.files[fi].base } else { want };
+        let f = &mut self.files[fi];
+        match &mut f.body {
+            Body::Fresh => {
+                f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+                return Ok(());
+            }
+            // A local copy serves only the generation it holds (or unsaved changes).
+            Body::Staged(s) if f.dirty || f.base == want || f.local => {
+                if let Some(len) = len {
+                    s.resize(len, 0);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if f.local || want == 0 {
+            f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+            return Ok(());
+        }
+        if len == Some(0) {
+            // truncate to 0 skips the download.
+            f.base = want;
+            f.body = Body::Staged(Vec::new());
+            return Ok(());
+        }
+        let key = f.key.clone();
+        match self.bucket.get(&key) {
+            Some(o) if o.generation == want => {
+                let mut data = o.data.clone();
+                if let Some(len) = len {
+                    data.resize(len, 0);
+                }
+                let f = &mut self.files[fi];
+                f.base = want;
+                f.body = Body::Staged(data);
+                Ok(())
+            }
+            // The pinned generation is gone.
+            _ => Err(ESTALE),
+        }
+    }
+
+    /// Publishes the file's changes (flush, fsync, last release).
+    pub fn upload(&mut self, fi: usize) -> Result<(), i32> {
+        let f = &mut self.files[fi];
+        if !f.dirty {
+            return Ok(());
+        }
+        if f.unlinked {
+            f.body = Body::None;
+            f.dirty = false;
+            return Ok(());
+        }
+        match &f.body {
+            Body::Stream(_) => return self.settle_stream(fi),
+            Body::Fresh => f.body = Body::Staged(Vec::new()),
+            _ => {}
+        }
+        let Body::Staged(data) = f.body.clone() else {
+            f.dirty = false;
+            return Ok(());
+        };
+        let (key, base) = (f.key.clone(), f.base);
+        if self.live(&key) == base {
+            self.published(fi, data);
+            Ok(())
+        } else {
+            let f = &mut self.files[fi];
+            f.body = Body::None;
+            f.dirty = false;
+            f.local = false;
+            self.conflicts.push(data);
+            Err(ESTALE)
+        }
+    }
+
+    fn release(&mut self, handle: MHandle) {
+        let f = &mut self.files[handle.file];
+        f.open -= 1;
+        if f.open == 0 && !f.dirty {
+            f.body = Body::None;
+        }
+    }
+
+    /// Reads the whole file through a fresh handle `h`, without closing it.
+    fn read_handle(&mut self, h: &MHandle) -> Out {
+        let fi = h.file;
+        match &self.files[fi].body {
+            Body::Fresh => return Ok(Vec::new()),
+            Body::Stream(_) => {
+                self.ensure_staged(fi, 0, None)?;
+            }
+            _ => {}
+        }
+        let f = &self.files[fi];
+        if let Body::Staged(s) = &f.body
+            && (f.dirty || f.local || h.pinned.is_none_or(|p| p == f.base))
+        {
+            return Ok(s.clone());
+        }
+        let Some(pinned) = h.pinned else {
+            return Err(ESTALE);
+        };
+        match self.bucket.get(&f.key) {
+            Some(o) if o.generation == pinned => Ok(o.data.clone()),
+            _ => Err(ESTALE),
+        }
+    }
+
+    // ----- operations -------------------------------------------------------------------------
+
+    pub fn create(&mut self, path: &str, data: &[u8], then: Then) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        if self.lookup(path).is_some() {
+            return Err(EEXIST);
+        }
+        self.files.push(MFile {
+            key: path.to_string(),
+            unlinked: false,
+            local: true,
+            dirty: true,
+            body: if self.streaming {
+                Body::Fresh
+            } else {
+                Body::Staged(Vec::new())
+            },
+            base: 0,
+            open: 1,
+        });
+        let h = MHandle {
+            file: self.files.len() - 1,
+            pinned: None,
+        };
+        self.write_handle(&h, 0, data)?;
+        match then {
+            Then::AndClose => {
+                let r = self.upload(h.file);
+                self.release(h);
+                r.map(|()| Vec::new())
+            }
+            Then::AndFlush => {
+                let r = self.upload(h.file);
+                self.handles.push(h);
+                r.map(|()| Vec::new())
+            }
+            Then::AndKeep => {
+                self.handles.push(h);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn write_handle(&mut self, h: &MHandle, offset: usize, data: &[u8]) -> Result<(), i32> {
+        let fi = h.file;
+        let f = &mut self.files[fi];
+        if f.body == Body::Fresh && offset == 0 && !data.is_empty() {
+            f.body = Body::Stream(data.to_vec());
+            f.dirty = true;
+            return Ok(());
+        }
+        if let Body::Stream(s) = &mut f.body
+            && s.len() == offset
+        {
+            s.extend_from_slice(data);
+            return Ok(());
+        }
+        self.ensure_staged(fi, h.pinned.unwrap_or(0), None)?;
+        let f = &mut self.files[fi];
+        let Body::Staged(s) = &mut f.body else {
+            unreachable!("staged above")
+        };
+        write_at(s, offset, data);
+        f.dirty = true;
+        Ok(())
+    }
+
+    pub fn write(&mut self, handle: usize, offset: u8, data: &[u8]) -> Out {
+        if self.handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.handles[handle % self.handles.len()].clone();
+        self.write_handle(&h, offset as usize, data)
+            .map(|()| Vec::new())
+    }
+
+    pub fn close(&mut self, handle: usize) -> Out {
+        if self.handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.handles.remove(handle % self.handles.len());
+        let r = self.upload(h.file);
+        self.release(h);
+        r.map(|()| Vec::new())
+    }
+
+    /// Resolves `path` to a file: ENOENT, ENOTDIR (a parent is a file) or EISDIR.
+    fn file_at(&self, path: &str) -> Result<(), i32> {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => Err(ENOENT),
+            Some(K::Dir) => Err(EISDIR),
+            Some(K::File) => Ok(()),
+        }
+    }
+
+    pub fn open(&mut self, path: &str) -> Out {
+        self.file_at(path)?;
+        let h = self.open_handle(path);
+        self.handles.push(h);
+        Ok(Vec::new())
+    }
+
+    pub fn read(&mut self, path: &str) -> Out {
+        self.file_at(path)?;
+        self.read_file(path)
+    }
+
+    /// open + read + close of an existing file (also used by the tree walk; `path` may be a
+    /// `name\n` alias, which is a separate inode over the same object).
+    pub fn read_file(&mut self, path: &str) -> Out {
+        if let Some(base) = path.strip_suffix('\n') {
+            return Ok(self.bucket[base].data.clone());
+        }
+        let h = self.open_handle(path);
+        let data = self.read_handle(&h);
+        // close(2) of any descriptor publishes the file's changes.
+        let r = self.upload(h.file);
+        self.release(h);
+        let data = data?;
+        r.map(|()| data)
+    }
+
+    pub fn truncate(&mut self, path: &str, size: u8) -> Out {
+        self.file_at(path)?;
+        let size = size as usize;
+        if let Some(fi) = self.bound(path) {
+            let f = &self.files[fi];
+            let want = if f.dirty || f.local {
+                f.base
+            } else {
+                self.live(path)
+            };
+            self.ensure_staged(fi, want, Some(size))?;
+            self.files[fi].dirty = true;
+            return Ok(Vec::new());
+        }
+        // Nobody has it open: uploaded at once.
+        let mut data = self.bucket[path].data.clone();
+        data.resize(size, 0);
+        self.put(path, data);
+        Ok(Vec::new())
+    }
+
+    pub fn mkdir(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        if self.lookup(path).is_some() {
+            return Err(EEXIST);
+        }
+        self.put(&format!("{path}/"), Vec::new());
+        Ok(Vec::new())
+    }
+
+    /// rmdir of a path known to be a directory.
+    fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
+        let prefix = format!("{path}/");
+        let local_child = self.files.iter().any(|f| {
+            f.open > 0 && f.local && !f.unlinked && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
+        });
+        if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
+            return Err(ENOTEMPTY);
+        }
+        self.bucket.remove(&prefix);
+        Ok(())
+    }
+
+    pub fn rmdir(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => Err(ENOENT),
+            Some(K::File) => Err(ENOTDIR),
+            Some(K::Dir) => self.remove_dir(path).map(|()| Vec::new()),
+        }
+    }
+
+    pub fn unlink(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => return Err(ENOENT),
+            Some(K::Dir) => return Err(EISDIR),
+            Some(K::File) => {}
+        }
+        let Some(fi) = self.bound(path) else {
+            self.bucket.remove(path);
+            return Ok(Vec::new());
+        };
+        let f = &self.files[fi];
+        if !f.local {
+            // Deletes only the generation this mount knows.
+            let known = if f.dirty { f.base } else { self.live(path) };
+            match self.bucket.get(path) {
+                None => {}
+                Some(o) if o.generation == known => {
+                    self.bucket.remove(path);
+                }
+                Some(_) => return Err(ESTALE),
+            }
+        }
+        self.files[fi].unlinked = true;
+        Ok(Vec::new())
+    }
+
+    pub fn rename(&mut self, from: &str, to: &str) -> Out {
+        let (from_parts, _) = split(from);
+        let (to_parts, _) = split(to);
+        self.resolve_dir(&from_parts)?;
+        self.resolve_dir(&to_parts)?;
+        let Some(kind) = self.lookup(from) else {
+            return Err(ENOENT);
+        };
+        // The kernel refuses these before asking the filesystem.
+        if kind == K::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(ENOTEMPTY);
+        }
+        let dst = self.lookup(to);
+        if from == to {
+            return Ok(Vec::new());
+        }
+        match (kind, dst) {
+            (K::Dir, Some(K::File)) => return Err(ENOTDIR),
+            (K::File, Some(K::Dir)) => return Err(EISDIR),
+            _ => {}
+        }
+        match kind {
+            K::Dir => self.rename_dir(from, to, dst.is_some()),
+            K::File => self.rename_file(from, to),
+        }
+        .map(|()| Vec::new())
+    }
+
+    fn rename_dir(&mut self, from: &str, to: &str, dst_exists: bool) -> Result<(), i32> {
+        if dst_exists {
+            self.remove_dir(to)?;
+        }
+        let old_prefix = format!("{from}/");
+        let new_prefix = format!("{to}/");
+        // Publish pending changes below the directory first.
+        let below: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                let f = &self.files[i];
+                f.open > 0 && !f.unlinked && f.key.starts_with(&old_prefix)
+            })
+            .collect();
+        for &fi in &below {
+            self.upload(fi)?;
+        }
+        let mut moved = BTreeMap::new();
+        for key in self.keys_under(&old_prefix) {
+            let new_key = format!("{new_prefix}{}", &key[old_prefix.len()..]);
+            let old = self.bucket.remove(&key).expect("listed");
+            if !self.bucket.contains_key(&new_key) {
+                let generation = self.put(&new_key, old.data);
+                moved.insert(old.generation, generation);
+            }
+        }
+        // Open files move with their directory, and keep working on what they had.
+        for fi in below {
+            let f = &mut self.files[fi];
+            f.key = format!("{new_prefix}{}", &f.key[old_prefix.len()..]);
+            if let Some(&generation) = moved.get(&f.base) {
+                f.base = generation;
+                self.unpin_handles(fi);
+            }
+        }
+        Ok(())
+    }
+
+    fn rename_file(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        let src = self.bound(from);
+        if let Some(fi) = src {
+            self.upload(fi)?;
+        }
+        let dst = self.bound(to);
+        // The destination is replaced only if it still holds what this mount knows of it.
+        let dst_known = match dst {
+            Some(di) if self.files[di].local => 0,
+            Some(di) if self.files[di].dirty => self.files[di].base,
+            _ => self.live(to),
+        };
+        let Some(obj) = self.bucket.get(from).cloned() else {
+            return Err(ESTALE);
+        };
+        if self.live(to) != dst_known {
+            return Err(ESTALE);
+        }
+        let generation = self.put(to, obj.data);
+        self.bucket.remove(from);
+        if let Some(di) = dst {
+            self.files[di].unlinked = true;
+        }
+        if let Some(fi) = src {
+            let f = &mut self.files[fi];
+            f.key = to.to_string();
+            if f.base != obj.generation && !f.dirty {
+                // A clean copy of an older generation no longer describes the file.
+                f.body = Body::None;
+            }
+            f.base = generation;
+            self.unpin_handles(fi);
+        }
+        Ok(())
+    }
+
+    pub fn remote_put(&mut self, path: &str, marker: bool, data: &[u8]) -> Out {
+        if marker {
+            self.put(&format!("{path}/"), Vec::new());
+        } else {
+            self.put(path, data.to_vec());
+        }
+        Ok(Vec::new())
+    }
+
+    /// The key a remote delete of `index` removes.
+    pub fn remote_delete_key(&self, index: usize) -> Option<String> {
+        if self.bucket.is_empty() {
+            return None;
+        }
+        self.bucket.keys().nth(index % self.bucket.len()).cloned()
+    }
+
+    pub fn remote_delete(&mut self, key: Option<&str>) -> Out {
+        if let Some(key) = key {
+            self.bucket.remove(key);
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Parent components and name of a path.
+pub fn split(path: &str) -> (Vec<&str>, &str) {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let name = parts.pop().expect("non-empty");
+    (parts, name)
+}
