@@ -21,6 +21,7 @@ mod ops;
 mod sut;
 
 use proptest::prelude::*;
+use model::Quirks;
 use proptest::test_runner::FileFailurePersistence;
 
 #[allow(unused_imports)]
@@ -34,11 +35,13 @@ fn cases() -> u32 {
 }
 
 fn replay(ops: &[ops::Op], streaming: bool) -> Result<(), String> {
+    // Known bugs are reproduced by the model so the search finds new ones; each is pinned by
+    // an ignored regression test below that runs without quirks.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(harness::run(ops, streaming))
+    rt.block_on(harness::run(ops, streaming, Quirks::KNOWN))
 }
 
 proptest! {
@@ -61,10 +64,10 @@ proptest! {
     }
 }
 
-/// Replays a shrunk case in both write modes.
+/// Replays a case in both write modes against the model as SEMANTICS.md describes it.
 async fn check(ops: Vec<ops::Op>) {
     for streaming in [false, true] {
-        if let Err(e) = harness::run(&ops, streaming).await {
+        if let Err(e) = harness::run(&ops, streaming, Quirks::NONE).await {
             panic!("streaming_writes={streaming}: {e}");
         }
     }
@@ -89,6 +92,22 @@ async fn smoke_every_op_once() {
         Rmdir { path: p("b") },
         RemoteDelete { index: 0 },
         Forget,
+    ])
+    .await;
+}
+
+/// A remote client creates `c/a` while this mount has file `c` open with unsaved data; an `ls`
+/// lists directory `c` and unbinds the open file; its close returns Ok but the data is neither
+/// uploaded nor kept in the conflicts directory. SEMANTICS.md: close returns the upload's error;
+/// the file stays reachable as `c\n` next to the directory.
+#[tokio::test]
+#[ignore = "bug: readdir listing a remote dir `x` unbinds open file `x`; its close returns Ok and drops the data"]
+async fn regression_listing_remote_dir_drops_open_file_data() {
+    check(vec![
+        Create { path: p("c"), data: d("mine"), then: AndKeep },
+        RemotePut { path: p("c/a"), marker: false, data: d("") },
+        List { path: p("c") },
+        Close { handle: 0 },
     ])
     .await;
 }

@@ -4,7 +4,7 @@
 
 use gcsfs::fs::InodeNo;
 
-use super::model::{K, Model, Out};
+use super::model::{K, Model, Out, Quirks};
 use super::ops::Op;
 use super::sut::Sut;
 
@@ -22,9 +22,9 @@ fn show(out: &Out) -> String {
 }
 
 impl Harness {
-    pub fn new(streaming: bool) -> Self {
+    pub fn new(streaming: bool, quirks: Quirks) -> Self {
         Self {
-            model: Model::new(streaming),
+            model: Model::new(streaming, quirks),
             sut: Sut::new(streaming),
         }
     }
@@ -67,6 +67,18 @@ impl Harness {
                     self.model.remote_delete(key.as_deref()),
                     self.sut.remote_delete(key.as_deref()).await,
                 )
+            }
+            Op::List { path } => {
+                let (parts, _) = super::model::split(&path.0);
+                let want = match self.model.resolve_dir(&parts) {
+                    Ok(dir) => Ok(self.model.list(&dir).into_iter().collect::<Vec<_>>()),
+                    Err(e) => Err(e),
+                };
+                let have = self.sut.list_path(&parts).await;
+                if want != have {
+                    return Err(format!("readdir {parts:?}: model {want:?}, fs {have:?}"));
+                }
+                (Ok(Vec::new()), Ok(Vec::new()))
             }
             Op::CheckTree => {
                 self.check_tree(false).await?;
@@ -202,8 +214,8 @@ impl Harness {
 }
 
 /// Runs `ops` on a fresh model and filesystem; the error names the first disagreement.
-pub async fn run(ops: &[Op], streaming: bool) -> Result<(), String> {
-    let mut h = Harness::new(streaming);
+pub async fn run(ops: &[Op], streaming: bool, quirks: Quirks) -> Result<(), String> {
+    let mut h = Harness::new(streaming, quirks);
     for (i, op) in ops.iter().enumerate() {
         h.apply(op)
             .await

@@ -63,8 +63,11 @@ pub struct MFile {
     pub local: bool,
     pub dirty: bool,
     pub body: Body,
-    /// Generation the local state is based on (0 = new file).
+    /// Generation the local state is based on (0 = new file): the upload's precondition.
     pub base: u64,
+    /// The latest generation this mount has seen of the file (refreshed by lookups while the
+    /// file is clean); what a handle without a pinned generation bases its changes on.
+    pub seen: Option<u64>,
     pub open: usize,
 }
 
@@ -72,13 +75,35 @@ pub struct MFile {
 #[derive(Clone, Debug)]
 pub struct MHandle {
     pub file: usize,
-    /// Generation seen at open; `None` follows the file's own uploads (created handles, and every
-    /// handle once this mount has published the file: our own changes move all handles along).
+    /// Generation seen at open; `None` follows the file (created handles, and every handle once
+    /// this mount has published or renamed the file: our own changes move all handles along).
     pub pinned: Option<u64>,
+}
+
+/// Known filesystem bugs the model reproduces on request, so that the random search gets past
+/// them and finds the next one. Each has an ignored `regression_*` test in `reftest.rs` that
+/// replays it with every quirk off (what SEMANTICS.md asks). Remove a quirk once it is fixed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// A listing that shows directory `x` unbinds an open file `x` (created here, or open with
+    /// changes): the fs marks it unlinked, and its close returns Ok and drops the data.
+    pub listing_unbinds_open_file: bool,
+}
+
+impl Quirks {
+    /// The model as SEMANTICS.md describes it.
+    pub const NONE: Quirks = Quirks {
+        listing_unbinds_open_file: false,
+    };
+    /// Every known bug reproduced (what the proptest runs with).
+    pub const KNOWN: Quirks = Quirks {
+        listing_unbinds_open_file: true,
+    };
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Model {
+    pub quirks: Quirks,
     pub bucket: BTreeMap<String, Obj>,
     next_generation: u64,
     pub files: Vec<MFile>,
@@ -105,9 +130,10 @@ fn write_at(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
 }
 
 impl Model {
-    pub fn new(streaming: bool) -> Self {
+    pub fn new(streaming: bool, quirks: Quirks) -> Self {
         Self {
             streaming,
+            quirks,
             ..Default::default()
         }
     }
@@ -154,14 +180,18 @@ impl Model {
     /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
     /// kernel holds it and the writer keeps using it (SEMANTICS.md leaves this open; it is what
     /// a local filesystem does). Otherwise a directory wins over a file of the same name.
-    pub fn lookup(&self, path: &str) -> Option<K> {
+    pub fn lookup(&mut self, path: &str) -> Option<K> {
         if let Some(base) = path.strip_suffix('\n') {
             return self.bucket.contains_key(base).then_some(K::File);
         }
-        if let Some(f) = self.bound(path)
-            && (self.files[f].local || self.files[f].dirty)
-        {
-            return Some(K::File);
+        if let Some(fi) = self.bound(path) {
+            if self.files[fi].local || self.files[fi].dirty {
+                return Some(K::File);
+            }
+            // A clean open file learns the object's current generation.
+            if !self.has_children(path) && self.bucket.contains_key(path) {
+                self.files[fi].seen = Some(self.live(path));
+            }
         }
         if self.has_children(path) {
             Some(K::Dir)
@@ -173,7 +203,7 @@ impl Model {
     }
 
     /// Walks `parts` (each must be a directory) to a directory path.
-    pub fn resolve_dir(&self, parts: &[&str]) -> Result<String, i32> {
+    pub fn resolve_dir(&mut self, parts: &[&str]) -> Result<String, i32> {
         let mut dir = String::new();
         for part in parts {
             dir = join(&dir, part);
@@ -187,7 +217,7 @@ impl Model {
     }
 
     /// The entries of directory `dir` (`""` is the root), as readdir shows them.
-    pub fn list(&self, dir: &str) -> BTreeMap<String, K> {
+    pub fn list(&mut self, dir: &str) -> BTreeMap<String, K> {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
@@ -204,6 +234,13 @@ impl Model {
                 Some(i) => dirs.insert(rest[..i].to_string()),
                 None => files.insert(rest.to_string()),
             };
+        }
+        if self.quirks.listing_unbinds_open_file {
+            for d in &dirs {
+                if let Some(fi) = self.bound(&join(dir, d)) {
+                    self.files[fi].unlinked = true;
+                }
+            }
         }
         let mut out: BTreeMap<String, K> = dirs.iter().map(|d| (d.clone(), K::Dir)).collect();
         for f in files {
@@ -234,14 +271,16 @@ impl Model {
     /// one. Returns the handle (not yet added to `handles`).
     fn open_handle(&mut self, path: &str) -> MHandle {
         if let Some(fi) = self.bound(path) {
+            let live = self.live(path);
             let f = &mut self.files[fi];
             f.open += 1;
-            let pinned = if f.dirty || f.local {
-                (f.base != 0).then_some(f.base)
-            } else {
-                Some(self.live(path))
+            if !(f.dirty || f.local) {
+                f.seen = Some(live);
+            }
+            return MHandle {
+                file: fi,
+                pinned: f.seen,
             };
-            return MHandle { file: fi, pinned };
         }
         let generation = self.live(path);
         self.files.push(MFile {
@@ -251,6 +290,7 @@ impl Model {
             dirty: false,
             body: Body::None,
             base: generation,
+            seen: Some(generation),
             open: 1,
         });
         MHandle {
@@ -272,6 +312,7 @@ impl Model {
         let generation = self.put(&key, data);
         let f = &mut self.files[fi];
         f.base = generation;
+        f.seen = Some(generation);
         f.dirty = false;
         f.local = false;
         self.unpin_handles(fi);
@@ -295,22 +336,28 @@ impl Model {
         }
     }
 
-    /// Makes sure the file has a local copy based on generation `want` (the handle's pin, or the
-    /// file's own base), optionally truncated to `len`.
-    fn ensure_staged(&mut self, fi: usize, want: u64, len: Option<usize>) -> Result<(), i32> {
+    /// Makes sure the file has a local copy, optionally truncated to `len`. `pinned` is the
+    /// generation the writing handle opened (`None`: the latest this mount has seen).
+    fn ensure_staged(
+        &mut self,
+        fi: usize,
+        pinned: Option<u64>,
+        len: Option<usize>,
+    ) -> Result<(), i32> {
         if matches!(self.files[fi].body, Body::Stream(_)) {
             // Random access to a streamed file publishes what was streamed, then stages it.
             self.settle_stream(fi)?;
         }
-        let want = if want == 0 { self.files[fi].base } else { want };
         let f = &mut self.files[fi];
         match &mut f.body {
             Body::Fresh => {
                 f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
                 return Ok(());
             }
-            // A local copy serves only the generation it holds (or unsaved changes).
-            Body::Staged(s) if f.dirty || f.base == want || f.local => {
+            // A clean local copy serves only the generation it holds: a handle pinned to another
+            // generation (SEMANTICS.md: "downloaded once, pinned to the open generation") gets
+            // its own.
+            Body::Staged(s) if f.dirty || f.local || pinned.is_none_or(|p| p == f.base) => {
                 if let Some(len) = len {
                     s.resize(len, 0);
                 }
@@ -318,7 +365,11 @@ impl Model {
             }
             _ => {}
         }
-        if f.local || want == 0 {
+        let Some(want) = pinned.or(f.seen) else {
+            f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+            return Ok(());
+        };
+        if f.local {
             f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
             return Ok(());
         }
@@ -393,7 +444,7 @@ impl Model {
         match &self.files[fi].body {
             Body::Fresh => return Ok(Vec::new()),
             Body::Stream(_) => {
-                self.ensure_staged(fi, 0, None)?;
+                self.ensure_staged(fi, None, None)?;
             }
             _ => {}
         }
@@ -431,6 +482,7 @@ impl Model {
                 Body::Staged(Vec::new())
             },
             base: 0,
+            seen: None,
             open: 1,
         });
         let h = MHandle {
@@ -457,6 +509,10 @@ impl Model {
     }
 
     fn write_handle(&mut self, h: &MHandle, offset: usize, data: &[u8]) -> Result<(), i32> {
+        if data.is_empty() {
+            // The kernel never sends a zero-length write.
+            return Ok(());
+        }
         let fi = h.file;
         let f = &mut self.files[fi];
         if f.body == Body::Fresh && offset == 0 && !data.is_empty() {
@@ -470,7 +526,7 @@ impl Model {
             s.extend_from_slice(data);
             return Ok(());
         }
-        self.ensure_staged(fi, h.pinned.unwrap_or(0), None)?;
+        self.ensure_staged(fi, h.pinned, None)?;
         let f = &mut self.files[fi];
         let Body::Staged(s) = &mut f.body else {
             unreachable!("staged above")
@@ -500,7 +556,7 @@ impl Model {
     }
 
     /// Resolves `path` to a file: ENOENT, ENOTDIR (a parent is a file) or EISDIR.
-    fn file_at(&self, path: &str) -> Result<(), i32> {
+    fn file_at(&mut self, path: &str) -> Result<(), i32> {
         let (parts, _) = split(path);
         self.resolve_dir(&parts)?;
         match self.lookup(path) {
@@ -541,13 +597,7 @@ impl Model {
         self.file_at(path)?;
         let size = size as usize;
         if let Some(fi) = self.bound(path) {
-            let f = &self.files[fi];
-            let want = if f.dirty || f.local {
-                f.base
-            } else {
-                self.live(path)
-            };
-            self.ensure_staged(fi, want, Some(size))?;
+            self.ensure_staged(fi, None, Some(size))?;
             self.files[fi].dirty = true;
             return Ok(Vec::new());
         }
@@ -604,9 +654,10 @@ impl Model {
             return Ok(Vec::new());
         };
         let f = &self.files[fi];
-        if !f.local {
+        if !f.local
+            && let Some(known) = f.seen
+        {
             // Deletes only the generation this mount knows.
-            let known = if f.dirty { f.base } else { self.live(path) };
             match self.bucket.get(path) {
                 None => {}
                 Some(o) if o.generation == known => {
@@ -681,6 +732,7 @@ impl Model {
             f.key = format!("{new_prefix}{}", &f.key[old_prefix.len()..]);
             if let Some(&generation) = moved.get(&f.base) {
                 f.base = generation;
+                f.seen = Some(generation);
                 self.unpin_handles(fi);
             }
         }
@@ -695,12 +747,19 @@ impl Model {
         let dst = self.bound(to);
         // The destination is replaced only if it still holds what this mount knows of it.
         let dst_known = match dst {
-            Some(di) if self.files[di].local => 0,
-            Some(di) if self.files[di].dirty => self.files[di].base,
+            Some(di) if self.files[di].local || self.files[di].dirty => {
+                self.files[di].seen.unwrap_or(0)
+            }
             _ => self.live(to),
         };
-        let Some(obj) = self.bucket.get(from).cloned() else {
-            return Err(ESTALE);
+        // The source is copied at the generation this mount knows.
+        let src_known = match src {
+            Some(fi) => self.files[fi].seen,
+            None => Some(self.live(from)),
+        };
+        let obj = match self.bucket.get(from) {
+            Some(o) if Some(o.generation) == src_known => o.clone(),
+            _ => return Err(ESTALE),
         };
         if self.live(to) != dst_known {
             return Err(ESTALE);
@@ -718,6 +777,7 @@ impl Model {
                 f.body = Body::None;
             }
             f.base = generation;
+            f.seen = Some(generation);
             self.unpin_handles(fi);
         }
         Ok(())

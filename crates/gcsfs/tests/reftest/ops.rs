@@ -17,15 +17,6 @@ pub fn p(s: &str) -> P {
     P(s.to_string())
 }
 
-impl P {
-    /// The parent's components and the last name.
-    pub fn split(&self) -> (Vec<&str>, &str) {
-        let mut parts: Vec<&str> = self.0.split('/').collect();
-        let name = parts.pop().expect("paths are never empty");
-        (parts, name)
-    }
-}
-
 impl fmt::Debug for P {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "p({:?})", self.0)
@@ -82,6 +73,8 @@ pub enum Op {
     RemotePut { path: P, marker: bool, data: D },
     /// Another client deletes the `index`-th object of the bucket (in key order).
     RemoteDelete { index: usize },
+    /// `ls` of a directory (`path`'s parent; the root for one-component paths): readdir only.
+    List { path: P },
     /// Walk the tree (readdir + lookup + read of files nobody has open) and compare.
     CheckTree,
     /// The kernel forgets every inode reference the test took so far.
@@ -118,6 +111,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         4 => (path(), any::<bool>(), data())
             .prop_map(|(path, marker, data)| Op::RemotePut { path, marker, data }),
         2 => any::<usize>().prop_map(|index| Op::RemoteDelete { index }),
+        1 => path().prop_map(|path| Op::List { path }),
         1 => Just(Op::CheckTree),
         1 => Just(Op::Forget),
     ]

@@ -78,10 +78,23 @@ impl Sut {
         self.lookup(dir, name).await
     }
 
+    /// The kernel forgets what it can: every reference except those on directories above an
+    /// open file (a child's dentry pins its parent's).
     pub fn forget_all(&mut self) {
-        for ino in self.lookups.drain(..) {
-            self.fs.forget(ino, 1);
-        }
+        let open: Vec<String> = self
+            .handles
+            .iter()
+            .map(|(ino, _)| self.fs.path_of(*ino))
+            .collect();
+        let fs = &self.fs;
+        self.lookups.retain(|&ino| {
+            let path = format!("{}/", fs.path_of(ino));
+            let pinned = open.iter().any(|o| o.starts_with(&path));
+            if !pinned {
+                fs.forget(ino, 1);
+            }
+            pinned
+        });
     }
 
     pub async fn create(&mut self, path: &str, data: &[u8], then: Then) -> Out {
@@ -99,7 +112,9 @@ impl Sut {
             .map_err(errno)?;
         let ino = entry.attr.ino;
         self.lookups.push(ino);
-        self.fs.write(open.fh, 0, data).await.map_err(errno)?;
+        if !data.is_empty() {
+            self.fs.write(open.fh, 0, data).await.map_err(errno)?;
+        }
         match then {
             Then::AndClose => {
                 let r = self.fs.flush(open.fh).await;
@@ -128,6 +143,10 @@ impl Sut {
             return Ok(Vec::new());
         }
         let (_, fh) = self.handles[handle % self.handles.len()];
+        if data.is_empty() {
+            // The kernel never sends a zero-length write.
+            return Ok(Vec::new());
+        }
         self.fs
             .write(fh, offset.into(), data)
             .await
@@ -277,6 +296,12 @@ impl Sut {
         result?;
         out.sort();
         Ok(out)
+    }
+
+    /// Names in the directory at `parts`.
+    pub async fn list_path(&mut self, parts: &[&str]) -> Result<Vec<(String, K)>, i32> {
+        let ino = self.resolve_dir(parts).await?;
+        self.list(ino).await
     }
 
     /// Every object in the bucket, with its data.
