@@ -69,14 +69,23 @@ pub struct MFile {
     /// file is clean); what a handle without a pinned generation bases its changes on.
     pub seen: Option<u64>,
     pub open: usize,
+    /// Stays bound with no handle open (quirk `streamed_conflict_leaves_phantom`).
+    pub phantom: bool,
+    /// Unreachable by name (quirk `vanished_dir_orphans_open_files`).
+    pub orphan: bool,
+    /// Not open, but its inode keeps a clean local copy (left by `truncate` of a file nobody
+    /// had open; quirk `stale_copy_served_to_newer_open`).
+    pub retained: bool,
 }
 
 /// An open handle.
 #[derive(Clone, Debug)]
 pub struct MHandle {
     pub file: usize,
-    /// Generation seen at open; `None` follows the file (created handles, and every handle once
-    /// this mount has published or renamed the file: our own changes move all handles along).
+    /// The generation this handle's view is based on: the one seen at open, then each one this
+    /// mount publishes or renames the file to (our own changes move every handle along).
+    /// `None` until then for handles of a file that was never uploaded: they follow the latest
+    /// generation seen.
     pub pinned: Option<u64>,
 }
 
@@ -88,16 +97,58 @@ pub struct Quirks {
     /// A listing that shows directory `x` unbinds an open file `x` (created here, or open with
     /// changes): the fs marks it unlinked, and its close returns Ok and drops the data.
     pub listing_unbinds_open_file: bool,
+    /// A lookup that finds an open, clean file's name gone or turned into a directory (another
+    /// client's doing) unbinds the open file: later writes through its handles are dropped at
+    /// close, which returns Ok, instead of failing with ESTALE and keeping the data.
+    pub lookup_unbinds_changed_open_file: bool,
+    /// A streamed new file that loses the create race (ESTALE, rightly) loses its data too: it is
+    /// not kept in the conflicts directory.
+    pub streamed_conflict_not_kept: bool,
+    /// After a streamed new file loses the create race its inode stays "local" with no data and
+    /// is never evicted: the name keeps resolving to it (reads ESTALE, unlink deletes nothing)
+    /// instead of to the other writer's object.
+    pub streamed_conflict_leaves_phantom: bool,
+    /// A directory rename moves open files below it to their new keys but leaves them based on
+    /// their old keys' generations: their next close fails with ESTALE though nobody else wrote.
+    pub dir_rename_keeps_old_generations: bool,
+    /// A clean local copy of an older generation (kept while another handle is open) is served
+    /// to a handle that opened a newer generation: reads return old data, and its writes apply
+    /// to old data (the close then fails with ESTALE).
+    pub stale_copy_served_to_newer_open: bool,
+    /// Handles with no pinned generation (the creating handle, and handles opened while the
+    /// file was local) are not pinned to what this mount then publishes: once the file has no
+    /// local copy (a stream was published, or an upload lost a race), their next write is based
+    /// on the latest generation any lookup or listing saw, so it silently builds on (and
+    /// replaces) another client's object instead of failing with ESTALE.
+    pub unpinned_handles_follow_seen: bool,
+    /// When a lookup finds a directory gone (another client deleted its last object), open
+    /// files this mount has below it become unreachable: no longer listed nor found by lookup
+    /// (they hang off the replaced directory inode) until they are closed and uploaded.
+    pub vanished_dir_orphans_open_files: bool,
 }
 
 impl Quirks {
     /// The model as SEMANTICS.md describes it.
     pub const NONE: Quirks = Quirks {
         listing_unbinds_open_file: false,
+        lookup_unbinds_changed_open_file: false,
+        streamed_conflict_not_kept: false,
+        streamed_conflict_leaves_phantom: false,
+        dir_rename_keeps_old_generations: false,
+        stale_copy_served_to_newer_open: false,
+        unpinned_handles_follow_seen: false,
+        vanished_dir_orphans_open_files: false,
     };
     /// Every known bug reproduced (what the proptest runs with).
     pub const KNOWN: Quirks = Quirks {
         listing_unbinds_open_file: true,
+        lookup_unbinds_changed_open_file: true,
+        streamed_conflict_not_kept: true,
+        streamed_conflict_leaves_phantom: true,
+        dir_rename_keeps_old_generations: true,
+        stale_copy_served_to_newer_open: true,
+        unpinned_handles_follow_seen: true,
+        vanished_dir_orphans_open_files: true,
     };
 }
 
@@ -112,6 +163,13 @@ pub struct Model {
     pub conflicts: Vec<Vec<u8>>,
     /// New files stream sequential writes (`FsConfig::streaming_writes`).
     pub streaming: bool,
+    /// Data of every generation ever written (by anyone).
+    history: BTreeMap<u64, Vec<u8>>,
+    /// The alternative branch: a handle pinned to a generation that is no longer live is served
+    /// from a copy the mount may still hold (SEMANTICS.md: a pinned handle "keeps reading the
+    /// old generation for whatever is already fetched"; its writes then fail at close). Whether
+    /// the fs still holds one depends on cache lifetimes, so the harness accepts either branch.
+    pub held_copy: bool,
 }
 
 fn join(parent: &str, name: &str) -> String {
@@ -138,11 +196,42 @@ impl Model {
         }
     }
 
+    /// Other states the fs may equally be in, where SEMANTICS.md allows either or a quirk's
+    /// reach depends on cache lifetimes the model does not track: a copy of a gone generation
+    /// still held, and phantoms (quirk `streamed_conflict_leaves_phantom`) no longer reachable
+    /// because their directory's inode was replaced.
+    pub fn variants(&self) -> Vec<Model> {
+        let mut held = self.clone();
+        held.held_copy = true;
+        let mut out = vec![held];
+        if self
+            .files
+            .iter()
+            .any(|f| (f.phantom || f.retained) && !f.unlinked)
+        {
+            for base in [self.clone(), out[0].clone()] {
+                let mut m = base;
+                for f in &mut m.files {
+                    if f.phantom {
+                        f.unlinked = true;
+                    }
+                    if f.retained {
+                        f.retained = false;
+                        f.body = Body::None;
+                    }
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+
     // ----- the bucket -------------------------------------------------------------------------
 
     pub fn put(&mut self, key: &str, data: Vec<u8>) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
+        self.history.insert(generation, data.clone());
         self.bucket
             .insert(key.to_string(), Obj { generation, data });
         generation
@@ -174,13 +263,28 @@ impl Model {
     pub fn bound(&self, key: &str) -> Option<usize> {
         self.files
             .iter()
-            .rposition(|f| f.open > 0 && !f.unlinked && f.key == key)
+            .rposition(|f| {
+                (f.open > 0 || f.phantom || f.retained) && !f.unlinked && !f.orphan && f.key == key
+            })
     }
 
     /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
     /// kernel holds it and the writer keeps using it (SEMANTICS.md leaves this open; it is what
     /// a local filesystem does). Otherwise a directory wins over a file of the same name.
     pub fn lookup(&mut self, path: &str) -> Option<K> {
+        let kind = self.lookup_name(path);
+        if kind != Some(K::Dir) && self.quirks.vanished_dir_orphans_open_files {
+            let prefix = format!("{path}/");
+            for f in &mut self.files {
+                if f.key.starts_with(&prefix) && !f.unlinked {
+                    f.orphan = true;
+                }
+            }
+        }
+        kind
+    }
+
+    fn lookup_name(&mut self, path: &str) -> Option<K> {
         if let Some(base) = path.strip_suffix('\n') {
             return self.bucket.contains_key(base).then_some(K::File);
         }
@@ -191,6 +295,8 @@ impl Model {
             // A clean open file learns the object's current generation.
             if !self.has_children(path) && self.bucket.contains_key(path) {
                 self.files[fi].seen = Some(self.live(path));
+            } else if self.quirks.lookup_unbinds_changed_open_file {
+                self.files[fi].unlinked = true;
             }
         }
         if self.has_children(path) {
@@ -242,6 +348,16 @@ impl Model {
                 }
             }
         }
+        // Listing a clean open file refreshes what this mount has seen of it.
+        for f in files.iter().filter(|f| !dirs.contains(*f)) {
+            let key = join(dir, f);
+            if let Some(fi) = self.bound(&key)
+                && !self.files[fi].dirty
+                && !self.files[fi].local
+            {
+                self.files[fi].seen = Some(self.live(&key));
+            }
+        }
         let mut out: BTreeMap<String, K> = dirs.iter().map(|d| (d.clone(), K::Dir)).collect();
         for f in files {
             if dirs.contains(&f) {
@@ -252,7 +368,7 @@ impl Model {
         }
         // Files created here and not uploaded yet are listed too.
         for f in &self.files {
-            if f.open > 0 && f.local && !f.unlinked {
+            if (f.open > 0 || f.phantom) && f.local && !f.unlinked && !f.orphan {
                 let (parent, name) = match f.key.rfind('/') {
                     Some(i) => (&f.key[..i], &f.key[i + 1..]),
                     None => ("", f.key.as_str()),
@@ -274,6 +390,7 @@ impl Model {
             let live = self.live(path);
             let f = &mut self.files[fi];
             f.open += 1;
+            f.retained = false;
             if !(f.dirty || f.local) {
                 f.seen = Some(live);
             }
@@ -292,6 +409,9 @@ impl Model {
             base: generation,
             seen: Some(generation),
             open: 1,
+            phantom: false,
+            orphan: false,
+            retained: false,
         });
         MHandle {
             file: self.files.len() - 1,
@@ -299,10 +419,11 @@ impl Model {
         }
     }
 
-    fn unpin_handles(&mut self, fi: usize) {
+    /// Our own upload or rename made `generation` of the file: every handle now sees it.
+    fn repin_handles(&mut self, fi: usize, generation: u64) {
         for h in &mut self.handles {
-            if h.file == fi {
-                h.pinned = None;
+            if h.file == fi && !(h.pinned.is_none() && self.quirks.unpinned_handles_follow_seen) {
+                h.pinned = Some(generation);
             }
         }
     }
@@ -315,7 +436,7 @@ impl Model {
         f.seen = Some(generation);
         f.dirty = false;
         f.local = false;
-        self.unpin_handles(fi);
+        self.repin_handles(fi, generation);
     }
 
     /// Completes a streamed upload (create-only).
@@ -328,10 +449,14 @@ impl Model {
             Ok(())
         } else {
             // SEMANTICS.md: the losing writer's data is kept in the conflicts directory.
-            self.conflicts.push(data);
+            if !self.quirks.streamed_conflict_not_kept {
+                self.conflicts.push(data);
+            }
+            let phantom = self.quirks.streamed_conflict_leaves_phantom;
             let f = &mut self.files[fi];
             f.dirty = false;
-            f.local = false;
+            f.local = phantom;
+            f.phantom = phantom;
             Err(ESTALE)
         }
     }
@@ -348,6 +473,7 @@ impl Model {
             // Random access to a streamed file publishes what was streamed, then stages it.
             self.settle_stream(fi)?;
         }
+        let any_copy = self.quirks.stale_copy_served_to_newer_open;
         let f = &mut self.files[fi];
         match &mut f.body {
             Body::Fresh => {
@@ -357,7 +483,9 @@ impl Model {
             // A clean local copy serves only the generation it holds: a handle pinned to another
             // generation (SEMANTICS.md: "downloaded once, pinned to the open generation") gets
             // its own.
-            Body::Staged(s) if f.dirty || f.local || pinned.is_none_or(|p| p == f.base) => {
+            Body::Staged(s)
+                if any_copy || f.dirty || f.local || pinned.is_none_or(|p| p == f.base) =>
+            {
                 if let Some(len) = len {
                     s.resize(len, 0);
                 }
@@ -380,9 +508,10 @@ impl Model {
             return Ok(());
         }
         let key = f.key.clone();
-        match self.bucket.get(&key) {
-            Some(o) if o.generation == want => {
-                let mut data = o.data.clone();
+        let held = self.held_copy.then(|| self.history.get(&want)).flatten();
+        match self.bucket.get(&key).filter(|o| o.generation == want).map(|o| &o.data).or(held) {
+            Some(data) => {
+                let mut data = data.clone();
                 if let Some(len) = len {
                     data.resize(len, 0);
                 }
@@ -450,7 +579,10 @@ impl Model {
         }
         let f = &self.files[fi];
         if let Body::Staged(s) = &f.body
-            && (f.dirty || f.local || h.pinned.is_none_or(|p| p == f.base))
+            && (self.quirks.stale_copy_served_to_newer_open
+                || f.dirty
+                || f.local
+                || h.pinned.is_none_or(|p| p == f.base))
         {
             return Ok(s.clone());
         }
@@ -459,6 +591,9 @@ impl Model {
         };
         match self.bucket.get(&f.key) {
             Some(o) if o.generation == pinned => Ok(o.data.clone()),
+            _ if self.held_copy && self.history.contains_key(&pinned) => {
+                Ok(self.history[&pinned].clone())
+            }
             _ => Err(ESTALE),
         }
     }
@@ -484,6 +619,9 @@ impl Model {
             base: 0,
             seen: None,
             open: 1,
+            phantom: false,
+            orphan: false,
+            retained: false,
         });
         let h = MHandle {
             file: self.files.len() - 1,
@@ -599,12 +737,30 @@ impl Model {
         if let Some(fi) = self.bound(path) {
             self.ensure_staged(fi, None, Some(size))?;
             self.files[fi].dirty = true;
+            if self.files[fi].open == 0 {
+                self.upload(fi)?;
+            }
             return Ok(Vec::new());
         }
         // Nobody has it open: uploaded at once.
         let mut data = self.bucket[path].data.clone();
         data.resize(size, 0);
-        self.put(path, data);
+        let generation = self.put(path, data.clone());
+        if self.quirks.stale_copy_served_to_newer_open {
+            self.files.push(MFile {
+                key: path.to_string(),
+                unlinked: false,
+                local: false,
+                dirty: false,
+                body: Body::Staged(data),
+                base: generation,
+                seen: Some(generation),
+                open: 0,
+                phantom: false,
+                orphan: false,
+                retained: true,
+            });
+        }
         Ok(Vec::new())
     }
 
@@ -622,7 +778,11 @@ impl Model {
     fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
         let prefix = format!("{path}/");
         let local_child = self.files.iter().any(|f| {
-            f.open > 0 && f.local && !f.unlinked && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
+            (f.open > 0 || f.phantom)
+                && f.local
+                && !f.unlinked
+                && !f.orphan
+                && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
         });
         if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
             return Err(ENOTEMPTY);
@@ -730,10 +890,13 @@ impl Model {
         for fi in below {
             let f = &mut self.files[fi];
             f.key = format!("{new_prefix}{}", &f.key[old_prefix.len()..]);
+            if self.quirks.dir_rename_keeps_old_generations {
+                continue;
+            }
             if let Some(&generation) = moved.get(&f.base) {
                 f.base = generation;
                 f.seen = Some(generation);
-                self.unpin_handles(fi);
+                self.repin_handles(fi, generation);
             }
         }
         Ok(())
@@ -772,13 +935,13 @@ impl Model {
         if let Some(fi) = src {
             let f = &mut self.files[fi];
             f.key = to.to_string();
-            if f.base != obj.generation && !f.dirty {
+            if f.base != obj.generation && !f.dirty && !self.quirks.stale_copy_served_to_newer_open {
                 // A clean copy of an older generation no longer describes the file.
                 f.body = Body::None;
             }
             f.base = generation;
             f.seen = Some(generation);
-            self.unpin_handles(fi);
+            self.repin_handles(fi, generation);
         }
         Ok(())
     }
