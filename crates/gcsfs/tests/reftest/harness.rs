@@ -182,9 +182,7 @@ impl Harness {
             let want: Vec<(String, K)> =
                 self.model_agrees(&have, |m| m.list(&dir).into_iter().collect());
             if want != have {
-                return Err(format!(
-                    "readdir {dir:?}: model {want:?}, fs {have:?}"
-                ));
+                return Err(format!("readdir {dir:?}: model {want:?}, fs {have:?}"));
             }
             for (name, _) in have {
                 let path = if dir.is_empty() {
@@ -232,11 +230,7 @@ impl Harness {
             let m = self.model.close(0);
             let s = self.sut.close(0).await;
             if m != s {
-                return Err(format!(
-                    "final close: model {}, fs {}",
-                    show(&m),
-                    show(&s)
-                ));
+                return Err(format!("final close: model {}, fs {}", show(&m), show(&s)));
             }
             self.check_bucket()?;
         }

@@ -261,11 +261,9 @@ impl Model {
 
     /// The open, not unlinked file at `key` (the newest if several).
     pub fn bound(&self, key: &str) -> Option<usize> {
-        self.files
-            .iter()
-            .rposition(|f| {
-                (f.open > 0 || f.phantom || f.retained) && !f.unlinked && !f.orphan && f.key == key
-            })
+        self.files.iter().rposition(|f| {
+            (f.open > 0 || f.phantom || f.retained) && !f.unlinked && !f.orphan && f.key == key
+        })
     }
 
     /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
@@ -509,7 +507,13 @@ impl Model {
         }
         let key = f.key.clone();
         let held = self.held_copy.then(|| self.history.get(&want)).flatten();
-        match self.bucket.get(&key).filter(|o| o.generation == want).map(|o| &o.data).or(held) {
+        match self
+            .bucket
+            .get(&key)
+            .filter(|o| o.generation == want)
+            .map(|o| &o.data)
+            .or(held)
+        {
             Some(data) => {
                 let mut data = data.clone();
                 if let Some(len) = len {
@@ -629,17 +633,16 @@ impl Model {
         };
         self.write_handle(&h, 0, data)?;
         match then {
-            Then::AndClose => {
+            Then::Closed => {
                 let r = self.upload(h.file);
                 self.release(h);
                 r.map(|()| Vec::new())
             }
-            Then::AndFlush => {
-                let r = self.upload(h.file);
-                self.handles.push(h);
-                r.map(|()| Vec::new())
+            Then::Flushed => {
+                self.handles.push(h.clone());
+                self.upload(h.file).map(|()| Vec::new())
             }
-            Then::AndKeep => {
+            Then::Kept => {
                 self.handles.push(h);
                 Ok(Vec::new())
             }
@@ -935,7 +938,8 @@ impl Model {
         if let Some(fi) = src {
             let f = &mut self.files[fi];
             f.key = to.to_string();
-            if f.base != obj.generation && !f.dirty && !self.quirks.stale_copy_served_to_newer_open {
+            if f.base != obj.generation && !f.dirty && !self.quirks.stale_copy_served_to_newer_open
+            {
                 // A clean copy of an older generation no longer describes the file.
                 f.body = Body::None;
             }

@@ -42,11 +42,11 @@ impl fmt::Debug for D {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Then {
     /// `close(2)`: flush and release.
-    AndClose,
+    Closed,
     /// `fsync(2)`-like flush; the handle stays open.
-    AndFlush,
+    Flushed,
     /// Nothing: the file stays local and dirty, the handle open.
-    AndKeep,
+    Kept,
 }
 
 /// One step of a test case. Handles are indices into the list of handles still open (taken
@@ -54,27 +54,61 @@ pub enum Then {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Lookup (must be missing: as `open(O_CREAT|O_EXCL)`), create, write `data` at 0, then `then`.
-    Create { path: P, data: D, then: Then },
+    Create {
+        path: P,
+        data: D,
+        then: Then,
+    },
     /// `open(O_RDWR)` of an existing file; the handle stays open.
-    Open { path: P },
+    Open {
+        path: P,
+    },
     /// `pwrite` through an open handle.
-    Write { handle: usize, offset: u8, data: D },
+    Write {
+        handle: usize,
+        offset: u8,
+        data: D,
+    },
     /// `close(2)` of an open handle (flush, then release).
-    Close { handle: usize },
+    Close {
+        handle: usize,
+    },
     /// `open(O_RDONLY)`, read the whole file, `close(2)`.
-    Read { path: P },
+    Read {
+        path: P,
+    },
     /// `truncate(2)` by path.
-    Truncate { path: P, size: u8 },
-    Mkdir { path: P },
-    Rmdir { path: P },
-    Unlink { path: P },
-    Rename { from: P, to: P },
+    Truncate {
+        path: P,
+        size: u8,
+    },
+    Mkdir {
+        path: P,
+    },
+    Rmdir {
+        path: P,
+    },
+    Unlink {
+        path: P,
+    },
+    Rename {
+        from: P,
+        to: P,
+    },
     /// Another client writes an object: `path` itself, or the directory marker `path/`.
-    RemotePut { path: P, marker: bool, data: D },
+    RemotePut {
+        path: P,
+        marker: bool,
+        data: D,
+    },
     /// Another client deletes the `index`-th object of the bucket (in key order).
-    RemoteDelete { index: usize },
+    RemoteDelete {
+        index: usize,
+    },
     /// `ls` of a directory (`path`'s parent; the root for one-component paths): readdir only.
-    List { path: P },
+    List {
+        path: P,
+    },
     /// Walk the tree (readdir + lookup + read of files nobody has open) and compare.
     CheckTree,
     /// The kernel forgets every inode reference the test took so far.
@@ -91,7 +125,7 @@ fn data() -> impl Strategy<Value = D> {
 }
 
 fn then() -> impl Strategy<Value = Then> {
-    prop_oneof![Just(Then::AndClose), Just(Then::AndFlush), Just(Then::AndKeep)]
+    prop_oneof![Just(Then::Closed), Just(Then::Flushed), Just(Then::Kept)]
 }
 
 /// One random op.

@@ -116,17 +116,17 @@ impl Sut {
             self.fs.write(open.fh, 0, data).await.map_err(errno)?;
         }
         match then {
-            Then::AndClose => {
+            Then::Closed => {
                 let r = self.fs.flush(open.fh).await;
                 let r2 = self.fs.release(ino, open.fh).await;
                 r.and(r2).map_err(errno)?;
             }
-            Then::AndFlush => {
+            Then::Flushed => {
                 let r = self.fs.flush(open.fh).await;
                 self.handles.push((ino, open.fh));
                 r.map_err(errno)?;
             }
-            Then::AndKeep => self.handles.push((ino, open.fh)),
+            Then::Kept => self.handles.push((ino, open.fh)),
         }
         Ok(Vec::new())
     }
