@@ -1,0 +1,983 @@
+//! The reference model: what `docs/SEMANTICS.md` says a mount shows, as plain data.
+//!
+//! The bucket is a map from key to (generation, bytes); every write by anyone makes a new,
+//! unique generation. Files opened through the mount are [`MFile`]s: the generation their
+//! changes are based on, and their unsaved data. Everything else (directories, listings,
+//! lookups) is derived from the bucket by the rules of SEMANTICS.md:
+//! - `a/b/c` is file `c` in directory `a/b`; `a/b/` is an explicit directory; any key under `a/b/`
+//!   makes `a/b` an (implicit) directory;
+//! - a directory wins over a file of the same name, which is listed as `name\n`;
+//! - uploads are conditional on the generation the changes are based on (0: must not exist);
+//!   a lost race is ESTALE and the losing data is kept in the conflicts directory;
+//! - unlink/rename delete or copy only the generation they know (ESTALE otherwise).
+//!
+//! Where the model has to choose something SEMANTICS.md leaves open, the choice is commented.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ops::Then;
+
+pub const ENOENT: i32 = libc::ENOENT;
+pub const ENOTDIR: i32 = libc::ENOTDIR;
+pub const EISDIR: i32 = libc::EISDIR;
+pub const EEXIST: i32 = libc::EEXIST;
+pub const ENOTEMPTY: i32 = libc::ENOTEMPTY;
+pub const ESTALE: i32 = libc::ESTALE;
+pub const EINVAL: i32 = libc::EINVAL;
+
+/// Result of an op: data for reads (empty otherwise) or an errno.
+pub type Out = Result<Vec<u8>, i32>;
+
+/// What a name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum K {
+    File,
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+pub struct Obj {
+    pub generation: u64,
+    pub data: Vec<u8>,
+}
+
+/// Where an open file's unsaved state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Nothing local: reads come from the bucket.
+    None,
+    /// Created, nothing written yet (streaming mode: the first write at 0 starts a stream).
+    Fresh,
+    /// A new file written sequentially from 0, streamed into an upload (not yet visible).
+    Stream(Vec<u8>),
+    /// A full local copy (clean copies stay until the last handle closes).
+    Staged(Vec<u8>),
+}
+
+/// An open file (an inode with open handles).
+#[derive(Clone, Debug)]
+pub struct MFile {
+    pub key: String,
+    pub unlinked: bool,
+    /// Created here and never uploaded.
+    pub local: bool,
+    pub dirty: bool,
+    pub body: Body,
+    /// Generation the local state is based on (0 = new file): the upload's precondition.
+    pub base: u64,
+    /// The latest generation this mount has seen of the file (refreshed by lookups while the
+    /// file is clean); what a handle without a pinned generation bases its changes on.
+    pub seen: Option<u64>,
+    pub open: usize,
+    /// Stays bound with no handle open (quirk `streamed_conflict_leaves_phantom`).
+    pub phantom: bool,
+    /// Unreachable by name (quirk `vanished_dir_orphans_open_files`).
+    pub orphan: bool,
+    /// Not open, but its inode keeps a clean local copy (left by `truncate` of a file nobody
+    /// had open; quirk `stale_copy_served_to_newer_open`).
+    pub retained: bool,
+}
+
+/// An open handle.
+#[derive(Clone, Debug)]
+pub struct MHandle {
+    pub file: usize,
+    /// The generation this handle's view is based on: the one seen at open, then each one this
+    /// mount publishes or renames the file to (our own changes move every handle along).
+    /// `None` until then for handles of a file that was never uploaded: they follow the latest
+    /// generation seen.
+    pub pinned: Option<u64>,
+}
+
+/// Known filesystem bugs the model reproduces on request, so that the random search gets past
+/// them and finds the next one. Each has an ignored `regression_*` test in `reftest.rs` that
+/// replays it with every quirk off (what SEMANTICS.md asks). Remove a quirk once it is fixed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// A listing that shows directory `x` unbinds an open file `x` (created here, or open with
+    /// changes): the fs marks it unlinked, and its close returns Ok and drops the data.
+    pub listing_unbinds_open_file: bool,
+    /// A lookup that finds an open, clean file's name gone or turned into a directory (another
+    /// client's doing) unbinds the open file: later writes through its handles are dropped at
+    /// close, which returns Ok, instead of failing with ESTALE and keeping the data.
+    pub lookup_unbinds_changed_open_file: bool,
+    /// A streamed new file that loses the create race (ESTALE, rightly) loses its data too: it is
+    /// not kept in the conflicts directory.
+    pub streamed_conflict_not_kept: bool,
+    /// After a streamed new file loses the create race its inode stays "local" with no data and
+    /// is never evicted: the name keeps resolving to it (reads ESTALE, unlink deletes nothing)
+    /// instead of to the other writer's object.
+    pub streamed_conflict_leaves_phantom: bool,
+    /// A directory rename moves open files below it to their new keys but leaves them based on
+    /// their old keys' generations: their next close fails with ESTALE though nobody else wrote.
+    pub dir_rename_keeps_old_generations: bool,
+    /// A clean local copy of an older generation (kept while another handle is open) is served
+    /// to a handle that opened a newer generation: reads return old data, and its writes apply
+    /// to old data (the close then fails with ESTALE).
+    pub stale_copy_served_to_newer_open: bool,
+    /// Handles with no pinned generation (the creating handle, and handles opened while the
+    /// file was local) are not pinned to what this mount then publishes: once the file has no
+    /// local copy (a stream was published, or an upload lost a race), their next write is based
+    /// on the latest generation any lookup or listing saw, so it silently builds on (and
+    /// replaces) another client's object instead of failing with ESTALE.
+    pub unpinned_handles_follow_seen: bool,
+    /// When a lookup finds a directory gone (another client deleted its last object), open
+    /// files this mount has below it become unreachable: no longer listed nor found by lookup
+    /// (they hang off the replaced directory inode) until they are closed and uploaded.
+    pub vanished_dir_orphans_open_files: bool,
+}
+
+impl Quirks {
+    /// The model as SEMANTICS.md describes it.
+    pub const NONE: Quirks = Quirks {
+        listing_unbinds_open_file: false,
+        lookup_unbinds_changed_open_file: false,
+        streamed_conflict_not_kept: false,
+        streamed_conflict_leaves_phantom: false,
+        dir_rename_keeps_old_generations: false,
+        stale_copy_served_to_newer_open: false,
+        unpinned_handles_follow_seen: false,
+        vanished_dir_orphans_open_files: false,
+    };
+    /// Every known bug reproduced (what the proptest runs with).
+    pub const KNOWN: Quirks = Quirks {
+        listing_unbinds_open_file: true,
+        lookup_unbinds_changed_open_file: true,
+        streamed_conflict_not_kept: true,
+        streamed_conflict_leaves_phantom: true,
+        dir_rename_keeps_old_generations: true,
+        stale_copy_served_to_newer_open: true,
+        unpinned_handles_follow_seen: true,
+        vanished_dir_orphans_open_files: true,
+    };
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub quirks: Quirks,
+    pub bucket: BTreeMap<String, Obj>,
+    next_generation: u64,
+    pub files: Vec<MFile>,
+    pub handles: Vec<MHandle>,
+    /// Data of writers that lost an upload race (kept under `gcsfs-conflicts/`).
+    pub conflicts: Vec<Vec<u8>>,
+    /// New files stream sequential writes (`FsConfig::streaming_writes`).
+    pub streaming: bool,
+    /// Data of every generation ever written (by anyone).
+    history: BTreeMap<u64, Vec<u8>>,
+    /// The alternative branch: a handle pinned to a generation that is no longer live is served
+    /// from a copy the mount may still hold (SEMANTICS.md: a pinned handle "keeps reading the
+    /// old generation for whatever is already fetched"; its writes then fail at close). Whether
+    /// the fs still holds one depends on cache lifetimes, so the harness accepts either branch.
+    pub held_copy: bool,
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn write_at(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    if buf.len() < offset + data.len() {
+        buf.resize(offset + data.len(), 0);
+    }
+    buf[offset..offset + data.len()].copy_from_slice(data);
+}
+
+impl Model {
+    pub fn new(streaming: bool, quirks: Quirks) -> Self {
+        Self {
+            streaming,
+            quirks,
+            ..Default::default()
+        }
+    }
+
+    /// Other states the fs may equally be in, where SEMANTICS.md allows either or a quirk's
+    /// reach depends on cache lifetimes the model does not track: a copy of a gone generation
+    /// still held, and phantoms (quirk `streamed_conflict_leaves_phantom`) no longer reachable
+    /// because their directory's inode was replaced.
+    pub fn variants(&self) -> Vec<Model> {
+        let mut held = self.clone();
+        held.held_copy = true;
+        let mut out = vec![held];
+        if self
+            .files
+            .iter()
+            .any(|f| (f.phantom || f.retained) && !f.unlinked)
+        {
+            for base in [self.clone(), out[0].clone()] {
+                let mut m = base;
+                for f in &mut m.files {
+                    if f.phantom {
+                        f.unlinked = true;
+                    }
+                    if f.retained {
+                        f.retained = false;
+                        f.body = Body::None;
+                    }
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    // ----- the bucket -------------------------------------------------------------------------
+
+    pub fn put(&mut self, key: &str, data: Vec<u8>) -> u64 {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.history.insert(generation, data.clone());
+        self.bucket
+            .insert(key.to_string(), Obj { generation, data });
+        generation
+    }
+
+    fn live(&self, key: &str) -> u64 {
+        self.bucket.get(key).map_or(0, |o| o.generation)
+    }
+
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        self.bucket
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.bucket
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    // ----- names ------------------------------------------------------------------------------
+
+    /// The open, not unlinked file at `key` (the newest if several).
+    pub fn bound(&self, key: &str) -> Option<usize> {
+        self.files.iter().rposition(|f| {
+            (f.open > 0 || f.phantom || f.retained) && !f.unlinked && !f.orphan && f.key == key
+        })
+    }
+
+    /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
+    /// kernel holds it and the writer keeps using it (SEMANTICS.md leaves this open; it is what
+    /// a local filesystem does). Otherwise a directory wins over a file of the same name.
+    pub fn lookup(&mut self, path: &str) -> Option<K> {
+        let kind = self.lookup_name(path);
+        if kind != Some(K::Dir) && self.quirks.vanished_dir_orphans_open_files {
+            let prefix = format!("{path}/");
+            for f in &mut self.files {
+                if f.key.starts_with(&prefix) && !f.unlinked {
+                    f.orphan = true;
+                }
+            }
+        }
+        kind
+    }
+
+    fn lookup_name(&mut self, path: &str) -> Option<K> {
+        if let Some(base) = path.strip_suffix('\n') {
+            return self.bucket.contains_key(base).then_some(K::File);
+        }
+        if let Some(fi) = self.bound(path) {
+            if self.files[fi].local || self.files[fi].dirty {
+                return Some(K::File);
+            }
+            // A clean open file learns the object's current generation.
+            if !self.has_children(path) && self.bucket.contains_key(path) {
+                self.files[fi].seen = Some(self.live(path));
+            } else if self.quirks.lookup_unbinds_changed_open_file {
+                self.files[fi].unlinked = true;
+            }
+        }
+        if self.has_children(path) {
+            Some(K::Dir)
+        } else if self.bucket.contains_key(path) {
+            Some(K::File)
+        } else {
+            None
+        }
+    }
+
+    /// Walks `parts` (each must be a directory) to a directory path.
+    pub fn resolve_dir(&mut self, parts: &[&str]) -> Result<String, i32> {
+        let mut dir = String::new();
+        for part in parts {
+            dir = join(&dir, part);
+            match self.lookup(&dir) {
+                Some(K::Dir) => {}
+                Some(K::File) => return Err(ENOTDIR),
+                None => return Err(ENOENT),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The entries of directory `dir` (`""` is the root), as readdir shows them.
+    pub fn list(&mut self, dir: &str) -> BTreeMap<String, K> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut dirs = BTreeSet::new();
+        let mut files = BTreeSet::new();
+        for key in self.keys_under(&prefix) {
+            let rest = &key[prefix.len()..];
+            if rest.is_empty() {
+                continue; // the directory's own marker
+            }
+            match rest.find('/') {
+                Some(i) => dirs.insert(rest[..i].to_string()),
+                None => files.insert(rest.to_string()),
+            };
+        }
+        if self.quirks.listing_unbinds_open_file {
+            for d in &dirs {
+                if let Some(fi) = self.bound(&join(dir, d)) {
+                    self.files[fi].unlinked = true;
+                }
+            }
+        }
+        // Listing a clean open file refreshes what this mount has seen of it.
+        for f in files.iter().filter(|f| !dirs.contains(*f)) {
+            let key = join(dir, f);
+            if let Some(fi) = self.bound(&key)
+                && !self.files[fi].dirty
+                && !self.files[fi].local
+            {
+                self.files[fi].seen = Some(self.live(&key));
+            }
+        }
+        let mut out: BTreeMap<String, K> = dirs.iter().map(|d| (d.clone(), K::Dir)).collect();
+        for f in files {
+            if dirs.contains(&f) {
+                out.insert(format!("{f}\n"), K::File);
+            } else {
+                out.insert(f, K::File);
+            }
+        }
+        // Files created here and not uploaded yet are listed too.
+        for f in &self.files {
+            if (f.open > 0 || f.phantom) && f.local && !f.unlinked && !f.orphan {
+                let (parent, name) = match f.key.rfind('/') {
+                    Some(i) => (&f.key[..i], &f.key[i + 1..]),
+                    None => ("", f.key.as_str()),
+                };
+                if parent == dir {
+                    out.entry(name.to_string()).or_insert(K::File);
+                }
+            }
+        }
+        out
+    }
+
+    // ----- file state -------------------------------------------------------------------------
+
+    /// A new open of the file at `path` (known to be a file): shares the open file if there is
+    /// one. Returns the handle (not yet added to `handles`).
+    fn open_handle(&mut self, path: &str) -> MHandle {
+        if let Some(fi) = self.bound(path) {
+            let live = self.live(path);
+            let f = &mut self.files[fi];
+            f.open += 1;
+            f.retained = false;
+            if !(f.dirty || f.local) {
+                f.seen = Some(live);
+            }
+            return MHandle {
+                file: fi,
+                pinned: f.seen,
+            };
+        }
+        let generation = self.live(path);
+        self.files.push(MFile {
+            key: path.to_string(),
+            unlinked: false,
+            local: false,
+            dirty: false,
+            body: Body::None,
+            base: generation,
+            seen: Some(generation),
+            open: 1,
+            phantom: false,
+            orphan: false,
+            retained: false,
+        });
+        MHandle {
+            file: self.files.len() - 1,
+            pinned: Some(generation),
+        }
+    }
+
+    /// Our own upload or rename made `generation` of the file: every handle now sees it.
+    fn repin_handles(&mut self, fi: usize, generation: u64) {
+        for h in &mut self.handles {
+            if h.file == fi && !(h.pinned.is_none() && self.quirks.unpinned_handles_follow_seen) {
+                h.pinned = Some(generation);
+            }
+        }
+    }
+
+    fn published(&mut self, fi: usize, data: Vec<u8>) {
+        let key = self.files[fi].key.clone();
+        let generation = self.put(&key, data);
+        let f = &mut self.files[fi];
+        f.base = generation;
+        f.seen = Some(generation);
+        f.dirty = false;
+        f.local = false;
+        self.repin_handles(fi, generation);
+    }
+
+    /// Completes a streamed upload (create-only).
+    fn settle_stream(&mut self, fi: usize) -> Result<(), i32> {
+        let Body::Stream(data) = std::mem::replace(&mut self.files[fi].body, Body::None) else {
+            return Ok(());
+        };
+        if self.live(&self.files[fi].key.clone()) == 0 {
+            self.published(fi, data);
+            Ok(())
+        } else {
+            // SEMANTICS.md: the losing writer's data is kept in the conflicts directory.
+            if !self.quirks.streamed_conflict_not_kept {
+                self.conflicts.push(data);
+            }
+            let phantom = self.quirks.streamed_conflict_leaves_phantom;
+            let f = &mut self.files[fi];
+            f.dirty = false;
+            f.local = phantom;
+            f.phantom = phantom;
+            Err(ESTALE)
+        }
+    }
+
+    /// Makes sure the file has a local copy, optionally truncated to `len`. `pinned` is the
+    /// generation the writing handle opened (`None`: the latest this mount has seen).
+    fn ensure_staged(
+        &mut self,
+        fi: usize,
+        pinned: Option<u64>,
+        len: Option<usize>,
+    ) -> Result<(), i32> {
+        if matches!(self.files[fi].body, Body::Stream(_)) {
+            // Random access to a streamed file publishes what was streamed, then stages it.
+            self.settle_stream(fi)?;
+        }
+        let any_copy = self.quirks.stale_copy_served_to_newer_open;
+        let f = &mut self.files[fi];
+        match &mut f.body {
+            Body::Fresh => {
+                f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+                return Ok(());
+            }
+            // A clean local copy serves only the generation it holds: a handle pinned to another
+            // generation (SEMANTICS.md: "downloaded once, pinned to the open generation") gets
+            // its own.
+            Body::Staged(s)
+                if any_copy || f.dirty || f.local || pinned.is_none_or(|p| p == f.base) =>
+            {
+                if let Some(len) = len {
+                    s.resize(len, 0);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(want) = pinned.or(f.seen) else {
+            f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+            return Ok(());
+        };
+        if f.local {
+            f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+            return Ok(());
+        }
+        if len == Some(0) {
+            // truncate to 0 skips the download.
+            f.base = want;
+            f.body = Body::Staged(Vec::new());
+            return Ok(());
+        }
+        let key = f.key.clone();
+        let held = self.held_copy.then(|| self.history.get(&want)).flatten();
+        match self
+            .bucket
+            .get(&key)
+            .filter(|o| o.generation == want)
+            .map(|o| &o.data)
+            .or(held)
+        {
+            Some(data) => {
+                let mut data = data.clone();
+                if let Some(len) = len {
+                    data.resize(len, 0);
+                }
+                let f = &mut self.files[fi];
+                f.base = want;
+                f.body = Body::Staged(data);
+                Ok(())
+            }
+            // The pinned generation is gone.
+            _ => Err(ESTALE),
+        }
+    }
+
+    /// Publishes the file's changes (flush, fsync, last release).
+    pub fn upload(&mut self, fi: usize) -> Result<(), i32> {
+        let f = &mut self.files[fi];
+        if !f.dirty {
+            return Ok(());
+        }
+        if f.unlinked {
+            f.body = Body::None;
+            f.dirty = false;
+            return Ok(());
+        }
+        match &f.body {
+            Body::Stream(_) => return self.settle_stream(fi),
+            Body::Fresh => f.body = Body::Staged(Vec::new()),
+            _ => {}
+        }
+        let Body::Staged(data) = f.body.clone() else {
+            f.dirty = false;
+            return Ok(());
+        };
+        let (key, base) = (f.key.clone(), f.base);
+        if self.live(&key) == base {
+            self.published(fi, data);
+            Ok(())
+        } else {
+            let f = &mut self.files[fi];
+            f.body = Body::None;
+            f.dirty = false;
+            f.local = false;
+            self.conflicts.push(data);
+            Err(ESTALE)
+        }
+    }
+
+    fn release(&mut self, handle: MHandle) {
+        let f = &mut self.files[handle.file];
+        f.open -= 1;
+        if f.open == 0 && !f.dirty {
+            f.body = Body::None;
+        }
+    }
+
+    /// Reads the whole file through a fresh handle `h`, without closing it.
+    fn read_handle(&mut self, h: &MHandle) -> Out {
+        let fi = h.file;
+        match &self.files[fi].body {
+            Body::Fresh => return Ok(Vec::new()),
+            Body::Stream(_) => {
+                self.ensure_staged(fi, None, None)?;
+            }
+            _ => {}
+        }
+        let f = &self.files[fi];
+        if let Body::Staged(s) = &f.body
+            && (self.quirks.stale_copy_served_to_newer_open
+                || f.dirty
+                || f.local
+                || h.pinned.is_none_or(|p| p == f.base))
+        {
+            return Ok(s.clone());
+        }
+        let Some(pinned) = h.pinned else {
+            return Err(ESTALE);
+        };
+        match self.bucket.get(&f.key) {
+            Some(o) if o.generation == pinned => Ok(o.data.clone()),
+            _ if self.held_copy && self.history.contains_key(&pinned) => {
+                Ok(self.history[&pinned].clone())
+            }
+            _ => Err(ESTALE),
+        }
+    }
+
+    // ----- operations -------------------------------------------------------------------------
+
+    pub fn create(&mut self, path: &str, data: &[u8], then: Then) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        if self.lookup(path).is_some() {
+            return Err(EEXIST);
+        }
+        self.files.push(MFile {
+            key: path.to_string(),
+            unlinked: false,
+            local: true,
+            dirty: true,
+            body: if self.streaming {
+                Body::Fresh
+            } else {
+                Body::Staged(Vec::new())
+            },
+            base: 0,
+            seen: None,
+            open: 1,
+            phantom: false,
+            orphan: false,
+            retained: false,
+        });
+        let h = MHandle {
+            file: self.files.len() - 1,
+            pinned: None,
+        };
+        self.write_handle(&h, 0, data)?;
+        match then {
+            Then::Closed => {
+                let r = self.upload(h.file);
+                self.release(h);
+                r.map(|()| Vec::new())
+            }
+            Then::Flushed => {
+                self.handles.push(h.clone());
+                self.upload(h.file).map(|()| Vec::new())
+            }
+            Then::Kept => {
+                self.handles.push(h);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn write_handle(&mut self, h: &MHandle, offset: usize, data: &[u8]) -> Result<(), i32> {
+        if data.is_empty() {
+            // The kernel never sends a zero-length write.
+            return Ok(());
+        }
+        let fi = h.file;
+        let f = &mut self.files[fi];
+        if f.body == Body::Fresh && offset == 0 && !data.is_empty() {
+            f.body = Body::Stream(data.to_vec());
+            f.dirty = true;
+            return Ok(());
+        }
+        if let Body::Stream(s) = &mut f.body
+            && s.len() == offset
+        {
+            s.extend_from_slice(data);
+            return Ok(());
+        }
+        self.ensure_staged(fi, h.pinned, None)?;
+        let f = &mut self.files[fi];
+        let Body::Staged(s) = &mut f.body else {
+            unreachable!("staged above")
+        };
+        write_at(s, offset, data);
+        f.dirty = true;
+        Ok(())
+    }
+
+    pub fn write(&mut self, handle: usize, offset: u8, data: &[u8]) -> Out {
+        if self.handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.handles[handle % self.handles.len()].clone();
+        self.write_handle(&h, offset as usize, data)
+            .map(|()| Vec::new())
+    }
+
+    pub fn close(&mut self, handle: usize) -> Out {
+        if self.handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.handles.remove(handle % self.handles.len());
+        let r = self.upload(h.file);
+        self.release(h);
+        r.map(|()| Vec::new())
+    }
+
+    /// Resolves `path` to a file: ENOENT, ENOTDIR (a parent is a file) or EISDIR.
+    fn file_at(&mut self, path: &str) -> Result<(), i32> {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => Err(ENOENT),
+            Some(K::Dir) => Err(EISDIR),
+            Some(K::File) => Ok(()),
+        }
+    }
+
+    pub fn open(&mut self, path: &str) -> Out {
+        self.file_at(path)?;
+        let h = self.open_handle(path);
+        self.handles.push(h);
+        Ok(Vec::new())
+    }
+
+    pub fn read(&mut self, path: &str) -> Out {
+        self.file_at(path)?;
+        self.read_file(path)
+    }
+
+    /// open + read + close of an existing file (also used by the tree walk; `path` may be a
+    /// `name\n` alias, which is a separate inode over the same object).
+    pub fn read_file(&mut self, path: &str) -> Out {
+        if let Some(base) = path.strip_suffix('\n') {
+            return Ok(self.bucket[base].data.clone());
+        }
+        let h = self.open_handle(path);
+        let data = self.read_handle(&h);
+        // close(2) of any descriptor publishes the file's changes.
+        let r = self.upload(h.file);
+        self.release(h);
+        let data = data?;
+        r.map(|()| data)
+    }
+
+    pub fn truncate(&mut self, path: &str, size: u8) -> Out {
+        self.file_at(path)?;
+        let size = size as usize;
+        if let Some(fi) = self.bound(path) {
+            self.ensure_staged(fi, None, Some(size))?;
+            self.files[fi].dirty = true;
+            if self.files[fi].open == 0 {
+                self.upload(fi)?;
+            }
+            return Ok(Vec::new());
+        }
+        // Nobody has it open: uploaded at once.
+        let mut data = self.bucket[path].data.clone();
+        data.resize(size, 0);
+        let generation = self.put(path, data.clone());
+        if self.quirks.stale_copy_served_to_newer_open {
+            self.files.push(MFile {
+                key: path.to_string(),
+                unlinked: false,
+                local: false,
+                dirty: false,
+                body: Body::Staged(data),
+                base: generation,
+                seen: Some(generation),
+                open: 0,
+                phantom: false,
+                orphan: false,
+                retained: true,
+            });
+        }
+        Ok(Vec::new())
+    }
+
+    pub fn mkdir(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        if self.lookup(path).is_some() {
+            return Err(EEXIST);
+        }
+        self.put(&format!("{path}/"), Vec::new());
+        Ok(Vec::new())
+    }
+
+    /// rmdir of a path known to be a directory.
+    fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
+        let prefix = format!("{path}/");
+        let local_child = self.files.iter().any(|f| {
+            (f.open > 0 || f.phantom)
+                && f.local
+                && !f.unlinked
+                && !f.orphan
+                && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
+        });
+        if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
+            return Err(ENOTEMPTY);
+        }
+        self.bucket.remove(&prefix);
+        Ok(())
+    }
+
+    pub fn rmdir(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => Err(ENOENT),
+            Some(K::File) => Err(ENOTDIR),
+            Some(K::Dir) => self.remove_dir(path).map(|()| Vec::new()),
+        }
+    }
+
+    pub fn unlink(&mut self, path: &str) -> Out {
+        let (parts, _) = split(path);
+        self.resolve_dir(&parts)?;
+        match self.lookup(path) {
+            None => return Err(ENOENT),
+            Some(K::Dir) => return Err(EISDIR),
+            Some(K::File) => {}
+        }
+        let Some(fi) = self.bound(path) else {
+            self.bucket.remove(path);
+            return Ok(Vec::new());
+        };
+        let f = &self.files[fi];
+        if !f.local
+            && let Some(known) = f.seen
+        {
+            // Deletes only the generation this mount knows.
+            match self.bucket.get(path) {
+                None => {}
+                Some(o) if o.generation == known => {
+                    self.bucket.remove(path);
+                }
+                Some(_) => return Err(ESTALE),
+            }
+        }
+        self.files[fi].unlinked = true;
+        Ok(Vec::new())
+    }
+
+    pub fn rename(&mut self, from: &str, to: &str) -> Out {
+        let (from_parts, _) = split(from);
+        let (to_parts, _) = split(to);
+        self.resolve_dir(&from_parts)?;
+        self.resolve_dir(&to_parts)?;
+        let Some(kind) = self.lookup(from) else {
+            return Err(ENOENT);
+        };
+        // The kernel refuses these before asking the filesystem.
+        if kind == K::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(ENOTEMPTY);
+        }
+        let dst = self.lookup(to);
+        if from == to {
+            return Ok(Vec::new());
+        }
+        match (kind, dst) {
+            (K::Dir, Some(K::File)) => return Err(ENOTDIR),
+            (K::File, Some(K::Dir)) => return Err(EISDIR),
+            _ => {}
+        }
+        match kind {
+            K::Dir => self.rename_dir(from, to, dst.is_some()),
+            K::File => self.rename_file(from, to),
+        }
+        .map(|()| Vec::new())
+    }
+
+    fn rename_dir(&mut self, from: &str, to: &str, dst_exists: bool) -> Result<(), i32> {
+        if dst_exists {
+            self.remove_dir(to)?;
+        }
+        let old_prefix = format!("{from}/");
+        let new_prefix = format!("{to}/");
+        // Publish pending changes below the directory first.
+        let below: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                let f = &self.files[i];
+                f.open > 0 && !f.unlinked && f.key.starts_with(&old_prefix)
+            })
+            .collect();
+        for &fi in &below {
+            self.upload(fi)?;
+        }
+        let mut moved = BTreeMap::new();
+        for key in self.keys_under(&old_prefix) {
+            let new_key = format!("{new_prefix}{}", &key[old_prefix.len()..]);
+            let old = self.bucket.remove(&key).expect("listed");
+            if !self.bucket.contains_key(&new_key) {
+                let generation = self.put(&new_key, old.data);
+                moved.insert(old.generation, generation);
+            }
+        }
+        // Open files move with their directory, and keep working on what they had.
+        for fi in below {
+            let f = &mut self.files[fi];
+            f.key = format!("{new_prefix}{}", &f.key[old_prefix.len()..]);
+            if self.quirks.dir_rename_keeps_old_generations {
+                continue;
+            }
+            if let Some(&generation) = moved.get(&f.base) {
+                f.base = generation;
+                f.seen = Some(generation);
+                self.repin_handles(fi, generation);
+            }
+        }
+        Ok(())
+    }
+
+    fn rename_file(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        let src = self.bound(from);
+        if let Some(fi) = src {
+            self.upload(fi)?;
+        }
+        let dst = self.bound(to);
+        // The destination is replaced only if it still holds what this mount knows of it.
+        let dst_known = match dst {
+            Some(di) if self.files[di].local || self.files[di].dirty => {
+                self.files[di].seen.unwrap_or(0)
+            }
+            _ => self.live(to),
+        };
+        // The source is copied at the generation this mount knows.
+        let src_known = match src {
+            Some(fi) => self.files[fi].seen,
+            None => Some(self.live(from)),
+        };
+        let obj = match self.bucket.get(from) {
+            Some(o) if Some(o.generation) == src_known => o.clone(),
+            _ => return Err(ESTALE),
+        };
+        if self.live(to) != dst_known {
+            return Err(ESTALE);
+        }
+        let generation = self.put(to, obj.data);
+        self.bucket.remove(from);
+        if let Some(di) = dst {
+            self.files[di].unlinked = true;
+        }
+        if let Some(fi) = src {
+            let f = &mut self.files[fi];
+            f.key = to.to_string();
+            if f.base != obj.generation && !f.dirty && !self.quirks.stale_copy_served_to_newer_open
+            {
+                // A clean copy of an older generation no longer describes the file.
+                f.body = Body::None;
+            }
+            f.base = generation;
+            f.seen = Some(generation);
+            self.repin_handles(fi, generation);
+        }
+        Ok(())
+    }
+
+    pub fn remote_put(&mut self, path: &str, marker: bool, data: &[u8]) -> Out {
+        if marker {
+            self.put(&format!("{path}/"), Vec::new());
+        } else {
+            self.put(path, data.to_vec());
+        }
+        Ok(Vec::new())
+    }
+
+    /// The key a remote delete of `index` removes.
+    pub fn remote_delete_key(&self, index: usize) -> Option<String> {
+        if self.bucket.is_empty() {
+            return None;
+        }
+        self.bucket.keys().nth(index % self.bucket.len()).cloned()
+    }
+
+    pub fn remote_delete(&mut self, key: Option<&str>) -> Out {
+        if let Some(key) = key {
+            self.bucket.remove(key);
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Parent components and name of a path.
+pub fn split(path: &str) -> (Vec<&str>, &str) {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let name = parts.pop().expect("non-empty");
+    (parts, name)
+}
