@@ -803,3 +803,21 @@ async fn listed_or_new_directories_answer_missing_names_without_the_store() {
     put(&f.store, "new/remote", b"").await;
     assert!(f.fs.lookup(d, "remote").await.is_ok());
 }
+
+#[tokio::test]
+async fn open_file_keeps_working_after_unlink() {
+    let f = fixture();
+    put(&f.store, "scratch", b"hello").await;
+    let ino = lookup_path(&f.fs, "scratch").await.unwrap();
+    let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
+    f.fs.unlink(InodeNo::ROOT, "scratch").await.unwrap();
+    assert!(get(&f.store, "scratch").await.is_none());
+    assert_eq!(&f.fs.read(open.fh, 0, 5).await.unwrap()[..], b"hello");
+    f.fs.write(open.fh, 5, b" world").await.unwrap();
+    assert_eq!(
+        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        b"hello world"
+    );
+    f.fs.release(ino, open.fh).await.unwrap();
+    assert!(f.store.keys().is_empty(), "nothing uploaded");
+}

@@ -316,7 +316,7 @@ impl Filesystem {
     }
 
     /// Makes sure `st` holds a staging copy of the file, optionally truncated to `len`.
-    async fn ensure_staged(
+    pub(super) async fn ensure_staged(
         &self,
         ino: InodeNo,
         st: &mut WriteState,

@@ -128,14 +128,30 @@ impl Filesystem {
     pub async fn unlink(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
-        let (key, generation, local) = {
+        let (key, generation, local, open_cell) = {
             let table = self.inodes.lock().unwrap();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            (inode.key.clone(), inode.stat.generation, inode.local)
+            let open_cell = (inode.open_handles > 0)
+                .then(|| inode.file.clone())
+                .flatten();
+            (
+                inode.key.clone(),
+                inode.stat.generation,
+                inode.local,
+                open_cell,
+            )
         };
+        if let Some(cell) = open_cell
+            && !local
+        {
+            // Open descriptors keep working after unlink, as on a local filesystem: they need
+            // a local copy once the object is gone.
+            let mut st = cell.state.lock().await;
+            self.ensure_staged(ino, &mut st, generation, None).await?;
+        }
         if !local && let Some(generation) = generation {
             let key = ObjectKey::new(key)?;
             match self
