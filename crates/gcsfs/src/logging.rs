@@ -4,8 +4,8 @@
 //!
 //! - Text: `tracing-subscriber`'s default format on stderr, with colours only on a terminal.
 //! - JSON: one object per line on stderr with the fields Cloud Logging (and so Cloud Run)
-//!   recognises: `severity` (`DEBUG`/`INFO`/`WARNING`/`ERROR`), `message`, `timestamp`
-//!   (RFC 3339, UTC), `logging.googleapis.com/sourceLocation`; plus `target`, the event's own
+//!   recognises: `severity` (`DEBUG`/`INFO`/`WARNING`/`ERROR`), `message`, `time`
+//!   (RFC 3339, UTC; Cloud Logging reads `timestamp` only as a seconds/nanos object), `logging.googleapis.com/sourceLocation`; plus `target`, the event's own
 //!   fields, and `spans` (root first, each with its `name` and fields).
 //!
 //! Filtering: `--log-severity` applies to gcsfs's own events; dependencies only ever log
@@ -138,7 +138,7 @@ pub fn cloud_severity(level: Level) -> &'static str {
 const RESERVED: &[&str] = &[
     "severity",
     "message",
-    "timestamp",
+    "time",
     "target",
     "spans",
     "logging.googleapis.com/sourceLocation",
@@ -176,7 +176,7 @@ where
             Value::from(fields.message.take().unwrap_or_default()),
         );
         line.insert(
-            "timestamp".into(),
+            "time".into(),
             Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         );
         line.insert("target".into(), Value::from(meta.target()));
@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(line["attempt"], 3);
         assert_eq!(line["ok"], false);
         assert!(line.get("level").is_none(), "{line}");
-        let timestamp = line["timestamp"].as_str().unwrap();
+        let timestamp = line["time"].as_str().unwrap();
         let parsed = chrono::DateTime::parse_from_rfc3339(timestamp).unwrap();
         assert_eq!(parsed.offset().local_minus_utc(), 0, "{timestamp}");
         let location = &line["logging.googleapis.com/sourceLocation"];
