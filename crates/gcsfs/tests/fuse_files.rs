@@ -52,7 +52,7 @@ fn sample_files(large: bool) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-/// 1. `cp -r` a tree in, remount, `diff -r` equal; the bucket holds exactly the tree.
+/// `cp -r` a tree in, remount, `diff -r` equal; the bucket holds exactly the tree.
 #[test]
 fn copy_tree_in_survives_remount() {
     let endpoint = endpoint!();
@@ -77,8 +77,8 @@ fn copy_tree_in_survives_remount() {
     assert_objects(&bucket, "", &tree.objects("tree/"));
 }
 
-/// 2. `tar x`, then `find`, `ls -l`, `mv` of a file and of a directory, `rm -r`; the mount and
-/// the bucket match the same steps done on a local copy.
+/// `tar x`, then `find`, `ls -l`, `mv` of a file and of a directory, `rm -r`: the mount
+/// and the bucket match the same steps done on a local copy.
 #[test]
 fn tarball_unpacked_and_reorganised() {
     let endpoint = endpoint!();
@@ -146,7 +146,7 @@ fn check_file(m: &Mount, bucket: &Bucket, rel: &str, want: &[u8], step: &str) {
     );
 }
 
-/// 3. Append (`>>`), edit in place (pwrite in the middle), `truncate -s` smaller and larger.
+/// Append (`>>`), edit in place (pwrite in the middle), `truncate -s` smaller and larger.
 #[test]
 fn append_edit_truncate() {
     let endpoint = endpoint!();
@@ -196,7 +196,7 @@ fn append_edit_truncate() {
     check_file(&m, &bucket, "s.txt", b"a\nb\n", "after remount");
 }
 
-/// 5. SIGTERM with dirty files still open: the daemon uploads them all and exits 0.
+/// SIGTERM with dirty files still open: the daemon uploads them all and exits 0.
 ///
 /// The files are written without any close of a descriptor (every close, even of a duplicate,
 /// is a FUSE flush that uploads, so no process is started meanwhile: [`no_spawns`]). A sleeping

@@ -157,6 +157,32 @@ fn large_directory_is_listed_completely() {
     assert_eq!(seen, N);
 }
 
+/// `--only-dir sub` shows only what is under `sub/`, and every change lands there.
+#[test]
+fn only_dir_mounts_a_subtree() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-only-dir");
+    for key in ["outside", "subway", "sub/in", "sub/deeper/x"] {
+        bucket.put(key, key.as_bytes());
+    }
+    let options = MountOptions {
+        only_dir: Some("sub".into()),
+        ..MountOptions::default()
+    };
+    let m = Mount::new(&bucket, options);
+    assert_eq!(names(m.path()), set(&["deeper", "in"]));
+    assert_eq!(std::fs::read(m.join("deeper/x")).unwrap(), b"sub/deeper/x");
+    std::fs::write(m.join("new"), b"new").unwrap();
+    std::fs::create_dir(m.join("d")).unwrap();
+    std::fs::remove_file(m.join("in")).unwrap();
+    sh(&format!("cd '{}' && mv deeper moved", m.path().display()));
+    assert_eq!(names(m.path()), set(&["d", "moved", "new"]));
+    assert_eq!(
+        bucket.names(),
+        ["outside", "sub/d/", "sub/moved/x", "sub/new", "subway"]
+    );
+}
+
 /// Runs `gcsfs mount` (in the background mode, or `--foreground`), checks that it fails with
 /// one `gcsfs: error: ` line on stderr and nothing on stdout, and returns that line.
 fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
