@@ -609,6 +609,18 @@ impl fuser::Filesystem for FuseAdapter {
         );
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are made in the bucket as they happen: nothing to sync.
+        reply.ok();
+    }
+
     fn getxattr(
         &self,
         _req: &Request,

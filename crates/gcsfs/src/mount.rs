@@ -178,15 +178,29 @@ impl Mounted {
             },
             None => drain.await,
         };
-        let already_unmounted = *self.ended.borrow();
-        if already_unmounted {
+        let detached = if *self.ended.borrow() {
             // Unmounted from outside: nothing to undo.
-        } else if let Err(e) = self.unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
-            lazy_unmount(&self.mountpoint);
-        }
+            false
+        } else {
+            match self.unmounter.unmount() {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
+                    lazy_unmount(&self.mountpoint);
+                    true
+                }
+            }
+        };
         if let Some(t) = self.session_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            if detached {
+                // After a lazy unmount the kernel keeps the connection, and so the session,
+                // alive until every file still open on it is closed, which may be never (e.g. a
+                // sleeping process). Do not wait: every dirty file was drained and new writes
+                // are refused; when this process exits, the holders get ENOTCONN.
+                drop(t);
+            } else {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
         }
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
         failures

@@ -701,6 +701,11 @@ impl Filesystem {
             None => None,
         };
         let mut st = cell.state.lock().await;
+        if changes_meta && st.stream.is_some() {
+            // A streaming upload's object metadata was fixed at its first write: publish what
+            // was streamed, so the new attributes are patched onto it below.
+            self.settle_stream(ino, &mut st).await?;
+        }
         if let Some(size) = set.size {
             self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;
             cell.set_dirty(true);

@@ -1,0 +1,245 @@
+//! Names and directories through a real mount (a file and a directory of one name, names that
+//! cannot be paths, symlinks, hard links, mkdir/rmdir, a large directory), and mounts that must
+//! fail (missing bucket, missing or busy mount point).
+//!
+//! Needs `GCSFS_TEST_ENDPOINT`, `/dev/fuse` and root; otherwise each test prints `skipped:`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::mount::{Bucket, Mount, MountOptions, fuse_endpoint, is_mounted, output, sh};
+
+macro_rules! endpoint {
+    () => {
+        match fuse_endpoint() {
+            Some(e) => e,
+            None => return,
+        }
+    };
+}
+
+/// The names in directory `dir`.
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Objects `x` and `x/y`: `ls` shows the directory `x` and the file as `x\n`. Keys that cannot
+/// be paths are skipped and left untouched.
+#[test]
+fn directory_wins_and_bad_names_are_skipped() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-names");
+    let long = format!("long/{}", "l".repeat(256));
+    let odd = [
+        "x",
+        "x/y",
+        "bad//name",
+        "dot/./x",
+        "dd/../y",
+        long.as_str(),
+        "ok/fine",
+    ];
+    bucket.put_many(
+        odd.iter()
+            .map(|k| (k.to_string(), format!("data of {k}").into_bytes()))
+            .collect(),
+    );
+    let m = Mount::new(&bucket, MountOptions::default());
+
+    // `ls -b` prints the newline as `\n`.
+    let ls = sh(&format!("ls -1b '{}'", m.path().display()));
+    assert_eq!(ls, "bad\ndd\ndot\nlong\nok\nx\nx\\n\n");
+    assert!(m.join("x").is_dir());
+    assert_eq!(std::fs::read(m.join("x\n")).unwrap(), b"data of x");
+    assert_eq!(std::fs::read(m.join("x/y")).unwrap(), b"data of x/y");
+    assert_eq!(names(&m.join("ok")), set(&["fine"]));
+    for dir in ["bad", "dot", "dd", "long"] {
+        assert_eq!(names(&m.join(dir)), set(&[]), "{dir} shows nothing");
+    }
+    let mut all: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+    all.sort();
+    assert_eq!(bucket.names(), all, "nothing changed in the bucket");
+}
+
+/// symlink/readlink, hard links (EPERM), mkdir/rmdir with EEXIST and ENOTEMPTY.
+#[test]
+fn links_and_directories() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-links");
+    bucket.put("imp/z", b"implicit");
+    let m = Mount::new(&bucket, MountOptions::default());
+
+    std::os::unix::fs::symlink("../some/target", m.join("link")).unwrap();
+    assert_eq!(
+        std::fs::read_link(m.join("link")).unwrap(),
+        Path::new("../some/target")
+    );
+    assert!(
+        std::fs::symlink_metadata(m.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(bucket.get("link").unwrap(), b"../some/target");
+    let listed = bucket.list("link");
+    assert_eq!(
+        listed["link"]
+            .metadata
+            .get("goog-reserved-file-is-symlink")
+            .map(String::as_str),
+        Some("true")
+    );
+    let ls = sh(&format!("ls -l '{}'", m.join("link").display()));
+    assert!(ls.trim_end().ends_with("link -> ../some/target"), "{ls}");
+
+    std::fs::write(m.join("file"), b"f").unwrap();
+    let err = std::fs::hard_link(m.join("file"), m.join("hard")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert!(!m.join("hard").exists());
+
+    std::fs::create_dir(m.join("d")).unwrap();
+    assert_eq!(bucket.get("d/").as_deref(), Some(&b""[..]), "marker object");
+    let err = std::fs::create_dir(m.join("d")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+    std::fs::write(m.join("d/f"), b"x").unwrap();
+    let err = std::fs::remove_dir(m.join("d")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY), "{err}");
+    let err = std::fs::remove_dir(m.join("imp")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY), "implicit: {err}");
+    std::fs::remove_file(m.join("d/f")).unwrap();
+    std::fs::remove_dir(m.join("d")).unwrap();
+    assert!(!m.join("d").exists());
+
+    assert_eq!(names(m.path()), set(&["file", "imp", "link"]));
+    assert_eq!(bucket.names(), ["file", "imp/z", "link"]);
+}
+
+/// 2,000 objects put directly: `ls | wc -l`, `ls -l` (a stat of each) and readdir all see
+/// every one, with the right sizes.
+#[test]
+fn large_directory_is_listed_completely() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-big-dir");
+    const N: usize = 2000;
+    let size = |i: usize| i % 97;
+    bucket.put_many(
+        (0..N)
+            .map(|i| (format!("big/f{i:04}"), vec![b'x'; size(i)]))
+            .collect(),
+    );
+    let m = Mount::new(&bucket, MountOptions::default());
+    let dir = m.join("big");
+    assert_eq!(
+        sh(&format!("ls '{}' | wc -l", dir.display())).trim(),
+        N.to_string()
+    );
+    let want: BTreeSet<String> = (0..N).map(|i| format!("f{i:04}")).collect();
+    assert_eq!(names(&dir), want);
+    let long = sh(&format!("ls -ln '{}' | grep '^-'", dir.display()));
+    let mut seen = 0;
+    for line in long.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let name = fields[fields.len() - 1];
+        let i: usize = name[1..].parse().unwrap();
+        assert_eq!(fields[4], size(i).to_string(), "size in {line:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, N);
+}
+
+/// `--only-dir sub` shows only what is under `sub/`, and every change lands there.
+#[test]
+fn only_dir_mounts_a_subtree() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-only-dir");
+    for key in ["outside", "subway", "sub/in", "sub/deeper/x"] {
+        bucket.put(key, key.as_bytes());
+    }
+    let options = MountOptions {
+        only_dir: Some("sub".into()),
+        ..MountOptions::default()
+    };
+    let m = Mount::new(&bucket, options);
+    assert_eq!(names(m.path()), set(&["deeper", "in"]));
+    assert_eq!(std::fs::read(m.join("deeper/x")).unwrap(), b"sub/deeper/x");
+    std::fs::write(m.join("new"), b"new").unwrap();
+    std::fs::create_dir(m.join("d")).unwrap();
+    std::fs::remove_file(m.join("in")).unwrap();
+    sh(&format!("cd '{}' && mv deeper moved", m.path().display()));
+    assert_eq!(names(m.path()), set(&["d", "moved", "new"]));
+    assert_eq!(
+        bucket.names(),
+        ["outside", "sub/d/", "sub/moved/x", "sub/new", "subway"]
+    );
+}
+
+/// Runs `gcsfs mount` (in the background mode, or `--foreground`), checks that it fails with
+/// one `gcsfs: error: ` line on stderr and nothing on stdout, and returns that line.
+fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcsfs"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GCSFS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["mount", "--custom-endpoint", endpoint, "--anonymous-access"]);
+    if fg {
+        cmd.arg("--foreground");
+    }
+    cmd.arg(bucket).arg(dir);
+    let out = output(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && out.status.code().is_some(),
+        "gcsfs mount {bucket} {} (foreground: {fg}) exited with {}; stderr:\n{stderr}",
+        dir.display(),
+        out.status
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line on stderr, got:\n{stderr}"
+    );
+    assert!(stderr.starts_with("gcsfs: error: "), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    stderr
+}
+
+/// Missing bucket, missing mount point, busy mount point: non-zero exit and one error line,
+/// in both the background and the foreground mode; nothing is left mounted.
+#[test]
+fn mount_failures_exit_non_zero_with_one_line() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-fail");
+    let work = tempfile::tempdir().unwrap();
+    let empty = work.path().join("mnt");
+    std::fs::create_dir(&empty).unwrap();
+    let live = Mount::new(&bucket, MountOptions::default());
+    for fg in [false, true] {
+        let err = mount_fails(&endpoint, "no-such-bucket-here", &empty, fg);
+        assert!(err.contains("no-such-bucket-here"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!is_mounted(&empty));
+
+        let missing = work.path().join("missing");
+        let err = mount_fails(&endpoint, &bucket.name, &missing, fg);
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+
+        let err = mount_fails(&endpoint, &bucket.name, live.path(), fg);
+        assert!(err.contains("busy"), "{err}");
+    }
+    // The live mount is unharmed.
+    std::fs::write(live.join("still"), b"here").unwrap();
+    assert_eq!(bucket.get("still").as_deref(), Some(&b"here"[..]));
+}
