@@ -821,3 +821,53 @@ async fn open_file_keeps_working_after_unlink() {
     f.fs.release(ino, open.fh).await.unwrap();
     assert!(f.store.keys().is_empty(), "nothing uploaded");
 }
+
+#[tokio::test]
+async fn renamed_directory_keeps_nested_directories_as_directories() {
+    let f = fixture();
+    let a =
+        f.fs.mkdir(InodeNo::ROOT, "a", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    let c = f.fs.mkdir(a, "c", 0o755).await.unwrap().attr.ino;
+    write_file(&f.fs, c, "deep", b"d").await;
+    f.fs.rename(InodeNo::ROOT, "a", InodeNo::ROOT, "moved", 0)
+        .await
+        .unwrap();
+    assert_eq!(f.fs.getattr(c).await.unwrap().attr.kind, Kind::Dir);
+    assert_eq!(list(&f.fs, c).await, vec![("deep".to_string(), Kind::File)]);
+}
+
+#[tokio::test]
+async fn mtime_set_before_close_of_a_new_file_is_kept() {
+    let f = fixture();
+    let (e, o) =
+        f.fs.create(InodeNo::ROOT, "p", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"data").await.unwrap();
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(981_173_106);
+    f.fs.setattr(
+        e.attr.ino,
+        SetAttr {
+            mtime: Some(mtime),
+            mode: Some(0o640),
+            fh: Some(o.fh),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    f.fs.release(e.attr.ino, o.fh).await.unwrap();
+    let (meta, _) = f.store.get(&ObjectKey::new("p").unwrap()).unwrap();
+    assert_eq!(
+        meta.metadata.get("goog-reserved-file-mtime").unwrap(),
+        "981173106"
+    );
+    assert_eq!(
+        meta.metadata.get("goog-reserved-posix-mode").unwrap(),
+        "640"
+    );
+}

@@ -286,7 +286,7 @@ impl Filesystem {
                 let head = Bytes::from(st.head.take().expect("matched above"));
                 let key = self.key_of(ino)?;
                 let mut stream =
-                    Streaming::start(self.store.clone(), key, self.new_object_attrs(ino));
+                    Streaming::start(self.store.clone(), key, self.new_object_attrs(ino, false));
                 stream.send(head).await?;
                 st.stream = Some(stream);
             }
@@ -525,7 +525,7 @@ impl Filesystem {
     ) -> FsResult<()> {
         let object_key = ObjectKey::new(key.to_string())?;
         let data = Bytes::from(head);
-        let attrs = self.new_object_attrs(ino);
+        let attrs = self.new_object_attrs(ino, true);
         let source = WriteSource::Bytes(data.clone());
         match self
             .store
@@ -629,13 +629,15 @@ impl Filesystem {
         }
     }
 
-    /// Attributes for a new object: POSIX attributes set at create (no mtime: the object's
-    /// update time is the file's mtime).
-    fn new_object_attrs(&self, ino: InodeNo) -> WriteAttrs {
+    /// Attributes for a new object: its POSIX attributes. `with_mtime` is false for a stream,
+    /// whose attributes are fixed when it starts (its mtime is then the object's update time).
+    fn new_object_attrs(&self, ino: InodeNo, with_mtime: bool) -> WriteAttrs {
         let mut attrs = WriteAttrs::default();
         if let Some(inode) = self.inodes.lock().unwrap().get(ino) {
             let mut md = attr::posix_metadata(&inode.stat);
-            md.remove(attr::MTIME_KEY);
+            if !with_mtime {
+                md.remove(attr::MTIME_KEY);
+            }
             attrs.metadata = md;
         }
         attrs

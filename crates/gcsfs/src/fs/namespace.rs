@@ -499,6 +499,10 @@ impl Filesystem {
                 let Some(inode) = table.get_mut(d) else {
                     continue;
                 };
+                if inode.kind() == Kind::Dir {
+                    // A directory's marker object is not the directory's state.
+                    continue;
+                }
                 let Some(new) = copied.remove(&inode.key) else {
                     continue;
                 };
