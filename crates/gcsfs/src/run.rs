@@ -41,6 +41,10 @@ pub const FORWARDED: [Signal; 6] = [
 /// How long the mount may take to answer its first request after mounting.
 const MOUNT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long unmounting may take after the drain before `gcsfs run` exits anyway (its exit then
+/// ends the FUSE session).
+const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
+
 /// Why `gcsfs run` could not do its job (COMMAND's own failures are its exit status instead).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -190,11 +194,23 @@ async fn finish(mounted: Mounted, exit: ChildExit, deadline: Instant) -> RunOutc
         remaining_ms = remaining.as_millis() as u64,
         "uploading dirty files and unmounting"
     );
-    let failures = mounted.shutdown(Some(remaining)).await;
+    let fs = mounted.filesystem().clone();
+    // The drain is bounded by `remaining`; unmounting waits for the FUSE session to end, which a
+    // process outside the command's group holding a file open can delay indefinitely.
+    let not_uploaded =
+        match tokio::time::timeout(remaining + UNMOUNT_GRACE, mounted.shutdown(Some(remaining)))
+            .await
+        {
+            Ok(failures) => failures.len(),
+            Err(_) => {
+                tracing::warn!("the mount is still busy after the drain; exiting without waiting");
+                usize::from(fs.has_dirty())
+            }
+        };
     let outcome = RunOutcome {
         child: Some(exit),
         stopped_before_start: None,
-        not_uploaded: failures.len(),
+        not_uploaded,
     };
     if outcome.not_uploaded > 0 {
         tracing::error!(
@@ -267,6 +283,14 @@ impl Supervisor {
             ChildExit::Signaled(sig) => {
                 tracing::info!(signal = sig.as_str(), "the command died of {sig}")
             }
+        }
+        // What is left of its process group would keep writing during the drain or hold the
+        // mount busy; it gets what the kernel gives a container's processes when PID 1 exits.
+        if killpg(self.child, Signal::SIGKILL).is_ok() {
+            tracing::info!(
+                pgid = self.child.as_raw(),
+                "killed the processes left in the command's process group"
+            );
         }
         if self.is_pid1 {
             self.reap();
