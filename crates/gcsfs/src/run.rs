@@ -204,7 +204,8 @@ async fn finish(mounted: Mounted, exit: ChildExit, deadline: Instant) -> RunOutc
             Ok(failures) => failures.len(),
             Err(_) => {
                 tracing::warn!("the mount is still busy after the drain; exiting without waiting");
-                usize::from(fs.has_dirty())
+                // The drain's own list is lost with its future; what is dirty now is lost.
+                fs.dirty_paths_timed_out().len()
             }
         };
     let outcome = RunOutcome {
