@@ -274,6 +274,15 @@ impl Supervisor {
                         tracing::warn!(error = %e, "killing the command's process group");
                     }
                 }
+                // Killed and still not gone (stuck in the kernel): stop waiting at the deadline,
+                // so that the drain and the unmount still happen before an outside SIGKILL.
+                _ = sleep_until_opt(stop.map(|(_, deadline)| deadline)), if killed => {
+                    tracing::error!(
+                        pid = self.child.as_raw(),
+                        "the command was killed but has not exited; going on without it"
+                    );
+                    exit = Some(ChildExit::Signaled(Signal::SIGKILL));
+                }
             }
         }
         let exit = exit.expect("loop ends with an exit");
