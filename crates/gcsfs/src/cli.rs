@@ -562,9 +562,14 @@ pub fn run_mount(args: MountCommand) -> anyhow::Result<()> {
 
 /// Mounts the bucket, runs the command and supervises it; returns the command's exit status.
 pub fn run_run(args: RunCommand) -> anyhow::Result<ExitCode> {
-    // wired by the lead
-    let _ = args;
-    anyhow::bail!("`gcsfs run` is not implemented yet")
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gcsfs-worker")
+        .build()?;
+    let outcome = rt.block_on(crate::run::run(&args));
+    // Nothing is left to wait for once the mount is gone; don't hang on a stuck blocking task.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    Ok(ExitCode::from(outcome?.exit_code()))
 }
 
 fn check_readable_file(path: &Path) -> Result<(), CliError> {
