@@ -201,6 +201,20 @@ impl Filesystem {
         ))
     }
 
+    /// Our own rename moved file `ino` from generation `old` to `new` (a copy at its new key):
+    /// handles that opened `old` now work on `new`, with a fresh reader for the new key.
+    pub(super) fn repin_handles(&self, ino: InodeNo, old: Generation, new: Generation) {
+        for h in self.handles.lock().unwrap().values_mut() {
+            if let Handle::File(f) = h
+                && f.ino == ino
+                && f.generation == Some(old)
+            {
+                f.generation = Some(new);
+                f.reader = Arc::new(tokio::sync::Mutex::new(None));
+            }
+        }
+    }
+
     fn file_handle(&self, fh: u64) -> FsResult<FileHandle> {
         match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::File(h)) => Ok(h.clone()),

@@ -343,6 +343,7 @@ impl Filesystem {
             }
             Err(e) => return Err(e.into()),
         }
+        let new_generation = copied.generation;
         self.set_object(ino, copied);
         if let Some(cell) = &cell {
             let generation = self
@@ -354,6 +355,7 @@ impl Filesystem {
                 .unwrap_or(Generation::NONE);
             cell.state.lock().await.base_generation = generation;
         }
+        self.repin_handles(ino, generation, new_generation);
         Ok(())
     }
 
@@ -490,15 +492,20 @@ impl Filesystem {
                 inode.stat = Stat::from_object(&new);
                 inode.cached_generation = Some(new.generation);
                 if let Some(cell) = &inode.file {
-                    cells.push((cell.clone(), old, new.generation));
+                    cells.push((d, cell.clone(), old, new.generation));
                 }
                 inode.meta = Some(new);
             }
         }
-        for (cell, old, new) in cells {
-            let mut st = cell.state.lock().await;
-            if Some(st.base_generation) == old {
-                st.base_generation = new;
+        for (ino, cell, old, new) in cells {
+            {
+                let mut st = cell.state.lock().await;
+                if Some(st.base_generation) == old {
+                    st.base_generation = new;
+                }
+            }
+            if let Some(old) = old {
+                self.repin_handles(ino, old, new);
             }
         }
     }
