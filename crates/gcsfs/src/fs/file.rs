@@ -701,20 +701,31 @@ impl Filesystem {
         if kind == Kind::Symlink && set.size.is_some() {
             return Err(FsError::InvalidArgument("truncate of a symlink"));
         }
-        let cell = {
+        let (cell, idle_generation) = {
             let mut table = self.inodes.lock().unwrap();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
-            inode
+            // Nobody has the file open: a change is based on the generation just looked up.
+            let idle = (inode.open_handles == 0).then_some(inode.stat.generation);
+            let cell = inode
                 .file
                 .get_or_insert_with(|| Arc::new(FileCell::new(generation)))
-                .clone()
+                .clone();
+            (cell, idle.flatten())
         };
         let pinned = match set.fh {
             Some(fh) => self.file_handle(fh).ok().and_then(|h| h.generation),
             None => None,
         };
         let mut st = cell.state.lock().await;
+        if let Some(seen) = idle_generation
+            && !cell.is_dirty()
+            && st.base_generation != seen
+        {
+            // Write-back state left by an earlier open of an older generation (as in `open`).
+            st.staged = None;
+            st.base_generation = seen;
+        }
         if let Some(size) = set.size {
             self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;
             cell.set_dirty(true);
