@@ -370,13 +370,14 @@ impl Filesystem {
     }
 
     /// Copies `o` from under `old_prefix` to under `new_prefix` (create-only: a copy left by an
-    /// interrupted earlier attempt counts as done).
+    /// interrupted earlier attempt counts as done). Returns the source key, the generation
+    /// copied and the copy.
     async fn copy_for_rename(
         &self,
         o: &ObjectMeta,
         old_prefix: &str,
         new_prefix: &str,
-    ) -> FsResult<Option<(String, ObjectMeta)>> {
+    ) -> FsResult<Option<(String, (Generation, ObjectMeta))>> {
         let dst = ObjectKey::new(format!(
             "{new_prefix}{}",
             &o.key.as_str()[old_prefix.len()..]
@@ -391,7 +392,7 @@ impl Filesystem {
             )
             .await
         {
-            Ok(new) => Ok(Some((o.key.as_str().to_string(), new))),
+            Ok(new) => Ok(Some((o.key.as_str().to_string(), (o.generation, new)))),
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -476,7 +477,7 @@ impl Filesystem {
         &self,
         old_prefix: &str,
         dir: InodeNo,
-        mut copied: std::collections::HashMap<String, ObjectMeta>,
+        mut copied: std::collections::HashMap<String, (Generation, ObjectMeta)>,
     ) {
         let mut cells = Vec::new();
         {
@@ -485,13 +486,17 @@ impl Filesystem {
                 let Some(inode) = table.get_mut(d) else {
                     continue;
                 };
-                let Some(new) = copied.remove(&inode.key) else {
+                let Some((source, new)) = copied.remove(&inode.key) else {
                     continue;
                 };
                 let old = inode.stat.generation;
                 inode.stat = Stat::from_object(&new);
                 inode.cached_generation = Some(new.generation);
-                if let Some(cell) = &inode.file {
+                // Only a copy of the generation this file was at moves it along; a copy of
+                // another writer's newer one leaves its changes to fail their upload.
+                if let Some(cell) = &inode.file
+                    && old == Some(source)
+                {
                     cells.push((d, cell.clone(), old, new.generation));
                 }
                 inode.meta = Some(new);
