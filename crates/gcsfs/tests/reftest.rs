@@ -514,3 +514,35 @@ async fn regression_pending_dir_lost_to_remote_file_of_its_name() {
     ])
     .await;
 }
+
+/// New file `c/c` is flushed here; another client replaces it; this mount renames directory
+/// `c` to `a`. Was: the open file was rebased onto the copy of the other client's generation,
+/// so a write through the creating handle built on their data and its close replaced it.
+/// SEMANTICS.md: the changes are based on the generation this writer had: ESTALE.
+#[tokio::test]
+async fn regression_dir_rename_rebases_open_file_onto_other_writers_copy() {
+    check(vec![
+        Mkdir { path: p("c") },
+        Create {
+            path: p("c/c"),
+            data: d("mine"),
+            then: Flushed,
+        },
+        RemotePut {
+            path: p("c/c"),
+            marker: false,
+            data: d("theirs"),
+        },
+        Rename {
+            from: p("c"),
+            to: p("a"),
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("x"),
+        },
+        Close { handle: 0 },
+    ])
+    .await;
+}
