@@ -871,3 +871,19 @@ async fn mtime_set_before_close_of_a_new_file_is_kept() {
         "640"
     );
 }
+
+#[tokio::test]
+async fn reads_through_a_handle_after_its_own_fsync() {
+    let f = fixture();
+    put(&f.store, "a", b"0123456789").await;
+    let ino = lookup_path(&f.fs, "a").await.unwrap();
+    let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
+    f.fs.write(open.fh, 0, b"AB").await.unwrap();
+    f.fs.fsync(open.fh).await.unwrap();
+    // The local copy may be gone (another handle's release); the handle follows our upload.
+    assert_eq!(
+        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        b"AB23456789"
+    );
+    f.fs.release(ino, open.fh).await.unwrap();
+}

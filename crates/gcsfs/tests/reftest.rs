@@ -9,7 +9,8 @@
 //! agree. The shape follows awslabs/mountpoint-s3's `reftests`.
 //!
 //! `PROPTEST_CASES` raises the case count (default 64). A shrunk failure is kept as a
-//! `regression_*` test below that replays its exact op list.
+//! `regression_*` test below that replays its exact op list; one pinning an fs bug not fixed
+//! yet is `#[ignore]`d with the bug named. The model reproduces no known bug.
 
 #[path = "reftest/harness.rs"]
 mod harness;
@@ -20,7 +21,6 @@ mod ops;
 #[path = "reftest/sut.rs"]
 mod sut;
 
-use model::Quirks;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -35,13 +35,11 @@ fn cases() -> u32 {
 }
 
 fn replay(ops: &[ops::Op], streaming: bool) -> Result<(), String> {
-    // Known bugs are reproduced by the model so the search finds new ones; each is pinned by
-    // an ignored regression test below that runs without quirks.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(harness::run(ops, streaming, Quirks::KNOWN))
+    rt.block_on(harness::run(ops, streaming))
 }
 
 proptest! {
@@ -73,13 +71,7 @@ async fn check(ops: Vec<ops::Op>) {
 
 /// Replays a case in one write mode against the model as SEMANTICS.md describes it.
 async fn check_mode(ops: &[ops::Op], streaming: bool) {
-    check_with(ops, streaming, Quirks::NONE).await;
-}
-
-/// Replays a case in one write mode with some quirks reproduced (to isolate one bug behind
-/// another).
-async fn check_with(ops: &[ops::Op], streaming: bool, quirks: Quirks) {
-    if let Err(e) = harness::run(ops, streaming, quirks).await {
+    if let Err(e) = harness::run(ops, streaming).await {
         panic!("streaming_writes={streaming}: {e}");
     }
 }
@@ -133,11 +125,10 @@ async fn smoke_every_op_once() {
 }
 
 /// A remote client creates `c/a` while this mount has file `c` open with unsaved data; an `ls`
-/// lists directory `c` and unbinds the open file; its close returns Ok but the data is neither
-/// uploaded nor kept in the conflicts directory. SEMANTICS.md: close returns the upload's error;
-/// the file stays reachable as `c\n` next to the directory.
+/// lists directory `c`. Was: the open file was unlinked, its close returned Ok and dropped the
+/// data. SEMANTICS.md: the file stays open, its close uploads `c` (next to `c/a`), and it is
+/// then reachable as `c\n`.
 #[tokio::test]
-#[ignore = "bug: readdir listing a remote dir `x` unbinds open file `x`; its close returns Ok and drops the data"]
 async fn regression_listing_remote_dir_drops_open_file_data() {
     check(vec![
         Create {
@@ -157,12 +148,12 @@ async fn regression_listing_remote_dir_drops_open_file_data() {
 }
 
 /// Another client deletes `a` while this mount has it open; a lookup of `a` (here by `unlink`,
-/// which rightly answers ENOENT) unbinds the open file. A later write through the still-open
-/// handle is then dropped at close, which returns Ok. SEMANTICS.md: the upload is conditional,
-/// close returns ESTALE and the data is kept in the conflicts directory (which is what happens
-/// when no lookup intervenes).
+/// which rightly answers ENOENT) unbinds the open file. Was: a later write through the
+/// still-open handle was dropped at close, which returned Ok. SEMANTICS.md: a write that needs
+/// the deleted contents fails with ESTALE (streaming mode: no local copy is left after the
+/// flush), or close does and the data is kept in the conflicts directory (a clean local copy is
+/// still there).
 #[tokio::test]
-#[ignore = "bug: a lookup that sees an open file's object deleted remotely unbinds it; later writes are dropped with close Ok"]
 async fn regression_lookup_after_remote_delete_drops_later_writes() {
     check(vec![
         Create {
@@ -182,11 +173,10 @@ async fn regression_lookup_after_remote_delete_drops_later_writes() {
     .await;
 }
 
-/// A new file written sequentially is streamed; another client creates the same name first.
-/// Close rightly returns ESTALE and leaves the other object alone, but the streamed data is
-/// gone: SEMANTICS.md says the losing writer's data is kept under `gcsfs-conflicts/`.
+/// A new file written sequentially (held in memory: it is small) loses the create race. Close
+/// rightly returns ESTALE and leaves the other object alone. Was: the data was gone.
+/// SEMANTICS.md: a new file under 4 MiB is kept under `gcsfs-conflicts/`.
 #[tokio::test]
-#[ignore = "bug: a streamed new file losing the create race is not kept in gcsfs-conflicts/"]
 async fn regression_streamed_file_losing_create_race_keeps_no_conflict_copy() {
     check_mode(
         &[
@@ -207,19 +197,12 @@ async fn regression_streamed_file_losing_create_race_keeps_no_conflict_copy() {
     .await;
 }
 
-/// After a streamed new file loses the create race, its inode stays "local" (never uploaded)
-/// with no data, and is never evicted: every later lookup of the name returns it, so reading
-/// the other writer's object fails with ESTALE and `unlink` deletes nothing. SEMANTICS.md: the
-/// name then shows the other writer's object.
+/// A new file loses the create race in streaming mode. Was: its inode stayed "local" with no
+/// data and was never evicted, so every later lookup returned it (reads ESTALE, `unlink`
+/// deleted nothing). SEMANTICS.md: the name then shows the other writer's object.
 #[tokio::test]
-#[ignore = "bug: after a streamed create loses the race, the name stays bound to a dataless local inode (reads ESTALE)"]
 async fn regression_streamed_create_race_leaves_phantom_local_file() {
-    // The lost data itself is `regression_streamed_file_losing_create_race_keeps_no_conflict_copy`.
-    let quirks = Quirks {
-        streamed_conflict_not_kept: true,
-        ..Quirks::NONE
-    };
-    check_with(
+    check_mode(
         &[
             Create {
                 path: p("a"),
@@ -235,17 +218,14 @@ async fn regression_streamed_create_race_leaves_phantom_local_file() {
             Read { path: p("a") },
         ],
         true,
-        quirks,
     )
     .await;
 }
 
-/// A directory is renamed while a file below it is open; the file moves with it, but its next
-/// close fails with ESTALE (and its data goes to the conflicts directory) although nobody else
-/// wrote: the open file is still based on the generation of its old key. A file rename does
-/// move the base generation along.
+/// A directory is renamed while a file below it is open; the file moves with it. Was: its next
+/// close failed with ESTALE (data to the conflicts directory) although nobody else wrote, as
+/// the open file stayed based on the generation of its old key.
 #[tokio::test]
-#[ignore = "bug: after a directory rename, closing a changed file that was open below it is a spurious ESTALE"]
 async fn regression_dir_rename_with_open_file_spurious_estale() {
     check(vec![
         Mkdir { path: p("b") },
@@ -268,11 +248,10 @@ async fn regression_dir_rename_with_open_file_spurious_estale() {
     .await;
 }
 
-/// This mount keeps `a` open (clean, after a flush); another client replaces it; a new
-/// open + read of `a` returns the old generation's bytes from the retained local copy.
+/// This mount keeps `a` open (clean, after a flush); another client replaces it. Was: a new
+/// open + read of `a` returned the old generation's bytes from the retained local copy.
 /// SEMANTICS.md: open pins the generation it sees and reads return exactly that generation.
 #[tokio::test]
-#[ignore = "bug: a new open reads a clean local copy of an older generation kept by another open handle"]
 async fn regression_new_open_reads_stale_local_copy() {
     check(vec![
         Create {
@@ -290,13 +269,12 @@ async fn regression_new_open_reads_stale_local_copy() {
     .await;
 }
 
-/// A new file is streamed and flushed (published); another client replaces it; an `ls` sees
-/// the new generation; a further write through the creating handle is applied on top of the
-/// other client's data and the close succeeds, replacing their object. With a staging copy the
-/// same sequence fails with ESTALE. SEMANTICS.md: changes are based on the generation the
-/// writer had; if the object changed meanwhile, close returns ESTALE.
+/// A new file is flushed (published); another client replaces it; an `ls` sees the new
+/// generation. Was (streaming mode): a further write through the creating handle was applied on
+/// top of the other client's data and the close succeeded, replacing their object.
+/// SEMANTICS.md: changes are based on the generation the writer had; if the object changed
+/// meanwhile, the write (no local copy left) or the close returns ESTALE.
 #[tokio::test]
-#[ignore = "bug: after a streamed file is published, writes through its handle rebase onto another writer's newer object"]
 async fn regression_published_stream_handle_rebases_onto_other_writer() {
     check(vec![
         Create {
@@ -321,11 +299,10 @@ async fn regression_published_stream_handle_rebases_onto_other_writer() {
 }
 
 /// This mount has new file `c/b` pending (open, not uploaded); another client deletes the only
-/// object under `c/`, so a lookup finds `c` gone; it puts `c/a` back. Listing `c` no longer
-/// shows the pending `c/b` (it hangs off the replaced directory inode), though before the
-/// delete it did and after its close it will.
+/// object under `c/` and puts it back. Was: the lookup in between replaced directory `c`'s
+/// inode and listing `c` no longer showed the pending `c/b`. SEMANTICS.md: a directory holding
+/// new files not yet uploaded keeps existing.
 #[tokio::test]
-#[ignore = "bug: an open new file disappears from its directory after the directory briefly vanished remotely"]
 async fn regression_pending_file_lost_from_listing_after_dir_vanished() {
     check(vec![
         RemotePut {
@@ -350,10 +327,9 @@ async fn regression_pending_file_lost_from_listing_after_dir_vanished() {
     .await;
 }
 
-/// `truncate` of a file nobody has open leaves a clean local copy on the inode; another client
-/// replaces the object; the next open + read returns the truncated old data.
+/// `truncate` of a file nobody has open; another client replaces the object. Was: the
+/// truncate left a clean local copy on the inode and the next open + read returned it.
 #[tokio::test]
-#[ignore = "bug: truncate of an unopened file leaves a local copy that a later open reads after a remote replace"]
 async fn regression_truncate_leaves_stale_copy_for_next_open() {
     check(vec![
         RemotePut {
@@ -371,6 +347,201 @@ async fn regression_truncate_leaves_stale_copy_for_next_open() {
             data: d("new"),
         },
         Read { path: p("a") },
+    ])
+    .await;
+}
+
+/// A new file `c` is pending here when another client creates `c/a`: the listing shows
+/// directory `c`, which then wins the name. The other client deletes `c/a`. Was: readdir of the
+/// root listed the unbound pending file as `c` while lookup of `c` answered ENOENT.
+/// Now neither shows it until its close uploads it.
+#[tokio::test]
+async fn regression_listing_shows_unbound_new_file() {
+    check(vec![
+        Create {
+            path: p("c"),
+            data: d(""),
+            then: Kept,
+        },
+        RemotePut {
+            path: p("c/a"),
+            marker: false,
+            data: d(""),
+        },
+        CheckTree,
+        RemoteDelete { index: 0 },
+        CheckTree,
+    ])
+    .await;
+}
+
+/// A file opened here is renamed here, then written through the open handle (`mv` of a log
+/// file its writer keeps open). Was: the write failed with ESTALE, as the handle still asked
+/// for the source's generation at the new key. SEMANTICS.md: our own rename is no conflict.
+#[tokio::test]
+async fn regression_write_after_own_rename_is_stale() {
+    check(vec![
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("old"),
+        },
+        Open { path: p("a") },
+        Rename {
+            from: p("a"),
+            to: p("b"),
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("new"),
+        },
+        Close { handle: 0 },
+    ])
+    .await;
+}
+
+/// As `regression_write_after_own_rename_is_stale`, with the file's directory renamed.
+#[tokio::test]
+async fn regression_write_after_own_dir_rename_is_stale() {
+    check(vec![
+        RemotePut {
+            path: p("c/a"),
+            marker: false,
+            data: d("old"),
+        },
+        Open { path: p("c/a") },
+        Rename {
+            from: p("c"),
+            to: p("b"),
+        },
+        Write {
+            handle: 0,
+            offset: 1,
+            data: d("x"),
+        },
+        Close { handle: 0 },
+    ])
+    .await;
+}
+
+/// A new file is created and flushed here (`x`, generation 1); another client replaces it
+/// (`yy`, generation 2); another open of the file here sees generation 2. A write through the
+/// creating handle is then based on generation 2 (downloaded, written over, uploaded: `ay`)
+/// instead of failing: the handle's own view was generation 1. SEMANTICS.md: changes are based
+/// on the generation the writer had; if the object changed meanwhile, the write (no local copy
+/// of generation 1 left) or the close returns ESTALE and the other writer's object is left
+/// untouched. With no open in between (`regression_published_stream_handle_rebases_onto_other_writer`)
+/// it does.
+#[tokio::test]
+async fn regression_created_handle_rebases_onto_generation_another_open_saw() {
+    check(vec![
+        Create {
+            path: p("a"),
+            data: d("x"),
+            then: Flushed,
+        },
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("yy"),
+        },
+        Read { path: p("a") },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("a"),
+        },
+    ])
+    .await;
+}
+
+/// `a` was opened and closed here (its inode keeps the write-back state, based on `abc`'s
+/// generation); another client replaces it with `xyz`. Was: `truncate(a, 1)` by path, with
+/// nobody holding it open, failed with ESTALE (based on the generation last opened here, not
+/// the one the lookup just saw). SEMANTICS.md: "`truncate(2)` of a file nobody has open is
+/// uploaded at once" (here `x`).
+#[tokio::test]
+async fn regression_truncate_after_remote_replace_of_closed_file_is_stale() {
+    check(vec![
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("abc"),
+        },
+        Open { path: p("a") },
+        Close { handle: 0 },
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("xyz"),
+        },
+        Truncate {
+            path: p("a"),
+            size: 1,
+        },
+        Read { path: p("a") },
+    ])
+    .await;
+}
+
+/// Directory `a` holds new file `a/a`, pending here; another client deletes the marker `a/`
+/// and puts a file `a`; a lookup (here a read) finds file `a`, which takes the name from the
+/// directory inode; the client deletes `a`. The directory is now gone here (lookup ENOENT)
+/// until `a/a` is uploaded at close: SEMANTICS.md says a directory holding new files not yet
+/// uploaded keeps existing. (While file `a` exists the model, like the fs, shows the file;
+/// SEMANTICS.md would have the directory win there too, with the file as `a\n`.)
+#[tokio::test]
+#[ignore = "bug: a directory kept only by pending new files loses its inode to a file of its name, and then vanishes"]
+async fn regression_pending_dir_lost_to_remote_file_of_its_name() {
+    check(vec![
+        Mkdir { path: p("a") },
+        Create {
+            path: p("a/a"),
+            data: d("x"),
+            then: Kept,
+        },
+        RemoteDelete { index: 0 },
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("f"),
+        },
+        Read { path: p("a") },
+        RemoteDelete { index: 0 },
+        List { path: p("a/a") },
+    ])
+    .await;
+}
+
+/// New file `c/c` is flushed here; another client replaces it; this mount renames directory
+/// `c` to `a`. Was: the open file was rebased onto the copy of the other client's generation,
+/// so a write through the creating handle built on their data and its close replaced it.
+/// SEMANTICS.md: the changes are based on the generation this writer had: ESTALE.
+#[tokio::test]
+async fn regression_dir_rename_rebases_open_file_onto_other_writers_copy() {
+    check(vec![
+        Mkdir { path: p("c") },
+        Create {
+            path: p("c/c"),
+            data: d("mine"),
+            then: Flushed,
+        },
+        RemotePut {
+            path: p("c/c"),
+            marker: false,
+            data: d("theirs"),
+        },
+        Rename {
+            from: p("c"),
+            to: p("a"),
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("x"),
+        },
+        Close { handle: 0 },
     ])
     .await;
 }

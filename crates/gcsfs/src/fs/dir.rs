@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use super::attr::{Attr, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::inode::InodeTable;
 use super::names::{self, CONFLICT_SUFFIX};
 use super::{Filesystem, Handle, InodeNo};
 use crate::store::{ListRequest, ObjectMeta};
@@ -89,7 +90,11 @@ impl Filesystem {
                 return Err(FsError::NotDir);
             }
             inode.open_handles += 1;
-            (inode.key.clone(), inode.parent, table.local_children(ino))
+            (
+                inode.key.clone(),
+                inode.parent,
+                listed_local_children(&table, ino),
+            )
         };
         let mut stream = DirStream {
             ino,
@@ -135,7 +140,7 @@ impl Filesystem {
         };
         let mut s = stream.lock().await;
         if offset < s.buffer_start {
-            let local = self.inodes.lock().unwrap().local_children(s.ino);
+            let local = listed_local_children(&self.inodes.lock().unwrap(), s.ino);
             s.restart(local);
         }
         while s.next_offset() <= offset && !s.finished {
@@ -301,6 +306,17 @@ impl Filesystem {
         let table = self.inodes.lock().unwrap();
         table.get(ino).map(|i| i.stat.attr(ino, &self.ownership()))
     }
+}
+
+/// Local-only children of `dir` still bound to their names. A new file whose name was taken by
+/// a directory (or vanished) in the store is unbound: lookup no longer finds it, so readdir must
+/// not list it either (it uploads at close and is then listed from the store).
+fn listed_local_children(table: &InodeTable, dir: InodeNo) -> Vec<(String, InodeNo, Kind)> {
+    table
+        .local_children(dir)
+        .into_iter()
+        .filter(|(name, ino, _)| table.child(dir, name) == Some(*ino))
+        .collect()
 }
 
 /// A listed file, renamed with the conflict suffix if a directory of its name was emitted.

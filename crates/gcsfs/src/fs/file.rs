@@ -201,6 +201,30 @@ impl Filesystem {
         ))
     }
 
+    /// This mount moved file `ino` from generation `old` to `new` (an upload, or a copy at a new
+    /// key): handles that opened `old` (`None`: handles of a file created here, pinned to
+    /// nothing yet) now work on `new`, with a fresh reader and, if given, the new size.
+    pub(super) fn repin_handles(
+        &self,
+        ino: InodeNo,
+        old: Option<Generation>,
+        new: Generation,
+        size: Option<u64>,
+    ) {
+        for h in self.handles.lock().unwrap().values_mut() {
+            if let Handle::File(f) = h
+                && f.ino == ino
+                && (f.generation == old || f.generation.is_none())
+            {
+                f.generation = Some(new);
+                f.reader = Arc::new(tokio::sync::Mutex::new(None));
+                if let Some(size) = size {
+                    f.size = size;
+                }
+            }
+        }
+    }
+
     fn file_handle(&self, fh: u64) -> FsResult<FileHandle> {
         match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::File(h)) => Ok(h.clone()),
@@ -462,9 +486,9 @@ impl Filesystem {
         let pre = Preconditions::generation(st.base_generation);
         match self.store.write(&object_key, source, pre, &attrs).await {
             Ok(new) => {
-                st.base_generation = new.generation;
+                let old = std::mem::replace(&mut st.base_generation, new.generation);
                 cell.set_dirty(false);
-                self.published(ino, new);
+                self.published(ino, old, new);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -475,9 +499,9 @@ impl Filesystem {
                     Err(_) => None,
                 };
                 if let Some(new) = landed {
-                    st.base_generation = new.generation;
+                    let old = std::mem::replace(&mut st.base_generation, new.generation);
                     cell.set_dirty(false);
-                    self.published(ino, new);
+                    self.published(ino, old, new);
                     return Ok(());
                 }
                 let staged = st.staged.take().expect("checked above");
@@ -533,9 +557,9 @@ impl Filesystem {
             .await
         {
             Ok(new) => {
-                st.base_generation = new.generation;
+                let old = std::mem::replace(&mut st.base_generation, new.generation);
                 cell.set_dirty(false);
-                self.published(ino, new);
+                self.published(ino, old, new);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -544,9 +568,9 @@ impl Filesystem {
                     .our_upload_landed(&object_key, data.len() as u64, crc)
                     .await
                 {
-                    st.base_generation = new.generation;
+                    let old = std::mem::replace(&mut st.base_generation, new.generation);
                     cell.set_dirty(false);
-                    self.published(ino, new);
+                    self.published(ino, old, new);
                     return Ok(());
                 }
                 cell.set_dirty(false);
@@ -578,15 +602,23 @@ impl Filesystem {
     }
 
     /// Records a newly uploaded generation of `ino`.
-    fn published(&self, ino: InodeNo, new: crate::store::ObjectMeta) {
-        let mut table = self.inodes.lock().unwrap();
-        if let Some(inode) = table.get_mut(ino) {
-            inode.stat = Stat::from_object(&new);
-            inode.cached_generation = Some(new.generation);
-            inode.meta = Some(new);
-            inode.local = false;
-            inode.valid_until = self.now() + self.config.metadata_ttl;
+    /// Records that this mount replaced generation `old` of `ino` (`Generation::NONE`: created
+    /// it) with `new`. Handles of `old`, and handles of a file created here, now work on `new`:
+    /// what they read and write was ours.
+    fn published(&self, ino: InodeNo, old: Generation, new: crate::store::ObjectMeta) {
+        let (generation, size) = (new.generation, new.size);
+        {
+            let mut table = self.inodes.lock().unwrap();
+            if let Some(inode) = table.get_mut(ino) {
+                inode.stat = Stat::from_object(&new);
+                inode.cached_generation = Some(new.generation);
+                inode.meta = Some(new);
+                inode.local = false;
+                inode.valid_until = self.now() + self.config.metadata_ttl;
+            }
         }
+        let from = (old != Generation::NONE).then_some(old);
+        self.repin_handles(ino, from, generation, Some(size));
     }
 
     /// Completes the streaming upload of a new file (its changes are then published).
@@ -596,9 +628,9 @@ impl Filesystem {
         };
         match stream.finish().await {
             Ok(new) => {
-                st.base_generation = new.generation;
+                let old = std::mem::replace(&mut st.base_generation, new.generation);
                 self.mark_clean(ino);
-                self.published(ino, new);
+                self.published(ino, old, new);
                 Ok(())
             }
             Err(e) => {
@@ -689,14 +721,17 @@ impl Filesystem {
         if kind == Kind::Symlink && set.size.is_some() {
             return Err(FsError::InvalidArgument("truncate of a symlink"));
         }
-        let cell = {
+        let (cell, idle_generation) = {
             let mut table = self.inodes.lock().unwrap();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
-            inode
+            // Nobody has the file open: a change is based on the generation just looked up.
+            let idle = (inode.open_handles == 0).then_some(inode.stat.generation);
+            let cell = inode
                 .file
                 .get_or_insert_with(|| Arc::new(FileCell::new(generation)))
-                .clone()
+                .clone();
+            (cell, idle.flatten())
         };
         let pinned = match set.fh {
             Some(fh) => self.file_handle(fh).ok().and_then(|h| h.generation),
@@ -707,6 +742,14 @@ impl Filesystem {
             // A streaming upload's object metadata was fixed at its first write: publish what
             // was streamed, so the new attributes are patched onto it below.
             self.settle_stream(ino, &mut st).await?;
+        }
+        if let Some(seen) = idle_generation
+            && !cell.is_dirty()
+            && st.base_generation != seen
+        {
+            // Write-back state left by an earlier open of an older generation (as in `open`).
+            st.staged = None;
+            st.base_generation = seen;
         }
         if let Some(size) = set.size {
             self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;

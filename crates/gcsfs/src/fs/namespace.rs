@@ -359,6 +359,7 @@ impl Filesystem {
             }
             Err(e) => return Err(e.into()),
         }
+        let new_generation = copied.generation;
         self.set_object(ino, copied);
         if let Some(cell) = &cell {
             let generation = self
@@ -370,6 +371,7 @@ impl Filesystem {
                 .unwrap_or(Generation::NONE);
             cell.state.lock().await.base_generation = generation;
         }
+        self.repin_handles(ino, Some(generation), new_generation, None);
         Ok(())
     }
 
@@ -384,13 +386,14 @@ impl Filesystem {
     }
 
     /// Copies `o` from under `old_prefix` to under `new_prefix` (create-only: a copy left by an
-    /// interrupted earlier attempt counts as done).
+    /// interrupted earlier attempt counts as done). Returns the source key, the generation
+    /// copied and the copy.
     async fn copy_for_rename(
         &self,
         o: &ObjectMeta,
         old_prefix: &str,
         new_prefix: &str,
-    ) -> FsResult<Option<(String, ObjectMeta)>> {
+    ) -> FsResult<Option<(String, (Generation, ObjectMeta))>> {
         let dst = ObjectKey::new(format!(
             "{new_prefix}{}",
             &o.key.as_str()[old_prefix.len()..]
@@ -405,7 +408,7 @@ impl Filesystem {
             )
             .await
         {
-            Ok(new) => Ok(Some((o.key.as_str().to_string(), new))),
+            Ok(new) => Ok(Some((o.key.as_str().to_string(), (o.generation, new)))),
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -490,7 +493,7 @@ impl Filesystem {
         &self,
         old_prefix: &str,
         dir: InodeNo,
-        mut copied: std::collections::HashMap<String, ObjectMeta>,
+        mut copied: std::collections::HashMap<String, (Generation, ObjectMeta)>,
     ) {
         let mut cells = Vec::new();
         {
@@ -503,22 +506,31 @@ impl Filesystem {
                     // A directory's marker object is not the directory's state.
                     continue;
                 }
-                let Some(new) = copied.remove(&inode.key) else {
+                let Some((source, new)) = copied.remove(&inode.key) else {
                     continue;
                 };
                 let old = inode.stat.generation;
                 inode.stat = Stat::from_object(&new);
                 inode.cached_generation = Some(new.generation);
-                if let Some(cell) = &inode.file {
-                    cells.push((cell.clone(), old, new.generation));
+                // Only a copy of the generation this file was at moves it along; a copy of
+                // another writer's newer one leaves its changes to fail their upload.
+                if let Some(cell) = &inode.file
+                    && old == Some(source)
+                {
+                    cells.push((d, cell.clone(), old, new.generation));
                 }
                 inode.meta = Some(new);
             }
         }
-        for (cell, old, new) in cells {
-            let mut st = cell.state.lock().await;
-            if Some(st.base_generation) == old {
-                st.base_generation = new;
+        for (ino, cell, old, new) in cells {
+            {
+                let mut st = cell.state.lock().await;
+                if Some(st.base_generation) == old {
+                    st.base_generation = new;
+                }
+            }
+            if let Some(old) = old {
+                self.repin_handles(ino, Some(old), new, None);
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use gcsfs::fs::InodeNo;
 
-use super::model::{K, Model, Out, Quirks};
+use super::model::{K, Model, Out};
 use super::ops::Op;
 use super::sut::Sut;
 
@@ -22,9 +22,9 @@ fn show(out: &Out) -> String {
 }
 
 impl Harness {
-    pub fn new(streaming: bool, quirks: Quirks) -> Self {
+    pub fn new(streaming: bool) -> Self {
         Self {
-            model: Model::new(streaming, quirks),
+            model: Model::new(streaming),
             sut: Sut::new(streaming),
         }
     }
@@ -243,8 +243,8 @@ impl Harness {
 }
 
 /// Runs `ops` on a fresh model and filesystem; the error names the first disagreement.
-pub async fn run(ops: &[Op], streaming: bool, quirks: Quirks) -> Result<(), String> {
-    let mut h = Harness::new(streaming, quirks);
+pub async fn run(ops: &[Op], streaming: bool) -> Result<(), String> {
+    let mut h = Harness::new(streaming);
     for (i, op) in ops.iter().enumerate() {
         h.apply(op)
             .await

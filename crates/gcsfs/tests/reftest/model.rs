@@ -9,7 +9,12 @@
 //! - a directory wins over a file of the same name, which is listed as `name\n`;
 //! - uploads are conditional on the generation the changes are based on (0: must not exist);
 //!   a lost race is ESTALE and the losing data is kept in the conflicts directory;
-//! - unlink/rename delete or copy only the generation they know (ESTALE otherwise).
+//! - unlink/rename delete or copy only the generation they know (ESTALE otherwise);
+//! - a name the store stops showing (deleted remotely, or now a directory) is *unbound* from the
+//!   open file, which keeps its changes: its conditional upload at close decides (Ok, or ESTALE
+//!   with the data kept); a write needing a generation that is gone fails with ESTALE;
+//! - new files (tiny here) are held in memory in streaming mode and uploaded create-only at
+//!   close, leaving no local copy; non-streaming, they are staged like any change.
 //!
 //! Where the model has to choose something SEMANTICS.md leaves open, the choice is commented.
 
@@ -46,10 +51,11 @@ pub struct Obj {
 pub enum Body {
     /// Nothing local: reads come from the bucket.
     None,
-    /// Created, nothing written yet (streaming mode: the first write at 0 starts a stream).
-    Fresh,
-    /// A new file written sequentially from 0, streamed into an upload (not yet visible).
-    Stream(Vec<u8>),
+    /// A new file written only sequentially from 0 so far, held in memory (streaming mode; the
+    /// reftest's files stay far below the 4 MiB past which the fs streams them into an upload).
+    /// Reads are served from it; any other write or a truncate moves it to a staging copy
+    /// (nothing is published); its upload is create-only and leaves no local copy.
+    Head(Vec<u8>),
     /// A full local copy (clean copies stay until the last handle closes).
     Staged(Vec<u8>),
 }
@@ -58,7 +64,12 @@ pub enum Body {
 #[derive(Clone, Debug)]
 pub struct MFile {
     pub key: String,
+    /// Removed by this mount (unlink, or renamed over) while open: never uploaded.
     pub unlinked: bool,
+    /// No longer reachable by its name: the store stopped showing the name (another client
+    /// deleted it, or a directory of that name appeared). Unlike `unlinked`, its pending changes
+    /// are still uploaded to `key` at close, and the conditional upload decides what happens.
+    pub unbound: bool,
     /// Created here and never uploaded.
     pub local: bool,
     pub dirty: bool,
@@ -69,13 +80,6 @@ pub struct MFile {
     /// file is clean); what a handle without a pinned generation bases its changes on.
     pub seen: Option<u64>,
     pub open: usize,
-    /// Stays bound with no handle open (quirk `streamed_conflict_leaves_phantom`).
-    pub phantom: bool,
-    /// Unreachable by name (quirk `vanished_dir_orphans_open_files`).
-    pub orphan: bool,
-    /// Not open, but its inode keeps a clean local copy (left by `truncate` of a file nobody
-    /// had open; quirk `stale_copy_served_to_newer_open`).
-    pub retained: bool,
 }
 
 /// An open handle.
@@ -89,86 +93,24 @@ pub struct MHandle {
     pub pinned: Option<u64>,
 }
 
-/// Known filesystem bugs the model reproduces on request, so that the random search gets past
-/// them and finds the next one. Each has an ignored `regression_*` test in `reftest.rs` that
-/// replays it with every quirk off (what SEMANTICS.md asks). Remove a quirk once it is fixed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Quirks {
-    /// A listing that shows directory `x` unbinds an open file `x` (created here, or open with
-    /// changes): the fs marks it unlinked, and its close returns Ok and drops the data.
-    pub listing_unbinds_open_file: bool,
-    /// A lookup that finds an open, clean file's name gone or turned into a directory (another
-    /// client's doing) unbinds the open file: later writes through its handles are dropped at
-    /// close, which returns Ok, instead of failing with ESTALE and keeping the data.
-    pub lookup_unbinds_changed_open_file: bool,
-    /// A streamed new file that loses the create race (ESTALE, rightly) loses its data too: it is
-    /// not kept in the conflicts directory.
-    pub streamed_conflict_not_kept: bool,
-    /// After a streamed new file loses the create race its inode stays "local" with no data and
-    /// is never evicted: the name keeps resolving to it (reads ESTALE, unlink deletes nothing)
-    /// instead of to the other writer's object.
-    pub streamed_conflict_leaves_phantom: bool,
-    /// A directory rename moves open files below it to their new keys but leaves them based on
-    /// their old keys' generations: their next close fails with ESTALE though nobody else wrote.
-    pub dir_rename_keeps_old_generations: bool,
-    /// A clean local copy of an older generation (kept while another handle is open) is served
-    /// to a handle that opened a newer generation: reads return old data, and its writes apply
-    /// to old data (the close then fails with ESTALE).
-    pub stale_copy_served_to_newer_open: bool,
-    /// Handles with no pinned generation (the creating handle, and handles opened while the
-    /// file was local) are not pinned to what this mount then publishes: once the file has no
-    /// local copy (a stream was published, or an upload lost a race), their next write is based
-    /// on the latest generation any lookup or listing saw, so it silently builds on (and
-    /// replaces) another client's object instead of failing with ESTALE.
-    pub unpinned_handles_follow_seen: bool,
-    /// When a lookup finds a directory gone (another client deleted its last object), open
-    /// files this mount has below it become unreachable: no longer listed nor found by lookup
-    /// (they hang off the replaced directory inode) until they are closed and uploaded.
-    pub vanished_dir_orphans_open_files: bool,
-}
-
-impl Quirks {
-    /// The model as SEMANTICS.md describes it.
-    pub const NONE: Quirks = Quirks {
-        listing_unbinds_open_file: false,
-        lookup_unbinds_changed_open_file: false,
-        streamed_conflict_not_kept: false,
-        streamed_conflict_leaves_phantom: false,
-        dir_rename_keeps_old_generations: false,
-        stale_copy_served_to_newer_open: false,
-        unpinned_handles_follow_seen: false,
-        vanished_dir_orphans_open_files: false,
-    };
-    /// Every known bug reproduced (what the proptest runs with).
-    pub const KNOWN: Quirks = Quirks {
-        listing_unbinds_open_file: true,
-        lookup_unbinds_changed_open_file: true,
-        streamed_conflict_not_kept: true,
-        streamed_conflict_leaves_phantom: true,
-        dir_rename_keeps_old_generations: true,
-        stale_copy_served_to_newer_open: true,
-        unpinned_handles_follow_seen: true,
-        vanished_dir_orphans_open_files: true,
-    };
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct Model {
-    pub quirks: Quirks,
     pub bucket: BTreeMap<String, Obj>,
     next_generation: u64,
     pub files: Vec<MFile>,
     pub handles: Vec<MHandle>,
     /// Data of writers that lost an upload race (kept under `gcsfs-conflicts/`).
     pub conflicts: Vec<Vec<u8>>,
-    /// New files stream sequential writes (`FsConfig::streaming_writes`).
+    /// New files are held in memory while written sequentially (`FsConfig::streaming_writes`).
     pub streaming: bool,
     /// Data of every generation ever written (by anyone).
     history: BTreeMap<u64, Vec<u8>>,
     /// The alternative branch: a handle pinned to a generation that is no longer live is served
     /// from a copy the mount may still hold (SEMANTICS.md: a pinned handle "keeps reading the
-    /// old generation for whatever is already fetched"; its writes then fail at close). Whether
-    /// the fs still holds one depends on cache lifetimes, so the harness accepts either branch.
+    /// old generation for whatever is already fetched"; its writes then fail at close, and the
+    /// data is kept). Whether the fs still holds one depends on cache lifetimes, so the harness
+    /// accepts either branch: ESTALE at the write (nothing accepted, nothing kept), or Ok and
+    /// ESTALE at close (kept in the conflicts directory).
     pub held_copy: bool,
 }
 
@@ -188,42 +130,19 @@ fn write_at(buf: &mut Vec<u8>, offset: usize, data: &[u8]) {
 }
 
 impl Model {
-    pub fn new(streaming: bool, quirks: Quirks) -> Self {
+    pub fn new(streaming: bool) -> Self {
         Self {
             streaming,
-            quirks,
             ..Default::default()
         }
     }
 
-    /// Other states the fs may equally be in, where SEMANTICS.md allows either or a quirk's
-    /// reach depends on cache lifetimes the model does not track: a copy of a gone generation
-    /// still held, and phantoms (quirk `streamed_conflict_leaves_phantom`) no longer reachable
-    /// because their directory's inode was replaced.
+    /// Other states the fs may equally be in, where SEMANTICS.md allows either: a copy of a
+    /// gone generation still held.
     pub fn variants(&self) -> Vec<Model> {
         let mut held = self.clone();
         held.held_copy = true;
-        let mut out = vec![held];
-        if self
-            .files
-            .iter()
-            .any(|f| (f.phantom || f.retained) && !f.unlinked)
-        {
-            for base in [self.clone(), out[0].clone()] {
-                let mut m = base;
-                for f in &mut m.files {
-                    if f.phantom {
-                        f.unlinked = true;
-                    }
-                    if f.retained {
-                        f.retained = false;
-                        f.body = Body::None;
-                    }
-                }
-                out.push(m);
-            }
-        }
-        out
+        vec![held]
     }
 
     // ----- the bucket -------------------------------------------------------------------------
@@ -259,49 +178,59 @@ impl Model {
 
     // ----- names ------------------------------------------------------------------------------
 
-    /// The open, not unlinked file at `key` (the newest if several).
+    /// The open file bound to name `key` (the newest if several).
     pub fn bound(&self, key: &str) -> Option<usize> {
-        self.files.iter().rposition(|f| {
-            (f.open > 0 || f.phantom || f.retained) && !f.unlinked && !f.orphan && f.key == key
-        })
+        self.files
+            .iter()
+            .rposition(|f| f.open > 0 && !f.unlinked && !f.unbound && f.key == key)
     }
 
-    /// What `path` is. A file this mount is writing (local or dirty) answers for its name: the
-    /// kernel holds it and the writer keeps using it (SEMANTICS.md leaves this open; it is what
-    /// a local filesystem does). Otherwise a directory wins over a file of the same name.
-    pub fn lookup(&mut self, path: &str) -> Option<K> {
-        let kind = self.lookup_name(path);
-        if kind != Some(K::Dir) && self.quirks.vanished_dir_orphans_open_files {
-            let prefix = format!("{path}/");
-            for f in &mut self.files {
-                if f.key.starts_with(&prefix) && !f.unlinked {
-                    f.orphan = true;
-                }
-            }
+    /// The store no longer shows `path` as this file: whatever file was bound to it is unbound
+    /// (it keeps its pending changes; SEMANTICS.md: "the file stays open and its changes are
+    /// uploaded at close").
+    fn unbind(&mut self, path: &str) {
+        if let Some(fi) = self.bound(path) {
+            self.files[fi].unbound = true;
         }
-        kind
     }
 
-    fn lookup_name(&mut self, path: &str) -> Option<K> {
+    /// Whether a file created here and not uploaded yet lies below directory `path`.
+    fn has_local_descendants(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        self.files
+            .iter()
+            .any(|f| f.open > 0 && f.local && !f.unlinked && f.key.starts_with(&prefix))
+    }
+
+    /// What `path` is. A file this mount is writing (local or dirty) and still bound to the
+    /// name answers for it without asking the store: the kernel holds it and the writer keeps
+    /// using it (SEMANTICS.md leaves this open; it is what a local filesystem does). Otherwise
+    /// the store decides and a directory wins over a file of the same name; once a lookup has
+    /// seen the directory (or the name gone), the file is unbound for good.
+    pub fn lookup(&mut self, path: &str) -> Option<K> {
         if let Some(base) = path.strip_suffix('\n') {
             return self.bucket.contains_key(base).then_some(K::File);
         }
-        if let Some(fi) = self.bound(path) {
-            if self.files[fi].local || self.files[fi].dirty {
-                return Some(K::File);
-            }
-            // A clean open file learns the object's current generation.
-            if !self.has_children(path) && self.bucket.contains_key(path) {
-                self.files[fi].seen = Some(self.live(path));
-            } else if self.quirks.lookup_unbinds_changed_open_file {
-                self.files[fi].unlinked = true;
-            }
+        if let Some(fi) = self.bound(path)
+            && (self.files[fi].local || self.files[fi].dirty)
+        {
+            return Some(K::File);
         }
         if self.has_children(path) {
+            self.unbind(path);
             Some(K::Dir)
         } else if self.bucket.contains_key(path) {
+            // A clean open file learns the object's current generation.
+            let live = self.live(path);
+            if let Some(fi) = self.bound(path) {
+                self.files[fi].seen = Some(live);
+            }
             Some(K::File)
+        } else if self.has_local_descendants(path) {
+            // SEMANTICS.md: a directory holding new files not yet uploaded keeps existing.
+            Some(K::Dir)
         } else {
+            self.unbind(path);
             None
         }
     }
@@ -339,12 +268,9 @@ impl Model {
                 None => files.insert(rest.to_string()),
             };
         }
-        if self.quirks.listing_unbinds_open_file {
-            for d in &dirs {
-                if let Some(fi) = self.bound(&join(dir, d)) {
-                    self.files[fi].unlinked = true;
-                }
-            }
+        // A listed directory wins its name, also over a file being written here.
+        for d in &dirs {
+            self.unbind(&join(dir, d));
         }
         // Listing a clean open file refreshes what this mount has seen of it.
         for f in files.iter().filter(|f| !dirs.contains(*f)) {
@@ -366,7 +292,7 @@ impl Model {
         }
         // Files created here and not uploaded yet are listed too.
         for f in &self.files {
-            if (f.open > 0 || f.phantom) && f.local && !f.unlinked && !f.orphan {
+            if f.open > 0 && f.local && !f.unlinked && !f.unbound {
                 let (parent, name) = match f.key.rfind('/') {
                     Some(i) => (&f.key[..i], &f.key[i + 1..]),
                     None => ("", f.key.as_str()),
@@ -381,46 +307,53 @@ impl Model {
 
     // ----- file state -------------------------------------------------------------------------
 
+    fn new_file(&mut self, file: MFile) -> usize {
+        self.files.push(file);
+        self.files.len() - 1
+    }
+
     /// A new open of the file at `path` (known to be a file): shares the open file if there is
     /// one. Returns the handle (not yet added to `handles`).
     fn open_handle(&mut self, path: &str) -> MHandle {
+        let live = self.live(path);
         if let Some(fi) = self.bound(path) {
-            let live = self.live(path);
             let f = &mut self.files[fi];
             f.open += 1;
-            f.retained = false;
             if !(f.dirty || f.local) {
                 f.seen = Some(live);
+                if f.base != live {
+                    // A newer generation: a clean copy of the old one no longer describes the
+                    // file (SEMANTICS.md: an open that sees a new generation drops cached data).
+                    f.body = Body::None;
+                    f.base = live;
+                }
             }
             return MHandle {
                 file: fi,
                 pinned: f.seen,
             };
         }
-        let generation = self.live(path);
-        self.files.push(MFile {
+        let file = self.new_file(MFile {
             key: path.to_string(),
             unlinked: false,
+            unbound: false,
             local: false,
             dirty: false,
             body: Body::None,
-            base: generation,
-            seen: Some(generation),
+            base: live,
+            seen: Some(live),
             open: 1,
-            phantom: false,
-            orphan: false,
-            retained: false,
         });
         MHandle {
-            file: self.files.len() - 1,
-            pinned: Some(generation),
+            file,
+            pinned: Some(live),
         }
     }
 
     /// Our own upload or rename made `generation` of the file: every handle now sees it.
     fn repin_handles(&mut self, fi: usize, generation: u64) {
         for h in &mut self.handles {
-            if h.file == fi && !(h.pinned.is_none() && self.quirks.unpinned_handles_follow_seen) {
+            if h.file == fi {
                 h.pinned = Some(generation);
             }
         }
@@ -429,34 +362,17 @@ impl Model {
     fn published(&mut self, fi: usize, data: Vec<u8>) {
         let key = self.files[fi].key.clone();
         let generation = self.put(&key, data);
+        self.adopt(fi, generation);
+    }
+
+    /// The file's changes are now `generation` of its key.
+    fn adopt(&mut self, fi: usize, generation: u64) {
         let f = &mut self.files[fi];
         f.base = generation;
         f.seen = Some(generation);
         f.dirty = false;
         f.local = false;
         self.repin_handles(fi, generation);
-    }
-
-    /// Completes a streamed upload (create-only).
-    fn settle_stream(&mut self, fi: usize) -> Result<(), i32> {
-        let Body::Stream(data) = std::mem::replace(&mut self.files[fi].body, Body::None) else {
-            return Ok(());
-        };
-        if self.live(&self.files[fi].key.clone()) == 0 {
-            self.published(fi, data);
-            Ok(())
-        } else {
-            // SEMANTICS.md: the losing writer's data is kept in the conflicts directory.
-            if !self.quirks.streamed_conflict_not_kept {
-                self.conflicts.push(data);
-            }
-            let phantom = self.quirks.streamed_conflict_leaves_phantom;
-            let f = &mut self.files[fi];
-            f.dirty = false;
-            f.local = phantom;
-            f.phantom = phantom;
-            Err(ESTALE)
-        }
     }
 
     /// Makes sure the file has a local copy, optionally truncated to `len`. `pinned` is the
@@ -467,23 +383,21 @@ impl Model {
         pinned: Option<u64>,
         len: Option<usize>,
     ) -> Result<(), i32> {
-        if matches!(self.files[fi].body, Body::Stream(_)) {
-            // Random access to a streamed file publishes what was streamed, then stages it.
-            self.settle_stream(fi)?;
-        }
-        let any_copy = self.quirks.stale_copy_served_to_newer_open;
         let f = &mut self.files[fi];
         match &mut f.body {
-            Body::Fresh => {
-                f.body = Body::Staged(vec![0; len.unwrap_or(0)]);
+            // A new file held in memory moves to a staging copy (still new: nothing published).
+            Body::Head(data) => {
+                let mut data = std::mem::take(data);
+                if let Some(len) = len {
+                    data.resize(len, 0);
+                }
+                f.body = Body::Staged(data);
                 return Ok(());
             }
             // A clean local copy serves only the generation it holds: a handle pinned to another
             // generation (SEMANTICS.md: "downloaded once, pinned to the open generation") gets
             // its own.
-            Body::Staged(s)
-                if any_copy || f.dirty || f.local || pinned.is_none_or(|p| p == f.base) =>
-            {
+            Body::Staged(s) if f.dirty || f.local || pinned.is_none_or(|p| p == f.base) => {
                 if let Some(len) = len {
                     s.resize(len, 0);
                 }
@@ -540,27 +454,41 @@ impl Model {
             f.dirty = false;
             return Ok(());
         }
-        match &f.body {
-            Body::Stream(_) => return self.settle_stream(fi),
-            Body::Fresh => f.body = Body::Staged(Vec::new()),
-            _ => {}
-        }
-        let Body::Staged(data) = f.body.clone() else {
-            f.dirty = false;
-            return Ok(());
+        let (data, kept_copy) = match std::mem::replace(&mut f.body, Body::None) {
+            Body::None => {
+                f.dirty = false;
+                return Ok(());
+            }
+            // Uploaded from memory in one create-only request; no local copy stays.
+            Body::Head(data) => (data, false),
+            Body::Staged(data) => (data, true),
         };
         let (key, base) = (f.key.clone(), f.base);
         if self.live(&key) == base {
+            if kept_copy {
+                self.files[fi].body = Body::Staged(data.clone());
+            }
             self.published(fi, data);
-            Ok(())
-        } else {
-            let f = &mut self.files[fi];
-            f.body = Body::None;
-            f.dirty = false;
-            f.local = false;
-            self.conflicts.push(data);
-            Err(ESTALE)
+            return Ok(());
         }
+        // A precondition failure whose live object holds exactly our bytes is taken for our
+        // own earlier attempt whose answer was lost (the fs cannot tell the two apart): the
+        // upload counts as done, at that generation. The model's choice; SEMANTICS.md is silent.
+        if let Some(o) = self.bucket.get(&key)
+            && o.data == data
+        {
+            let generation = o.generation;
+            if kept_copy {
+                self.files[fi].body = Body::Staged(data);
+            }
+            self.adopt(fi, generation);
+            return Ok(());
+        }
+        let f = &mut self.files[fi];
+        f.dirty = false;
+        f.local = false;
+        self.conflicts.push(data);
+        Err(ESTALE)
     }
 
     fn release(&mut self, handle: MHandle) {
@@ -573,22 +501,15 @@ impl Model {
 
     /// Reads the whole file through a fresh handle `h`, without closing it.
     fn read_handle(&mut self, h: &MHandle) -> Out {
-        let fi = h.file;
-        match &self.files[fi].body {
-            Body::Fresh => return Ok(Vec::new()),
-            Body::Stream(_) => {
-                self.ensure_staged(fi, None, None)?;
+        let f = &self.files[h.file];
+        match &f.body {
+            Body::Head(data) => return Ok(data.clone()),
+            // Pending changes are seen by every handle; a clean copy only by handles of its
+            // generation.
+            Body::Staged(s) if f.dirty || f.local || h.pinned.is_none_or(|p| p == f.base) => {
+                return Ok(s.clone());
             }
             _ => {}
-        }
-        let f = &self.files[fi];
-        if let Body::Staged(s) = &f.body
-            && (self.quirks.stale_copy_served_to_newer_open
-                || f.dirty
-                || f.local
-                || h.pinned.is_none_or(|p| p == f.base))
-        {
-            return Ok(s.clone());
         }
         let Some(pinned) = h.pinned else {
             return Err(ESTALE);
@@ -610,27 +531,22 @@ impl Model {
         if self.lookup(path).is_some() {
             return Err(EEXIST);
         }
-        self.files.push(MFile {
+        let file = self.new_file(MFile {
             key: path.to_string(),
             unlinked: false,
+            unbound: false,
             local: true,
             dirty: true,
             body: if self.streaming {
-                Body::Fresh
+                Body::Head(Vec::new())
             } else {
                 Body::Staged(Vec::new())
             },
             base: 0,
             seen: None,
             open: 1,
-            phantom: false,
-            orphan: false,
-            retained: false,
         });
-        let h = MHandle {
-            file: self.files.len() - 1,
-            pinned: None,
-        };
+        let h = MHandle { file, pinned: None };
         self.write_handle(&h, 0, data)?;
         match then {
             Then::Closed => {
@@ -655,16 +571,10 @@ impl Model {
             return Ok(());
         }
         let fi = h.file;
-        let f = &mut self.files[fi];
-        if f.body == Body::Fresh && offset == 0 && !data.is_empty() {
-            f.body = Body::Stream(data.to_vec());
-            f.dirty = true;
-            return Ok(());
-        }
-        if let Body::Stream(s) = &mut f.body
-            && s.len() == offset
+        if let Body::Head(head) = &mut self.files[fi].body
+            && head.len() == offset
         {
-            s.extend_from_slice(data);
+            head.extend_from_slice(data);
             return Ok(());
         }
         self.ensure_staged(fi, h.pinned, None)?;
@@ -738,32 +648,18 @@ impl Model {
         self.file_at(path)?;
         let size = size as usize;
         if let Some(fi) = self.bound(path) {
-            self.ensure_staged(fi, None, Some(size))?;
+            // No handle: the change is based on the generation this mount last opened or
+            // published (what the open handles work on), else the latest seen.
+            let f = &self.files[fi];
+            let based = Some(f.base).filter(|&b| b != 0).or(f.seen);
+            self.ensure_staged(fi, based, Some(size))?;
             self.files[fi].dirty = true;
-            if self.files[fi].open == 0 {
-                self.upload(fi)?;
-            }
             return Ok(Vec::new());
         }
-        // Nobody has it open: uploaded at once.
+        // Nobody has it open: uploaded at once, and no local copy is kept.
         let mut data = self.bucket[path].data.clone();
         data.resize(size, 0);
-        let generation = self.put(path, data.clone());
-        if self.quirks.stale_copy_served_to_newer_open {
-            self.files.push(MFile {
-                key: path.to_string(),
-                unlinked: false,
-                local: false,
-                dirty: false,
-                body: Body::Staged(data),
-                base: generation,
-                seen: Some(generation),
-                open: 0,
-                phantom: false,
-                orphan: false,
-                retained: true,
-            });
-        }
+        self.put(path, data);
         Ok(Vec::new())
     }
 
@@ -781,10 +677,9 @@ impl Model {
     fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
         let prefix = format!("{path}/");
         let local_child = self.files.iter().any(|f| {
-            (f.open > 0 || f.phantom)
+            f.open > 0
                 && f.local
                 && !f.unlinked
-                && !f.orphan
                 && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
         });
         if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
@@ -893,9 +788,6 @@ impl Model {
         for fi in below {
             let f = &mut self.files[fi];
             f.key = format!("{new_prefix}{}", &f.key[old_prefix.len()..]);
-            if self.quirks.dir_rename_keeps_old_generations {
-                continue;
-            }
             if let Some(&generation) = moved.get(&f.base) {
                 f.base = generation;
                 f.seen = Some(generation);
@@ -938,8 +830,7 @@ impl Model {
         if let Some(fi) = src {
             let f = &mut self.files[fi];
             f.key = to.to_string();
-            if f.base != obj.generation && !f.dirty && !self.quirks.stale_copy_served_to_newer_open
-            {
+            if f.base != obj.generation && !f.dirty {
                 // A clean copy of an older generation no longer describes the file.
                 f.body = Body::None;
             }
