@@ -116,11 +116,7 @@ fn bench_lookup(c: &mut Criterion) {
         })
     });
     group.bench_function("getattr_cached", |b| {
-        let ino = rt
-            .block_on(f.fs.lookup(f.dir, &name(42)))
-            .unwrap()
-            .attr
-            .ino;
+        let ino = rt.block_on(f.fs.lookup(f.dir, &name(42))).unwrap().attr.ino;
         b.to_async(&rt).iter(|| {
             let fs = f.fs.clone();
             async move { black_box(fs.getattr(ino).await.unwrap()) }
@@ -149,7 +145,11 @@ fn bench_readdir(c: &mut Criterion) {
         let mut open = Vec::new();
         for i in 0..LOCAL_FILES {
             let name = format!("new-{i:03}");
-            open.push(g.fs.create(g.dir, &name, 0o644, libc::O_WRONLY).await.unwrap());
+            open.push(
+                g.fs.create(g.dir, &name, 0o644, libc::O_WRONLY)
+                    .await
+                    .unwrap(),
+            );
         }
         open
     });
