@@ -5,7 +5,7 @@
 # Needs root and /dev/fuse (skips with a reason otherwise); installs the pinned tools if missing.
 # Addresses: GCSFS_BENCH_EMULATOR_HOST (default 127.0.0.71), GCSFS_BENCH_PROXY_HOST (127.0.0.72).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "skipped: benches/compare needs root (FUSE mounts, port 80)"
