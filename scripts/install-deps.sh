@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing gcsfs needs, and only what is missing: Debian packages
-# (fuse3, curl, ca-certificates, pkg-config, build tools, Go), the Rust toolchain with rustfmt
+# (fuse3, curl, ca-certificates, pkg-config, build tools, jq for docker/check.sh, Go), the Rust toolchain with rustfmt
 # and clippy, and fake-gcs-server. Idempotent and quiet; run as root (or with sudo available)
 # on Debian or Ubuntu.
 set -euo pipefail
@@ -14,7 +14,7 @@ fi
 PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
 missing=()
-for pkg in fuse3 curl ca-certificates pkg-config build-essential; do
+for pkg in fuse3 curl ca-certificates pkg-config build-essential jq; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi
