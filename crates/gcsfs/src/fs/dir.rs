@@ -173,7 +173,8 @@ impl Filesystem {
             let (dir, parent) = (s.ino, s.parent);
             push(s, dir, Kind::Dir, ".".into(), None);
             push(s, parent, Kind::Dir, "..".into(), None);
-            return Ok(());
+            // Go on with the first page: a first reply of only `.` and `..` would make the
+            // kernel's adaptive readdirplus fall back to plain readdir for the rest.
         }
         if s.listing_done {
             let mut local: Vec<_> = s.local_pending.drain().collect();
