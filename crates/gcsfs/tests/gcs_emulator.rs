@@ -19,7 +19,6 @@
 //!   (ignored).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -30,14 +29,11 @@ use gcsfs::store::{
 };
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
-const MIB: usize = 1 << 20;
+mod common;
 
-fn endpoint() -> Option<String> {
-    std::env::var("GCSFS_TEST_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-        .map(|e| e.trim_end_matches('/').to_owned())
-}
+use common::emulator::{endpoint, fresh_gcs_store as fresh_store};
+
+const MIB: usize = 1 << 20;
 
 /// The emulator endpoint, or return from the test after saying why.
 macro_rules! emulator {
@@ -50,32 +46,6 @@ macro_rules! emulator {
             }
         }
     };
-}
-
-/// A store on a new, empty bucket of the emulator.
-async fn fresh_store(endpoint: &str, label: &str) -> GcsStore {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bucket = format!("{label}-{}-{n}", std::process::id());
-    let resp = reqwest::Client::new()
-        .post(format!("{endpoint}/storage/v1/b?project=test"))
-        .json(&serde_json::json!({ "name": bucket }))
-        .send()
-        .await
-        .expect("emulator reachable");
-    assert!(
-        resp.status().is_success(),
-        "create bucket: {}",
-        resp.status()
-    );
-    GcsStore::connect(GcsConfig {
-        bucket,
-        endpoint: Some(endpoint.to_owned()),
-        auth: GcsAuth::Anonymous,
-        ..GcsConfig::default()
-    })
-    .await
-    .expect("connect")
 }
 
 fn key(k: &str) -> ObjectKey {
