@@ -18,11 +18,15 @@ struct Fixture {
 }
 
 fn fixture_with(store: Arc<MemStore>, ttl: Duration) -> Fixture {
+    fixture_ttls(store, ttl, ttl)
+}
+
+fn fixture_ttls(store: Arc<MemStore>, ttl: Duration, negative_ttl: Duration) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let config = FsConfig {
         temp_dir: tmp.path().to_path_buf(),
         metadata_ttl: ttl,
-        negative_ttl: ttl,
+        negative_ttl,
         list_page_size: 7,
         ..Default::default()
     };
@@ -802,6 +806,123 @@ async fn listed_or_new_directories_answer_missing_names_without_the_store() {
     f.clock.advance(Duration::from_secs(61));
     put(&f.store, "new/remote", b"").await;
     assert!(f.fs.lookup(d, "remote").await.is_ok());
+}
+
+#[tokio::test]
+async fn small_directory_is_listed_again_instead_of_probed_after_the_negative_ttl() {
+    use gcsfs::store::Op;
+    let f = fixture_ttls(
+        Arc::new(MemStore::new()),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    let d =
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    for i in 0..3 {
+        write_file(&f.fs, d, &format!("f{i}"), b"x").await;
+    }
+    f.clock.advance(Duration::from_secs(6));
+    let (stats, lists) = (f.store.calls(Op::Stat), f.store.calls(Op::List));
+    // The directory's knowledge expired: one listing answers this name and the next ones.
+    assert!(matches!(
+        f.fs.lookup(d, "missing").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        f.fs.lookup(d, "missing2").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(f.fs.lookup(d, "f1").await.is_ok());
+    assert_eq!(
+        (f.store.calls(Op::Stat), f.store.calls(Op::List)),
+        (stats, lists + 1)
+    );
+    // Another client's file shows once the listing is older than the negative TTL.
+    put(&f.store, "d/remote", b"r").await;
+    assert!(matches!(
+        f.fs.lookup(d, "remote").await,
+        Err(FsError::NotFound)
+    ));
+    f.clock.advance(Duration::from_secs(6));
+    assert!(f.fs.lookup(d, "remote").await.is_ok());
+    assert_eq!(
+        (f.store.calls(Op::Stat), f.store.calls(Op::List)),
+        (stats, lists + 2)
+    );
+}
+
+#[tokio::test]
+async fn many_lookups_in_one_directory_list_it_once() {
+    use gcsfs::store::Op;
+    let f = fixture_ttls(
+        Arc::new(MemStore::new()),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    for i in 0..40 {
+        put(&f.store, &format!("big/f{i:02}"), b"x").await;
+    }
+    let big = lookup_path(&f.fs, "big").await.unwrap();
+    let stats = f.store.calls(Op::Stat);
+    // Fifteen names are probed one by one; the sixteenth lists the directory (40 entries in
+    // pages of 7)...
+    for i in 0..16 {
+        assert!(f.fs.lookup(big, &format!("f{i:02}")).await.is_ok());
+    }
+    assert_eq!(f.store.calls(Op::Stat), stats + 15);
+    let lists = f.store.calls(Op::List);
+    // ...so the rest, and a name it does not hold, need no request.
+    for i in 16..40 {
+        assert!(f.fs.lookup(big, &format!("f{i:02}")).await.is_ok());
+    }
+    assert!(matches!(
+        f.fs.lookup(big, "absent").await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(
+        (f.store.calls(Op::Stat), f.store.calls(Op::List)),
+        (stats + 15, lists)
+    );
+}
+
+#[tokio::test]
+async fn directory_too_large_to_list_keeps_being_probed() {
+    use gcsfs::store::Op;
+    let f = fixture_ttls(
+        Arc::new(MemStore::new()),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    // More than 32 pages of 7.
+    for i in 0..240 {
+        put(&f.store, &format!("huge/f{i:03}"), b"x").await;
+    }
+    let huge = lookup_path(&f.fs, "huge").await.unwrap();
+    for i in 0..16 {
+        assert!(f.fs.lookup(huge, &format!("f{i:03}")).await.is_ok());
+    }
+    let lists = f.store.calls(Op::List);
+    // The listing stopped at its bound: the names it reached are cached, the others (and
+    // missing ones) are still asked for, and no listing starts again within the TTL.
+    let stats = f.store.calls(Op::Stat);
+    assert!(f.fs.lookup(huge, "f100").await.is_ok());
+    assert_eq!(f.store.calls(Op::Stat), stats);
+    for i in 230..240 {
+        assert!(f.fs.lookup(huge, &format!("f{i:03}")).await.is_ok());
+    }
+    for i in 0..20 {
+        assert!(matches!(
+            f.fs.lookup(huge, &format!("absent{i}")).await,
+            Err(FsError::NotFound)
+        ));
+    }
+    assert_eq!(f.store.calls(Op::Stat), stats + 30);
+    // Each probe lists `name/` once (to find implicit directories), nothing more.
+    assert_eq!(f.store.calls(Op::List), lists + 30);
 }
 
 #[tokio::test]

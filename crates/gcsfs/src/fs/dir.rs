@@ -61,9 +61,35 @@ pub struct DirStream {
     /// Directory names already emitted: GCS never repeats a prefix across pages, but some
     /// emulators do, so a repeat is dropped rather than shown twice.
     emitted_dirs: HashSet<String>,
+    /// Children listed from the store so far.
+    listed: usize,
 }
 
 impl DirStream {
+    fn new(
+        ino: InodeNo,
+        parent: InodeNo,
+        prefix: String,
+        local: Vec<(String, InodeNo, Kind)>,
+    ) -> Self {
+        let mut stream = DirStream {
+            ino,
+            parent,
+            prefix,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            next_token: None,
+            listing_done: false,
+            finished: false,
+            held: Vec::new(),
+            local_pending: HashMap::new(),
+            emitted_dirs: HashSet::new(),
+            listed: 0,
+        };
+        stream.restart(local);
+        stream
+    }
+
     fn restart(&mut self, local: Vec<(String, InodeNo, Kind)>) {
         self.buffer.clear();
         self.buffer_start = 0;
@@ -72,6 +98,7 @@ impl DirStream {
         self.finished = false;
         self.held.clear();
         self.emitted_dirs.clear();
+        self.listed = 0;
         self.local_pending = local.into_iter().map(|(n, i, k)| (n, (i, k))).collect();
     }
 
@@ -96,21 +123,34 @@ impl Filesystem {
                 listed_local_children(&table, ino),
             )
         };
-        let mut stream = DirStream {
-            ino,
-            parent,
-            prefix,
-            buffer: Vec::new(),
-            buffer_start: 0,
-            next_token: None,
-            listing_done: false,
-            finished: false,
-            held: Vec::new(),
-            local_pending: HashMap::new(),
-            emitted_dirs: HashSet::new(),
-        };
-        stream.restart(local);
+        let stream = DirStream::new(ino, parent, prefix, local);
         Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
+    }
+
+    /// Lists directory `ino` in full, reading at most `max_pages` pages, and caches every child
+    /// as readdir does. Returns how many children it has, or `None` if it has more pages.
+    pub(super) async fn list_all(&self, ino: InodeNo, max_pages: usize) -> FsResult<Option<usize>> {
+        let mut s = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            if inode.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let local = listed_local_children(&table, ino);
+            DirStream::new(ino, inode.parent, inode.key.clone(), local)
+        };
+        let mut pages = 0;
+        while !s.listing_done {
+            if pages == max_pages {
+                return Ok(None);
+            }
+            self.fill(&mut s).await?;
+            pages += 1;
+            // Only the cached inodes are wanted, not the entries.
+            s.buffer_start += s.buffer.len() as u64;
+            s.buffer.clear();
+        }
+        Ok(Some(s.listed))
     }
 
     /// Closes a directory handle.
@@ -249,11 +289,13 @@ impl Filesystem {
                 listed.push(file_entry(s, n, m));
             }
         }
+        s.listed += listed.len();
         self.add_listed(s, listed);
         if let Some(until) = complete_until
             && let Some(dir) = self.inodes.lock().unwrap().get_mut(s.ino)
         {
             dir.complete_until = Some(until);
+            dir.dir_info.listed_len = Some(s.listed);
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::attr::{Kind, Stat};
+use super::refresh::DirInfo;
 use super::write::FileCell;
 use crate::store::{Generation, ObjectMeta};
 
@@ -53,6 +54,8 @@ pub struct Inode {
     /// Directories: until when every child is known to be in the table (after a full listing,
     /// or a `mkdir` made here), so a name not in the table does not exist.
     pub complete_until: Option<Instant>,
+    /// Directories: what lookups learned about listing it (see `fs::refresh`).
+    pub dir_info: DirInfo,
 }
 
 impl Inode {
@@ -87,6 +90,7 @@ impl InodeTable {
             unlinked: false,
             cached_generation: None,
             complete_until: None,
+            dir_info: DirInfo::default(),
         };
         let mut inodes = HashMap::new();
         inodes.insert(InodeNo::ROOT, root);
@@ -164,6 +168,7 @@ impl InodeTable {
                 unlinked: false,
                 cached_generation: None,
                 complete_until: None,
+                dir_info: DirInfo::default(),
             },
         );
         self.names.insert((parent, name.to_string()), ino);

@@ -4,7 +4,8 @@
 //! from the negative cache (`negative_ttl`); otherwise one round trip asks the store both
 //! questions at once: is there an object `key` (a file) and is there anything under `key/` (a
 //! directory, explicit marker or implicit prefix). The directory wins a tie; the file stays
-//! reachable as `name` + [`CONFLICT_SUFFIX`](super::names::CONFLICT_SUFFIX).
+//! reachable as `name` + [`CONFLICT_SUFFIX`](super::names::CONFLICT_SUFFIX). Before probing,
+//! a lookup may list the whole directory instead when that is cheaper (`super::refresh`).
 
 use std::time::SystemTime;
 
@@ -13,6 +14,14 @@ use super::error::{FsError, FsResult};
 use super::names::{self, BadName, CONFLICT_SUFFIX};
 use super::{Entry, Filesystem, InodeNo};
 use crate::store::{ErrorKind, ListRequest, ObjectKey, ObjectMeta};
+
+/// What the inode table says a child name is.
+enum Cached {
+    Hit(InodeNo),
+    Missing,
+    /// Not known (or no longer fresh): ask the store about it under the directory's prefix.
+    Unknown(String),
+}
 
 /// What the store says a child name is.
 pub(super) enum Found {
@@ -101,27 +110,21 @@ impl Filesystem {
             Err(BadName::TooLong) => return Err(FsError::NameTooLong),
             Err(_) => return Err(FsError::NotFound),
         }
-        let now = self.now();
-        let prefix = {
-            let table = self.inodes.lock().unwrap();
-            let p = table.get(parent).ok_or(FsError::NotFound)?;
-            if p.kind() != Kind::Dir {
-                return Err(FsError::NotDir);
-            }
-            if let Some(ino) = table.child(parent, name) {
-                let c = table.get(ino).expect("index is consistent");
-                let dirty = c.file.as_ref().is_some_and(|f| f.is_dirty());
-                if c.valid_until > now || c.local || dirty {
-                    return Ok(ino);
-                }
-            } else if p.complete_until.is_some_and(|until| until > now) {
-                // The directory's full listing is recent and has no such name.
-                return Err(FsError::NotFound);
-            }
-            p.key.clone()
+        let mut prefix = match self.cached(parent, name)? {
+            Cached::Hit(ino) => return Ok(ino),
+            Cached::Missing => return Err(FsError::NotFound),
+            Cached::Unknown(prefix) => prefix,
         };
         if self.negative_hit(parent, name) {
             return Err(FsError::NotFound);
+        }
+        if self.refresh_for_lookup(parent).await? {
+            // The directory was just listed: look again.
+            match self.cached(parent, name)? {
+                Cached::Hit(ino) => return Ok(ino),
+                Cached::Missing => return Err(FsError::NotFound),
+                Cached::Unknown(p) => prefix = p,
+            }
         }
         let key = names::join(&prefix, base);
         let found = self.probe(&key, !file_only).await?;
@@ -161,6 +164,27 @@ impl Filesystem {
                 Err(FsError::NotFound)
             }
         }
+    }
+
+    /// What the inode table alone says about `parent/name`.
+    fn cached(&self, parent: InodeNo, name: &str) -> FsResult<Cached> {
+        let now = self.now();
+        let table = self.inodes.lock().unwrap();
+        let p = table.get(parent).ok_or(FsError::NotFound)?;
+        if p.kind() != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if let Some(ino) = table.child(parent, name) {
+            let c = table.get(ino).expect("index is consistent");
+            let dirty = c.file.as_ref().is_some_and(|f| f.is_dirty());
+            if c.valid_until > now || c.local || dirty {
+                return Ok(Cached::Hit(ino));
+            }
+        } else if p.complete_until.is_some_and(|until| until > now) {
+            // The directory's full listing is recent and has no such name.
+            return Ok(Cached::Missing);
+        }
+        Ok(Cached::Unknown(p.key.clone()))
     }
 
     /// Asks the store whether `key` is a directory (when `dirs`) and/or a file, in one round trip.

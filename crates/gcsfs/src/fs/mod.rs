@@ -23,6 +23,7 @@ mod lookup;
 mod names;
 mod namespace;
 mod read;
+mod refresh;
 mod write;
 
 pub use attr::{Attr, Kind, Ownership};

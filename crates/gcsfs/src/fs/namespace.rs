@@ -78,6 +78,7 @@ impl Filesystem {
         inode.lookups += 1;
         // A directory made here starts empty: its lookups need not ask the store.
         inode.complete_until = self.complete_until();
+        inode.dir_info.listed_len = Some(0);
         Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
     }
 
