@@ -3,7 +3,6 @@
 //! wait for a signal or an external unmount, drain and unmount.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +12,9 @@ use crate::cli::{MountArgs, MountCommand, StoreArgs};
 use crate::fs::{DrainFailure, Filesystem, FsConfig, Ownership, ReadConfig, SystemClock};
 use crate::mount::{self, MountError, Mounted};
 use crate::store::gcs::{GcsAuth, GcsConfig, GcsStore};
-use crate::store::{ErrorKind, ListRequest, ObjectStore, RetryConfig, RetryStore, StoreError};
+use crate::store::{
+    ErrorKind, GatedStore, ListRequest, ObjectStore, RetryConfig, RetryStore, StoreError,
+};
 
 /// Why the bucket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +39,9 @@ pub enum OpenError {
     },
 }
 
-/// Connects to the bucket with retries and checks, with one listing call, that it exists and
-/// that the credentials may list it.
-pub async fn open_bucket(
-    store_args: &StoreArgs,
-    bucket: &str,
-    only_dir: &str,
-) -> Result<Arc<dyn ObjectStore>, OpenError> {
-    let wrap = |source: StoreError| {
+impl OpenError {
+    /// The error for `source`, met while opening `bucket`, by its kind.
+    fn new(bucket: &str, source: StoreError) -> Self {
         let bucket = bucket.to_string();
         match source.kind() {
             ErrorKind::NotFound => OpenError::NoBucket { bucket, source },
@@ -54,7 +50,26 @@ pub async fn open_bucket(
             }
             _ => OpenError::Other { bucket, source },
         }
-    };
+    }
+}
+
+/// An opened bucket: its store, and the start-up check running against it.
+#[derive(Debug)]
+pub struct OpenedBucket {
+    /// The store, with retries; its calls wait for `check` to pass.
+    pub store: Arc<dyn ObjectStore>,
+    /// One listing call checking that the bucket exists and that the credentials may list it.
+    pub check: tokio::task::JoinHandle<Result<(), OpenError>>,
+}
+
+/// Builds the clients for the bucket (with retries) and starts checking, with one listing call,
+/// that it exists and that the credentials may list it. The check runs in the background so
+/// that the caller can mount meanwhile; calls of the returned store wait for it.
+pub async fn open_bucket(
+    store_args: &StoreArgs,
+    bucket: &str,
+    only_dir: &str,
+) -> Result<OpenedBucket, OpenError> {
     let auth = if store_args.anonymous_access {
         GcsAuth::Anonymous
     } else if let Some(key) = &store_args.key_file {
@@ -69,23 +84,34 @@ pub async fn open_bucket(
         billing_project: store_args.billing_project.clone(),
         ..Default::default()
     };
-    let gcs = GcsStore::connect(config).await.map_err(wrap)?;
+    let gcs = GcsStore::connect(config)
+        .await
+        .map_err(|e| OpenError::new(bucket, e))?;
     let retry = RetryConfig {
         deadline: store_args.retry_deadline(),
         stall_timeout: store_args.stall_timeout(),
         ..Default::default()
     };
     let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(Arc::new(gcs), retry));
-    store
-        .list(&ListRequest {
-            prefix: only_dir.to_string(),
-            delimiter: Some("/".into()),
-            max_results: Some(1),
-            ..Default::default()
-        })
-        .await
-        .map_err(wrap)?;
-    Ok(store)
+    let (gated, keeper) = GatedStore::new(store.clone());
+    let (bucket, prefix) = (bucket.to_string(), only_dir.to_string());
+    let check = tokio::spawn(async move {
+        let outcome = store
+            .list(&ListRequest {
+                prefix,
+                delimiter: Some("/".into()),
+                max_results: Some(1),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ());
+        keeper.decide(&outcome);
+        outcome.map_err(|e| OpenError::new(&bucket, e))
+    });
+    Ok(OpenedBucket {
+        store: Arc::new(gated),
+        check,
+    })
 }
 
 /// The filesystem configuration `args` ask for.
@@ -123,14 +149,16 @@ pub fn mount_config(args: &MountArgs) -> mount::MountConfig {
     }
 }
 
-/// Opens the bucket and mounts it. Returns once the mount answers.
+/// Opens the bucket and mounts it, checking the bucket while the kernel mount is set up.
+/// Returns once the mount answers and the bucket passed its check; if the check fails, the
+/// mount (which answered nothing but its root meanwhile) is taken down again.
 pub async fn open_and_mount(
     store_args: &StoreArgs,
     args: &MountArgs,
 ) -> anyhow_free::Result<Mounted> {
     mount::check_mountpoint(&args.mountpoint)?;
     let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
-    let store = open_bucket(store_args, &args.bucket, &only_dir).await?;
+    let OpenedBucket { store, check } = open_bucket(store_args, &args.bucket, &only_dir).await?;
     let config = fs_config(args);
     std::fs::create_dir_all(&config.temp_dir).map_err(|source| ServeError::TempDir {
         path: config.temp_dir.clone(),
@@ -139,10 +167,22 @@ pub async fn open_and_mount(
     let fs = Arc::new(Filesystem::new(store, config, Arc::new(SystemClock)));
     let rt = tokio::runtime::Handle::current();
     let mcfg = mount_config(args);
-    let mounted = tokio::task::spawn_blocking(move || mount::mount(fs, rt, &mcfg))
-        .await
-        .map_err(|e| ServeError::Join(e.to_string()))??;
-    Ok(mounted)
+    let mounting = tokio::task::spawn_blocking(move || mount::mount(fs, rt, &mcfg));
+    let (mounted, checked) = futures::join!(mounting, check);
+    let mounted = mounted.map_err(|e| ServeError::Join(e.to_string()))?;
+    match checked.map_err(|e| ServeError::Join(e.to_string()))? {
+        Ok(()) => {
+            let mut mounted = mounted?;
+            mounted.announce();
+            Ok(mounted)
+        }
+        Err(e) => {
+            if let Ok(m) = mounted {
+                m.shutdown(None).await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Errors of the mount/serve glue.
@@ -197,12 +237,16 @@ pub fn check_drained(failures: Vec<DrainFailure>) -> anyhow_free::Result<()> {
     }
 }
 
+/// Set by a background `gcsfs mount` for its foreground copy: the number of an inherited pipe
+/// on which the copy writes one byte once the mount is ready (mounted, bucket checked).
+const READY_FD_ENV: &str = "GCSFS_INTERNAL_READY_FD";
+
 /// `gcsfs mount`: in the foreground, serve until stopped; otherwise start a copy of this process
-/// in the foreground and return once the mount is in place (or with the copy's failure).
+/// in the foreground and return once the mount is ready (or with the copy's failure).
 pub fn mount_main(cmd: MountCommand) -> anyhow_free::Result<()> {
     if !cmd.mount.foreground {
         mount::check_mountpoint(&cmd.mount.mountpoint)?;
-        return spawn_background(&cmd.mount.mountpoint);
+        return spawn_background();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -211,76 +255,58 @@ pub fn mount_main(cmd: MountCommand) -> anyhow_free::Result<()> {
         .map_err(ServeError::Spawn)?;
     rt.block_on(async move {
         let mounted = open_and_mount(&cmd.store, &cmd.mount).await?;
+        report_ready();
         serve_until_stopped(mounted).await
     })
 }
 
-/// Re-runs this command with `--foreground` as a detached child and waits until either the
-/// mount appears in `/proc/self/mountinfo` (success) or the child exits (its error line went to
-/// the inherited stderr).
-fn spawn_background(mountpoint: &std::path::Path) -> anyhow_free::Result<()> {
+/// Tells the background `gcsfs mount` that started this process that the mount is ready.
+fn report_ready() {
+    let Some(fd) = std::env::var_os(READY_FD_ENV) else {
+        return;
+    };
+    let path = std::path::Path::new("/proc/self/fd").join(fd);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"1"));
+    if let Err(error) = written {
+        tracing::warn!(%error, "could not tell the starting process that the mount is ready");
+    }
+}
+
+/// Re-runs this command with `--foreground` as a detached child and waits until it reports
+/// the mount ready on a pipe (success), or the pipe closes without a word: the child failed
+/// (its error line went to the inherited stderr) and its exit status is ours.
+fn spawn_background() -> anyhow_free::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(ServeError::Spawn)?;
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
+    let (mut ready, ready_tx) = std::io::pipe().map_err(ServeError::Spawn)?;
+    // The child inherits the pipe's write end (and only it: the read end stays close-on-exec).
+    nix::fcntl::fcntl(
+        &ready_tx,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(|e| ServeError::Spawn(e.into()))?;
     let mut child = std::process::Command::new(exe)
         .args(args)
+        .env(READY_FD_ENV, ready_tx.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null())
         .process_group(0)
         .spawn()
         .map_err(ServeError::Spawn)?;
-    let target = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    loop {
-        if let Some(status) = child.try_wait().map_err(ServeError::Spawn)? {
-            // The child already printed its one error line; exit with its status.
-            std::process::exit(status.code().unwrap_or(1).max(1));
-        }
-        if is_gcsfs_mount(&target) {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(ready_tx);
+    let mut byte = [0u8; 1];
+    if matches!(ready.read(&mut byte), Ok(1)) {
+        return Ok(());
     }
-}
-
-/// Whether `path` is currently a gcsfs FUSE mount point.
-pub fn is_gcsfs_mount(path: &std::path::Path) -> bool {
-    let Ok(file) = std::fs::File::open("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| {
-            // Fields: id parent maj:min root mountpoint options ... - fstype source superopts
-            // (fuser's own mount records type `fuse` and source `gcsfs:BUCKET`; fusermount3 records
-            // `fuse.gcsfs`.)
-            let mountpoint = line.split(' ').nth(4).unwrap_or("");
-            let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
-            let (fstype, source) = (tail.next().unwrap_or(""), tail.next().unwrap_or(""));
-            unescape_mountinfo(mountpoint) == want
-                && (fstype == "fuse.gcsfs" || (fstype == "fuse" && source.starts_with("gcsfs:")))
-        })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let oct: String = chars.by_ref().take(3).collect();
-            if let Ok(v) = u8::from_str_radix(&oct, 8) {
-                out.push(v as char);
-                continue;
-            }
-            out.push(c);
-            out.push_str(&oct);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    // The child already printed its one error line; exit with its status.
+    let status = child.wait().map_err(ServeError::Spawn)?;
+    std::process::exit(status.code().unwrap_or(1).max(1));
 }
 
 /// `error: cause: cause` on one line.
@@ -296,15 +322,4 @@ pub fn error_line(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_unescape() {
-        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-    }
 }

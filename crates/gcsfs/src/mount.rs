@@ -85,6 +85,8 @@ pub struct Mounted {
     session_thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     ended: tokio::sync::watch::Receiver<bool>,
     mountpoint: PathBuf,
+    /// Whether "mounted" was logged (then "unmounted" is too).
+    announced: bool,
 }
 
 /// Mounts `fs`. Returns once the kernel has completed the FUSE handshake (the mount answers).
@@ -141,13 +143,14 @@ pub fn mount(
             path: config.mountpoint.clone(),
             source: e,
         })?;
-    tracing::info!(mountpoint = %config.mountpoint.display(), "mounted");
+    tracing::debug!(mountpoint = %config.mountpoint.display(), "kernel mount in place");
     Ok(Mounted {
         fs,
         unmounter,
         session_thread: Some(session_thread),
         ended,
         mountpoint: config.mountpoint.clone(),
+        announced: false,
     })
 }
 
@@ -158,6 +161,12 @@ impl Mounted {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Logs that the mount is in service (once it is known to work).
+    pub fn announce(&mut self) {
+        tracing::info!(mountpoint = %self.mountpoint.display(), "mounted");
+        self.announced = true;
     }
 
     /// Resolves when the session ends (e.g. `fusermount -u` from outside).
@@ -202,7 +211,11 @@ impl Mounted {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
         }
-        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        if self.announced {
+            tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        } else {
+            tracing::debug!(mountpoint = %self.mountpoint.display(), "kernel mount removed");
+        }
         failures
     }
 }

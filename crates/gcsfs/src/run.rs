@@ -138,11 +138,20 @@ pub async fn run(cmd: &RunCommand) -> Result<RunOutcome, RunError> {
         source,
     })?;
 
+    // Mounting runs as a task of its own, so that a stop signal meanwhile can let it finish
+    // and take the mount down again rather than abandon it half made.
+    let mut opening = tokio::spawn({
+        let (store, mount) = (cmd.store.clone(), cmd.mount.clone());
+        async move { daemon::open_and_mount(&store, &mount).await }
+    });
     let mounted = tokio::select! {
         biased;
-        mounted = daemon::open_and_mount(&cmd.store, &cmd.mount) => mounted?,
+        mounted = &mut opening => mounted.map_err(|e| daemon::ServeError::Join(e.to_string()))??,
         sig = next_stop(&mut signals) => {
             tracing::warn!(signal = sig.as_str(), "{sig} before the mount was ready; not starting the command");
+            if let Ok(Ok(mounted)) = opening.await {
+                mounted.shutdown(Some(cmd.drain_timeout())).await;
+            }
             return Ok(RunOutcome { child: None, stopped_before_start: Some(sig), not_uploaded: 0 });
         }
     };

@@ -7,9 +7,11 @@
 //! - `mem::MemStore` keeps objects in memory with GCS's semantics (generations, preconditions,
 //!   delimiter listings, pagination); `fault::FaultStore` wraps any store and injects failures.
 //! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline.
+//! - `gate::GatedStore` holds every call until a start-up check (the bucket exists) has passed.
 
 mod error;
 pub mod fault;
+pub mod gate;
 pub mod gcs;
 pub mod mem;
 mod op;
@@ -18,6 +20,7 @@ mod types;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use fault::{Fault, FaultStore};
+pub use gate::{Gate, GateKeeper, GatedStore};
 pub use mem::MemStore;
 pub use op::Op;
 pub use retry::{RetryConfig, RetryStore};

@@ -21,8 +21,11 @@ mod url;
 pub use config::{DEFAULT_ENDPOINT, GcsAuth, GcsConfig};
 pub use data::STREAM_UPLOAD_RETRY_LIMIT;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 
 use super::{
     ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
@@ -35,13 +38,48 @@ use json::JsonClient;
 #[derive(Clone, Debug)]
 pub struct GcsStore {
     bucket: String,
-    data: DataClient,
+    data: LazyData,
     json: JsonClient,
+}
+
+/// The SDK client, being built in the background: building it loads the system's root
+/// certificates (tens of milliseconds), which need not delay the first metadata call.
+#[derive(Clone)]
+struct LazyData(Shared<BoxFuture<'static, Result<DataClient, Arc<StoreError>>>>);
+
+impl LazyData {
+    fn spawn(build: impl Future<Output = StoreResult<DataClient>> + Send + 'static) -> Self {
+        let task = tokio::spawn(build);
+        let ready = async move {
+            match task.await {
+                Ok(built) => built.map_err(Arc::new),
+                Err(e) => Err(Arc::new(StoreError::with_source(
+                    ErrorKind::Other,
+                    "building the Cloud Storage client failed",
+                    e,
+                ))),
+            }
+        };
+        Self(ready.boxed().shared())
+    }
+
+    async fn get(&self) -> StoreResult<DataClient> {
+        self.0.clone().await.map_err(|e| {
+            StoreError::with_source(e.kind(), "the Cloud Storage client is not available", e)
+        })
+    }
+}
+
+impl std::fmt::Debug for LazyData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LazyData").finish_non_exhaustive()
+    }
 }
 
 impl GcsStore {
     /// Builds the clients for `config.bucket`. Credentials are loaded now: a bad key file
-    /// fails here with `Unauthenticated`. No request is sent to the bucket.
+    /// fails here with `Unauthenticated`. The SDK client (object data) is built in the
+    /// background on the current runtime; data calls wait for it. No request is sent.
     pub async fn connect(config: GcsConfig) -> StoreResult<GcsStore> {
         let bucket = config
             .bucket
@@ -54,13 +92,20 @@ impl GcsStore {
             ));
         }
         let creds = auth::credentials(&config.auth).await?;
-        let data = DataClient::new(
-            config.endpoint.as_deref().map(|e| e.trim_end_matches('/')),
-            bucket,
-            creds.clone(),
-            config.billing_project.clone(),
-        )
-        .await?;
+        let data = {
+            let endpoint = config
+                .endpoint
+                .as_deref()
+                .map(|e| e.trim_end_matches('/').to_string());
+            let (bucket, creds, project) = (
+                bucket.to_string(),
+                creds.clone(),
+                config.billing_project.clone(),
+            );
+            LazyData::spawn(async move {
+                DataClient::new(endpoint.as_deref(), &bucket, creds, project).await
+            })
+        };
         let json = JsonClient::new(
             config.endpoint(),
             bucket,
@@ -105,7 +150,7 @@ impl ObjectStore for GcsStore {
             self.json.get(key, generation).await?;
             return Ok(futures::stream::empty().boxed());
         }
-        self.data.read(key, generation, range).await
+        self.data.get().await?.read(key, generation, range).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(key = %key, source = ?source))]
@@ -116,7 +161,11 @@ impl ObjectStore for GcsStore {
         preconditions: Preconditions,
         attrs: &WriteAttrs,
     ) -> StoreResult<ObjectMeta> {
-        self.data.write(key, source, preconditions, attrs).await
+        self.data
+            .get()
+            .await?
+            .write(key, source, preconditions, attrs)
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
