@@ -266,15 +266,17 @@ pub struct MountArgs {
     /// x-* are accepted and ignored. Default: none (read-write).
     #[arg(short = 'o', long = "options", env = "GCSFS_OPTIONS", value_name = "OPTIONS", value_parser = parse_option_list)]
     pub options: Vec<MountOptionList>,
-    /// Largest read-ahead window of one open file, in MiB. Default: 16.
+    /// How far ahead of a sequential reader data is fetched, in MiB: the kernel read-ahead
+    /// gcsfs sets on its mount (into the page cache), or, where that cannot be set, gcsfs's own
+    /// read-ahead. Default: 128.
     #[arg(
         long,
         env = "GCSFS_MAX_READ_AHEAD_MB",
         value_name = "MIB",
-        default_value_t = 16
+        default_value_t = 128
     )]
     pub max_read_ahead_mb: u64,
-    /// Memory for read-ahead data across all open files, in MiB. Default: 64.
+    /// Memory for data fetched ahead of any read, across all open files, in MiB. Default: 64.
     #[arg(
         long,
         env = "GCSFS_PREFETCH_MEMORY_MB",
@@ -835,7 +837,7 @@ mod tests {
         assert_eq!(mount.metadata_cache_negative_ttl(), Duration::from_secs(5));
         assert!(mount.mount_options().is_empty());
         assert!(!mount.read_only());
-        assert_eq!(mount.max_read_ahead_mb, 16);
+        assert_eq!(mount.max_read_ahead_mb, 128);
         assert_eq!(mount.prefetch_memory_mb, 64);
         assert!(mount.streaming_writes);
         assert_eq!(mount.fuse_threads, 4);

@@ -146,6 +146,7 @@ pub fn mount_config(args: &MountArgs) -> mount::MountConfig {
         mountpoint: args.mountpoint.clone(),
         fsname: format!("gcsfs:{}", args.bucket),
         fuser: args.fuser_config(),
+        read_ahead: args.max_read_ahead_mb << 20,
     }
 }
 

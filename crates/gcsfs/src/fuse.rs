@@ -22,8 +22,10 @@ use crate::fs::{self, Attr, Entry, FsError, Kind, SetAttr};
 
 /// Largest read and write the kernel is asked to send (1 MiB).
 pub const MAX_IO: u32 = 1 << 20;
-/// `st_blksize` reported for files: large, so tools copy in big chunks.
-const BLKSIZE: u32 = 1 << 20;
+/// `st_blksize` reported for files: a page, as local filesystems (and gcsfuse) report. Buffered
+/// readers (stdio, Python) read this much at first; the kernel's read-ahead grows from the
+/// first read's size, so a small first read gets its first bytes soonest.
+const BLKSIZE: u32 = 4096;
 
 /// The fuser `Filesystem` over our [`fs::Filesystem`].
 #[derive(Debug)]
@@ -154,8 +156,11 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
+        // Many reads in flight at once: the kernel's read-ahead (raised on the mount, see
+        // `mount::set_read_ahead`) is split into 1 MiB reads, and past the congestion threshold
+        // the kernel drops read-ahead rather than queue it.
+        let _ = config.set_max_background(256);
+        let _ = config.set_congestion_threshold(200);
         Ok(())
     }
 

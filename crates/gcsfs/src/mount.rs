@@ -20,6 +20,9 @@ pub struct MountConfig {
     /// fuser's configuration from the `-o` options and `--fuse-threads`; gcsfs adds its own
     /// defaults (`nodev`, `nosuid`, `noatime`, subtype `gcsfs`, one `/dev/fuse` fd per thread).
     pub fuser: fuser::Config,
+    /// The kernel read-ahead to set on the mount, in bytes (`--max-read-ahead-mb`); the
+    /// kernel's own default (128 KiB) stays if it cannot be set (no root, read-only `/sys`).
+    pub read_ahead: u64,
 }
 
 /// Why a mount could not be made.
@@ -97,6 +100,9 @@ pub fn mount(
     config: &MountConfig,
 ) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
+    // Resolved now: once mounted, resolving the path would ask this very filesystem.
+    let canonical =
+        std::fs::canonicalize(&config.mountpoint).unwrap_or_else(|_| config.mountpoint.clone());
     let mut fuse_config = config.fuser.clone();
     let given = fuse_config.mount_options.clone();
     let defaults = [
@@ -130,6 +136,11 @@ pub fn mount(
                 source: e,
             }
         })?;
+    // The handshake is done: the kernel's mount settings can be adjusted now.
+    if let Err(error) = fs.attach_kernel_cache(Arc::new(KernelPages(session.notifier()))) {
+        tracing::warn!(%error, "cannot start the page-cache thread; random reads cache less");
+    }
+    fs.set_kernel_readahead(set_read_ahead(&canonical, config.read_ahead));
     let unmounter = session.unmount_callable();
     let (tx, ended) = tokio::sync::watch::channel(false);
     let session_thread = std::thread::Builder::new()
@@ -220,7 +231,90 @@ impl Mounted {
     }
 }
 
+/// The kernel's page cache of the mount, reached through the FUSE session's notifier.
+#[derive(Debug)]
+struct KernelPages(fuser::Notifier);
+
+impl crate::fs::KernelCache for KernelPages {
+    fn store(&self, ino: crate::fs::InodeNo, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.store(fuser::INodeNo(ino.0), offset, data)
+    }
+}
+
+/// Sets the read-ahead of the filesystem mounted at `mountpoint` to `bytes` (through
+/// `/sys/class/bdi`), and returns the read-ahead in force: the kernel then reads that far ahead
+/// of a sequential reader by itself, in many requests at once, into its page cache.
+fn set_read_ahead(mountpoint: &Path, bytes: u64) -> u64 {
+    const KERNEL_DEFAULT: u64 = 128 << 10;
+    let Some(dev) = mount_device(mountpoint) else {
+        tracing::debug!("mount not found in /proc/self/mountinfo; read-ahead unchanged");
+        return KERNEL_DEFAULT;
+    };
+    let knob = Path::new("/sys/class/bdi").join(&dev).join("read_ahead_kb");
+    match std::fs::write(&knob, format!("{}\n", bytes >> 10)) {
+        Ok(()) => bytes,
+        Err(error) => {
+            tracing::debug!(%error, knob = %knob.display(), "cannot set the kernel read-ahead");
+            std::fs::read_to_string(&knob)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map_or(KERNEL_DEFAULT, |kb| kb << 10)
+        }
+    }
+}
+
+/// The device (`major:minor`) of the filesystem mounted last at `path`.
+fn mount_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy();
+    info.lines().rev().find_map(|line| {
+        // id parent major:minor root mountpoint options ...
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let mountpoint = fields.nth(1)?;
+        (unescape_mountinfo(mountpoint) == want).then(|| dev.to_string())
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(oct) = s.get(i + 1..i + 4)
+            && let Ok(v) = u8::from_str_radix(oct, 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `umount -l`, for a mount whose session is stuck.
 fn lazy_unmount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/odd\\x"), "/odd\\x");
+    }
+
+    #[test]
+    fn the_root_filesystem_has_a_device() {
+        let dev = mount_device(Path::new("/")).expect("/ is mounted");
+        assert!(dev.contains(':'), "{dev}");
+    }
 }

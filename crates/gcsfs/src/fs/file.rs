@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::attr::{self, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::names::{self, BadName};
-use super::read::{Reader, read_parts};
+use super::read::{Offer, ReadContext, Reader, read_planned};
 use super::write::{FileCell, STREAM_THRESHOLD, Staged, Streaming, WriteState};
 use super::{Entry, Filesystem, Handle, InodeNo};
 use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
@@ -85,6 +85,10 @@ impl Filesystem {
             inode.open_handles += 1;
             (cell, generation, inode.stat.size, keep_cache)
         };
+        // What the kernel's page cache may be fed from now on (holding no other lock).
+        cell.page_gate
+            .opened(generation, writable, cell.is_dirty())
+            .await;
         if let Some(seen) = generation {
             let mut st = cell.state.lock().await;
             if !cell.is_dirty() && st.base_generation != seen {
@@ -173,6 +177,8 @@ impl Filesystem {
             (ino, cell, inode.stat.attr(ino, &self.ownership()))
         };
         self.forget_missing(parent, name);
+        let writable = flags & ACCMODE != libc::O_RDONLY;
+        cell.page_gate.opened(None, writable, true).await;
         {
             let mut st = cell.state.lock().await;
             if self.config.streaming_writes {
@@ -183,7 +189,6 @@ impl Filesystem {
             st.base_generation = Generation::NONE;
             cell.set_dirty(true);
         }
-        let writable = flags & ACCMODE != libc::O_RDONLY;
         let fh = self.new_handle(Handle::File(FileHandle {
             ino,
             cell,
@@ -216,6 +221,7 @@ impl Filesystem {
                 && f.ino == ino
                 && (f.generation == old || f.generation.is_none())
             {
+                f.cell.page_gate.try_close();
                 f.generation = Some(new);
                 f.reader = Arc::new(tokio::sync::Mutex::new(None));
                 if let Some(size) = size {
@@ -271,18 +277,24 @@ impl Filesystem {
             let mut r = reader.lock().await;
             if r.is_none() {
                 let key = self.key_of(ino)?;
-                *r = Some(Reader::new(
-                    self.store.clone(),
-                    key,
-                    generation,
-                    fsize,
-                    self.config.read.clone(),
-                    self.prefetch_budget.clone(),
-                ));
+                let offer = self.page_feeder.get().map(|feeder| Offer {
+                    feeder: feeder.clone(),
+                    gate: cell.page_gate.clone(),
+                    ino,
+                });
+                let ctx = ReadContext {
+                    config: self.config.read.clone(),
+                    budget: self.prefetch_budget.clone(),
+                    kernel_readahead: self
+                        .kernel_readahead
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    offer,
+                };
+                *r = Some(Reader::new(self.store.clone(), key, generation, fsize, ctx));
             }
             r.as_mut().expect("set above").plan(offset, size)
         };
-        read_parts(plan).await
+        read_planned(plan).await
     }
 
     /// Writes `data` at `offset` into the file's staging copy.
@@ -418,6 +430,9 @@ impl Filesystem {
         let Some(Handle::File(h)) = handle else {
             return Err(FsError::BadHandle);
         };
+        if h.writable {
+            h.cell.page_gate.writer_closed();
+        }
         let result = self.upload(ino, &h.cell).await;
         let last = match self.inodes.lock().unwrap().get_mut(ino) {
             Some(inode) => {
@@ -737,6 +752,10 @@ impl Filesystem {
             Some(fh) => self.file_handle(fh).ok().and_then(|h| h.generation),
             None => None,
         };
+        if set.size.is_some() {
+            // Pages the kernel caches no longer stand for a generation in the bucket.
+            cell.page_gate.close().await;
+        }
         let mut st = cell.state.lock().await;
         if changes_meta && st.stream.is_some() {
             // A streaming upload's object metadata was fixed at its first write: publish what

@@ -4,13 +4,16 @@
 //! a thin translation on top, so this layer is tested directly (see `tests/fs_ops.rs`).
 //!
 //! # Lock order
+//! 0. a `PageGate` (`tokio::sync::Mutex`, per inode; held by the page-cache thread across a
+//!    kernel call that may wait for a read in progress), then
 //! 1. a `FileCell::state` (`tokio::sync::Mutex`, per inode; may be held across `.await`), then
 //! 2. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
 //! 3. `Filesystem::inodes` (`std::sync::Mutex`; never held across `.await`),
 //! 4. `Filesystem::handles` (`std::sync::Mutex`; never held across `.await`).
 //!
 //! A lock of a lower number is never taken while one of a higher number is held; two `FileCell`
-//! locks are never held at once.
+//! locks are never held at once. A page gate is only ever awaited holding nothing else (a read
+//! the page-cache thread waits for may need any of the others).
 
 mod attr;
 mod clock;
@@ -22,6 +25,7 @@ mod inode;
 mod lookup;
 mod names;
 mod namespace;
+mod page_cache;
 mod read;
 mod refresh;
 mod write;
@@ -34,11 +38,12 @@ pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
 pub use names::normalize_only_dir;
+pub use page_cache::KernelCache;
 pub use read::ReadConfig;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
@@ -97,6 +102,10 @@ pub struct Filesystem {
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
     shutting_down: AtomicBool,
+    /// Stores random reads' blocks into the kernel's page cache, once attached.
+    page_feeder: OnceLock<page_cache::PageFeeder>,
+    /// The kernel's read-ahead on the mount, in bytes (0: not known).
+    kernel_readahead: AtomicU64,
 }
 
 impl Filesystem {
@@ -118,7 +127,25 @@ impl Filesystem {
             )),
             prefetch_budget,
             shutting_down: AtomicBool::new(false),
+            page_feeder: OnceLock::new(),
+            kernel_readahead: AtomicU64::new(0),
         }
+    }
+
+    /// Lets reads put data into the kernel's page cache through `cache` (the FUSE session's
+    /// notifier). Only the first call counts.
+    pub fn attach_kernel_cache(&self, cache: Arc<dyn KernelCache>) -> std::io::Result<()> {
+        if self.page_feeder.get().is_none() {
+            let feeder = page_cache::PageFeeder::start(cache)?;
+            let _ = self.page_feeder.set(feeder);
+        }
+        Ok(())
+    }
+
+    /// Tells the filesystem how far the kernel reads ahead on the mount (bytes): with a large
+    /// read-ahead the kernel asks far ahead by itself, and readers fetch little speculatively.
+    pub fn set_kernel_readahead(&self, bytes: u64) {
+        self.kernel_readahead.store(bytes, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &FsConfig {

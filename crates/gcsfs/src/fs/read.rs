@@ -1,50 +1,71 @@
-//! Reads of clean files: ranged GETs pinned to the generation seen at open, with a sequential
-//! prefetcher.
+//! Reads of clean files: ranged GETs pinned to the generation seen at open.
 //!
-//! A [`Reader`] belongs to one open handle. Reads that follow each other grow a window
-//! (`initial_window` doubling up to `max_window`) that is fetched ahead as several parts of
-//! `part_size` in parallel, each its own ranged GET running in a tokio task and filling a
-//! [`Part`] progressively (a read waits only for the bytes it needs, not for the whole part).
-//! Prefetch memory is bounded by a mount-wide semaphore of `prefetch_memory` bytes: demanded
-//! data is always fetched, speculative parts only when the budget allows. A read far from the
-//! current position drops the window and fetches what was asked (at least `random_min`).
+//! A [`Reader`] belongs to one open handle and sorts reads into two patterns:
 //!
-//! Locks: `Reader` sits behind a `tokio::sync::Mutex` per handle, held only to plan a read, not
-//! while waiting for data; `Part::chunks` is a `std::sync::Mutex` held for copies only.
+//! - **Sequential** — a read inside or just after what is being fetched (or at the end of the
+//!   previous read). The file is fetched as a stream of [`Part`]s: ranged GETs of one
+//!   `block_size`-aligned block each, several in flight. Parts for what the kernel asked start
+//!   at once; beyond the furthest byte asked, blocks are fetched speculatively within a window
+//!   (`initial_window`, doubling up to `max_window`) and the mount-wide `prefetch_memory`
+//!   budget. When the kernel's own read-ahead on the mount is large (gcsfs raises it where it
+//!   may, see `Filesystem::set_kernel_readahead`), the kernel asks far ahead by itself and holds
+//!   the data in its page cache; the speculative window then shrinks to one block, so little data
+//!   waits in gcsfs's memory.
+//! - **Random** — any other read fetches the `random_block`-aligned block around it. The read
+//!   is answered as soon as its own bytes arrive; the whole block is then offered to the kernel's
+//!   page cache (`page_cache.rs`), so later reads nearby need no request at all.
+//!
+//! A part hands bytes to reads as they arrive (a read waits only for its own bytes) and a
+//! stream part frees what reads have taken. If the kernel asks again for bytes already freed
+//! (it dropped its cached pages), they are fetched again.
+//!
+//! Locks: a `Reader` sits behind a `tokio::sync::Mutex` per handle, held only to plan a read,
+//! never while waiting for data; `Part::buffer` is a `std::sync::Mutex` held for copies only.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::InodeNo;
 use super::error::{FsError, FsResult};
+use super::page_cache::{PageFeeder, PageGate};
 use crate::store::{ByteRange, ErrorKind, Generation, ObjectKey, ObjectStore, StoreError};
+
+/// Random blocks a reader keeps for reads that come before the kernel has them cached.
+const RANDOM_BLOCKS_KEPT: usize = 4;
+/// Bytes a stream part holds that no read has taken (nor waits for) before it stops pulling
+/// from its GET: the rest waits in the connection until reads ask for it.
+const PART_BUFFER: u64 = 2 << 20;
 
 /// Read-path tuning. Defaults suit GCS from a Cloud Run container.
 #[derive(Debug, Clone)]
 pub struct ReadConfig {
-    /// First prefetch window once a read looks sequential. Default 1 MiB.
+    /// Size (and alignment) of each ranged GET of a sequential read. Default 32 MiB: with a
+    /// large kernel read-ahead several are in flight at once, and each pays one round trip.
+    pub block_size: u64,
+    /// First speculative window beyond the furthest byte asked, once reads look sequential.
+    /// Default 1 MiB.
     pub initial_window: u64,
-    /// Largest prefetch window per handle. Default 64 MiB.
+    /// Largest speculative window (`--max-read-ahead-mb`), used when the kernel's own read-ahead
+    /// is small. Default 128 MiB (speculative parts hold at most `PART_BUFFER` each in memory).
     pub max_window: u64,
-    /// Size of each parallel ranged GET. Default 8 MiB.
-    pub part_size: u64,
-    /// Smallest GET for a random read. Default 128 KiB.
-    pub random_min: u64,
-    /// Mount-wide bytes of prefetched data in memory. Default 256 MiB.
+    /// Size (and alignment) of the GET around a random read. Default 1 MiB.
+    pub random_block: u64,
+    /// Mount-wide bytes of speculative data in memory (`--prefetch-memory-mb`). Default 64 MiB.
     pub prefetch_memory: u64,
 }
 
 impl Default for ReadConfig {
     fn default() -> Self {
         Self {
+            block_size: 32 << 20,
             initial_window: 1 << 20,
-            max_window: 64 << 20,
-            part_size: 8 << 20,
-            random_min: 128 << 10,
-            prefetch_memory: 256 << 20,
+            max_window: 128 << 20,
+            random_block: 1 << 20,
+            prefetch_memory: 64 << 20,
         }
     }
 }
@@ -56,104 +77,240 @@ struct Progress {
     error: Option<Arc<StoreError>>,
 }
 
+/// Bytes of a part that reads may still take.
+#[derive(Debug, Default)]
+struct Buffer {
+    /// Chunks in order; the first starts at `base`.
+    chunks: VecDeque<Bytes>,
+    base: u64,
+    /// Ranges at or after `base` that reads took, sorted and disjoint.
+    taken: Vec<(u64, u64)>,
+}
+
+impl Buffer {
+    /// Records that `[from, to)` was taken and frees every whole chunk before the first byte
+    /// not taken yet.
+    fn take(&mut self, from: u64, to: u64) {
+        let at = self.taken.partition_point(|&(_, b)| b < from);
+        let mut merged = (from, to);
+        while let Some(&(a, b)) = self.taken.get(at)
+            && a <= merged.1
+        {
+            merged = (merged.0.min(a), merged.1.max(b));
+            self.taken.remove(at);
+        }
+        self.taken.insert(at, merged);
+        let Some(&(a, b)) = self.taken.first() else {
+            return;
+        };
+        if a > self.base {
+            return;
+        }
+        while let Some(c) = self.chunks.front() {
+            let cend = self.base + c.len() as u64;
+            if cend > b {
+                break;
+            }
+            self.base = cend;
+            self.chunks.pop_front();
+        }
+        if b <= self.base {
+            self.taken.remove(0);
+        }
+    }
+}
+
+/// Where a finished random block goes besides the reads that asked for it.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub feeder: PageFeeder,
+    pub gate: Arc<PageGate>,
+    pub ino: InodeNo,
+}
+
 /// One ranged GET `[start, end)`, filled in the background.
 #[derive(Debug)]
 pub struct Part {
     start: u64,
     end: u64,
-    chunks: Mutex<Vec<Bytes>>,
+    /// Free bytes once taken (stream parts); random blocks keep theirs for the page cache.
+    frees: bool,
+    buffer: Mutex<Buffer>,
     progress: watch::Receiver<Progress>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends of the ranges reads are waiting for (with how many wait for each); they decide
+    /// whether a download holding much may go on (see the fill loop).
+    waiting: Mutex<BTreeMap<u64, u32>>,
+    wake: Arc<tokio::sync::Notify>,
+    /// The download, stopped when the part is dropped.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Part {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
     }
 }
 
 impl Part {
     fn spawn(
-        store: Arc<dyn ObjectStore>,
-        key: ObjectKey,
-        generation: Generation,
+        source: &Source,
         start: u64,
         end: u64,
+        frees: bool,
         permit: Option<OwnedSemaphorePermit>,
+        offer: Option<Offer>,
     ) -> Arc<Part> {
         let (tx, rx) = watch::channel(Progress::default());
-        Arc::new_cyclic(|weak: &std::sync::Weak<Part>| {
-            let weak = weak.clone();
+        let (store, key, generation) =
+            (source.store.clone(), source.key.clone(), source.generation);
+        let part = Arc::new(Part {
+            start,
+            end,
+            frees,
+            buffer: Mutex::new(Buffer {
+                base: start,
+                ..Default::default()
+            }),
+            progress: rx,
+            waiting: Mutex::default(),
+            wake: Arc::default(),
+            task: Mutex::new(None),
+            _permit: permit,
+        });
+        // The task holds the part weakly: dropping the part ends the download.
+        let weak = Arc::downgrade(&part);
+        {
             let task = tokio::spawn(async move {
                 let result: Result<(), StoreError> = async {
-                    let mut stream = store
-                        .read(
-                            &key,
-                            Some(generation),
-                            ByteRange {
-                                start,
-                                end: Some(end),
-                            },
-                        )
-                        .await?;
+                    let range = ByteRange {
+                        start,
+                        end: Some(end),
+                    };
+                    let mut stream = store.read(&key, Some(generation), range).await?;
                     let mut filled = 0u64;
-                    while let Some(chunk) = stream.next().await {
+                    loop {
+                        // A stream part holding `PART_BUFFER` bytes no read has taken pulls no
+                        // further unless every waiting read needs more: if none waits, what
+                        // it holds is speculative; if one can be answered already, it will take
+                        // its bytes and wake this loop. Never paused while all waiting reads
+                        // need more, it cannot hold up a read.
+                        if frees {
+                            let Some(part) = weak.upgrade() else {
+                                return Ok(());
+                            };
+                            let wake = part.wake.clone();
+                            let arrived = start + filled;
+                            let held = arrived - part.buffer.lock().unwrap().base;
+                            let nearest = part.waiting.lock().unwrap().keys().next().copied();
+                            drop(part);
+                            if held >= PART_BUFFER && nearest.is_none_or(|to| to <= arrived) {
+                                wake.notified().await;
+                                continue;
+                            }
+                        }
+                        let Some(chunk) = stream.next().await else {
+                            break;
+                        };
                         let chunk = chunk?;
                         let Some(part) = weak.upgrade() else {
                             return Ok(());
                         };
                         filled += chunk.len() as u64;
-                        part.chunks.lock().unwrap().push(chunk);
+                        part.buffer.lock().unwrap().chunks.push_back(chunk);
                         drop(part);
                         tx.send_modify(|p| p.filled = filled);
                     }
                     Ok(())
                 }
                 .await;
+                let complete = result.is_ok() && tx.borrow().filled == end - start;
                 tx.send_modify(|p| {
                     p.done = true;
                     p.error = result.err().map(Arc::new);
                 });
+                if let (true, Some(offer), Some(part)) = (complete, offer, weak.upgrade()) {
+                    part.offer(offer, generation);
+                }
             });
-            Part {
-                start,
-                end,
-                chunks: Mutex::new(Vec::new()),
-                progress: rx,
-                task,
-                _permit: permit,
-            }
-        })
+            *part.task.lock().unwrap() = Some(task.abort_handle());
+        }
+        part
     }
 
-    /// Waits until `[from, to)` (absolute offsets inside this part) is available and copies it
-    /// into `out`.
-    async fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> FsResult<()> {
+    /// Hands the whole (complete) part to the kernel's page cache.
+    fn offer(&self, offer: Offer, generation: Generation) {
+        let data = {
+            let buffer = self.buffer.lock().unwrap();
+            if buffer.base != self.start {
+                return;
+            }
+            let mut all = BytesMut::with_capacity((self.end - self.start) as usize);
+            for c in &buffer.chunks {
+                all.extend_from_slice(c);
+            }
+            all.freeze()
+        };
+        offer
+            .feeder
+            .offer(&offer.gate, offer.ino, generation, self.start, data);
+    }
+
+    fn contains(&self, pos: u64) -> bool {
+        self.start <= pos && pos < self.end
+    }
+
+    /// Waits until the part holds its bytes up to `to` (an absolute offset inside it).
+    async fn arrived(&self, to: u64) -> FsResult<()> {
         let mut rx = self.progress.clone();
         let need = to - self.start;
+        let waits = rx.borrow().filled < need;
+        if waits {
+            *self.waiting.lock().unwrap().entry(to).or_default() += 1;
+            self.wake.notify_one();
+        }
         let progress = rx
             .wait_for(|p| p.filled >= need || p.done)
             .await
-            .map_err(|_| FsError::Stale("read task ended"))?
-            .clone();
-        if progress.filled < need {
-            return Err(match progress.error {
-                Some(e) if e.kind() == ErrorKind::NotFound => {
-                    FsError::Stale("the generation open for reading was replaced")
+            .map(|p| p.clone());
+        if waits {
+            let mut waiting = self.waiting.lock().unwrap();
+            if let Some(n) = waiting.get_mut(&to) {
+                *n -= 1;
+                if *n == 0 {
+                    waiting.remove(&to);
                 }
-                Some(e) => FsError::Store(StoreError::with_source(
-                    e.kind(),
-                    "ranged read failed",
-                    ArcError(e),
-                )),
-                // The object was shorter than its recorded size.
-                None => FsError::Stale("object shorter than expected"),
-            });
+            }
         }
-        let chunks = self.chunks.lock().unwrap();
-        let mut pos = self.start;
-        for chunk in chunks.iter() {
+        let progress = progress.map_err(|_| FsError::Stale("read task ended"))?;
+        if progress.filled >= need {
+            return Ok(());
+        }
+        Err(match progress.error {
+            Some(e) if e.kind() == ErrorKind::NotFound => {
+                FsError::Stale("the generation open for reading was replaced")
+            }
+            Some(e) => FsError::Store(StoreError::with_source(
+                e.kind(),
+                "ranged read failed",
+                ArcError(e),
+            )),
+            // The object was shorter than its recorded size.
+            None => FsError::Stale("object shorter than expected"),
+        })
+    }
+
+    /// Copies `[from, to)` (absolute offsets inside this part, arrived) into `out`; a stream
+    /// part then frees what reads have taken. `false` if those bytes were freed already.
+    fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
+        let mut buffer = self.buffer.lock().unwrap();
+        if from < buffer.base {
+            return false;
+        }
+        let mut pos = buffer.base;
+        for chunk in buffer.chunks.iter() {
             let cend = pos + chunk.len() as u64;
             if cend > from && pos < to {
                 let a = from.max(pos) - pos;
@@ -165,7 +322,12 @@ impl Part {
                 break;
             }
         }
-        Ok(())
+        if self.frees {
+            buffer.take(from, to);
+            drop(buffer);
+            self.wake.notify_one();
+        }
+        true
     }
 }
 
@@ -185,131 +347,266 @@ impl std::error::Error for ArcError {
     }
 }
 
-/// The read state of one open handle, pinned to one generation.
-#[derive(Debug)]
-pub struct Reader {
+/// What parts are fetched from: one generation of one object.
+#[derive(Debug, Clone)]
+struct Source {
     store: Arc<dyn ObjectStore>,
     key: ObjectKey,
     generation: Generation,
+}
+
+/// The parts that serve one read, and what to fetch again if some bytes were freed.
+#[derive(Debug)]
+pub struct Plan {
+    pieces: Vec<(Arc<Part>, u64, u64)>,
+    source: Source,
+}
+
+/// What readers of one mount share.
+#[derive(Debug, Clone)]
+pub struct ReadContext {
+    pub config: ReadConfig,
+    /// The mount-wide prefetch memory budget.
+    pub budget: Arc<Semaphore>,
+    /// The kernel's read-ahead on the mount, in bytes.
+    pub kernel_readahead: u64,
+    /// Where complete random blocks are offered (none: not offered).
+    pub offer: Option<Offer>,
+}
+
+/// The read state of one open handle, pinned to one generation.
+#[derive(Debug)]
+pub struct Reader {
+    source: Source,
     size: u64,
-    config: ReadConfig,
-    budget: Arc<Semaphore>,
-    parts: VecDeque<Arc<Part>>,
-    /// End of the last read served; a read starting near here is sequential.
+    ctx: ReadContext,
+    /// The sequential stream: disjoint parts by start offset.
+    stream: BTreeMap<u64, Arc<Part>>,
+    /// Recent random blocks, newest last.
+    blocks: VecDeque<Arc<Part>>,
+    /// End of the last read.
     last_end: u64,
+    /// End of the furthest sequential read.
+    furthest: u64,
+    /// The speculative window.
     window: u64,
 }
 
 impl Reader {
+    /// A reader of `key` at `generation`, `size` bytes long.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         key: ObjectKey,
         generation: Generation,
         size: u64,
-        config: ReadConfig,
-        budget: Arc<Semaphore>,
+        ctx: ReadContext,
     ) -> Self {
         Self {
-            store,
-            key,
-            generation,
+            source: Source {
+                store,
+                key,
+                generation,
+            },
             size,
-            window: config.initial_window,
-            config,
-            budget,
-            parts: VecDeque::new(),
+            window: ctx.config.initial_window,
+            ctx,
+            stream: BTreeMap::new(),
+            blocks: VecDeque::new(),
             last_end: 0,
+            furthest: 0,
         }
     }
 
-    /// Plans a read of `[offset, offset+len)`: returns the parts holding it, starting GETs for any
-    /// missing range and for the prefetch window. Waiting for the data happens outside the lock
-    /// via [`read_parts`].
-    pub fn plan(&mut self, offset: u64, len: u32) -> Vec<(Arc<Part>, u64, u64)> {
+    fn block_size(&self) -> u64 {
+        self.ctx.config.block_size.max(1)
+    }
+
+    /// How far reads may run ahead of (or out of order within) the stream and still count as
+    /// sequential: the kernel's read-ahead issues many reads at once.
+    fn slack(&self) -> u64 {
+        self.ctx.kernel_readahead.max(self.block_size())
+    }
+
+    /// Plans a read of `[offset, offset+len)`: returns the parts holding it, starting GETs for
+    /// whatever is missing and for the read-ahead. Waiting for the data happens outside the
+    /// reader's lock, in [`read_planned`].
+    pub fn plan(&mut self, offset: u64, len: u32) -> Plan {
         let end = (offset + len as u64).min(self.size);
-        if offset >= end {
-            return Vec::new();
-        }
-        let covered_start = self.parts.front().map(|p| p.start);
-        let covered_end = self.parts.back().map(|p| p.end);
-        let sequential = match (covered_start, covered_end) {
-            (Some(s), Some(e)) => offset >= s && offset <= e,
-            _ => offset == self.last_end,
-        } || offset == self.last_end;
-        if !sequential {
-            // Random access: forget the window, fetch what is asked.
-            self.parts.clear();
-            self.window = self.config.initial_window;
-        } else if offset >= self.last_end {
-            self.window = (self.window * 2).min(self.config.max_window);
-        }
-        // Drop parts wholly behind this read.
-        while self.parts.front().is_some_and(|p| p.end <= offset) {
-            self.parts.pop_front();
-        }
-        // Make sure the demanded range is covered.
-        let mut next = self.parts.back().map(|p| p.end).unwrap_or(offset);
-        if self.parts.is_empty() {
-            let want = if sequential {
-                self.config.part_size.min(self.window)
-            } else {
-                self.config.random_min.max(len as u64)
-            };
-            let pend = (offset + want).max(end).min(self.size);
-            self.push_part(offset, pend, true);
-            next = pend;
-        }
-        while next < end {
-            let pend = (next + self.config.part_size).max(end).min(self.size);
-            self.push_part(next, pend, true);
-            next = pend;
-        }
-        // Prefetch ahead while sequential, within the window and the memory budget.
-        if sequential {
-            let horizon = (end + self.window).min(self.size);
-            while next < horizon {
-                let pend = (next + self.config.part_size).min(self.size);
-                if !self.push_part(next, pend, false) {
-                    break;
-                }
-                next = pend;
+        let mut pieces = Vec::new();
+        if offset < end {
+            if self.is_sequential(offset) {
+                self.sequential(offset, end);
+            } else if !self.in_blocks(offset, end) {
+                self.random(offset, end);
+            }
+            self.last_end = end;
+            let mut pos = offset;
+            while pos < end {
+                let part = match self.find(pos) {
+                    Some(p) => p,
+                    // Not covered (the steps above cover every read): fetch it on its own.
+                    None => Part::spawn(&self.source, pos, end, false, None, None),
+                };
+                let to = part.end.min(end);
+                pieces.push((part, pos, to));
+                pos = to;
             }
         }
-        self.last_end = end;
-        self.parts
-            .iter()
-            .filter(|p| p.end > offset && p.start < end)
-            .map(|p| (p.clone(), p.start.max(offset), p.end.min(end)))
-            .collect()
+        Plan {
+            pieces,
+            source: self.source.clone(),
+        }
     }
 
-    /// Starts a GET for `[start, end)`. Demanded parts always start (holding budget if there is
-    /// some); speculative ones only when the budget allows. Returns whether it started.
-    fn push_part(&mut self, start: u64, end: u64, demanded: bool) -> bool {
-        let bytes = u32::try_from(end - start).unwrap_or(u32::MAX);
-        let permit = self.budget.clone().try_acquire_many_owned(bytes).ok();
-        if permit.is_none() && !demanded {
-            return false;
+    fn is_sequential(&self, offset: u64) -> bool {
+        if self.last_end == 0 && self.stream.is_empty() && offset < self.slack() {
+            // The first reads of a handle near the start (planned in any order).
+            return true;
         }
-        let part = Part::spawn(
-            self.store.clone(),
-            self.key.clone(),
-            self.generation,
-            start,
-            end,
-            permit,
-        );
-        self.parts.push_back(part);
+        if let (Some((_, first)), Some((_, last))) =
+            (self.stream.first_key_value(), self.stream.last_key_value())
+            && offset + self.slack() >= first.start
+            && offset <= last.end + self.slack()
+        {
+            return true;
+        }
+        offset == self.last_end
+    }
+
+    fn in_blocks(&self, offset: u64, end: u64) -> bool {
+        let mut pos = offset;
+        while pos < end {
+            match self.blocks.iter().find(|p| p.contains(pos)) {
+                Some(p) => pos = p.end,
+                None => return false,
+            }
+        }
         true
+    }
+
+    /// The part (stream first, then random blocks) holding byte `pos`.
+    fn find(&self, pos: u64) -> Option<Arc<Part>> {
+        self.find_stream(pos)
+            .or_else(|| self.blocks.iter().rev().find(|p| p.contains(pos)).cloned())
+    }
+
+    fn find_stream(&self, pos: u64) -> Option<Arc<Part>> {
+        let (_, p) = self.stream.range(..=pos).next_back()?;
+        p.contains(pos).then(|| p.clone())
+    }
+
+    /// The end of a stream part starting at `pos`: the end of its block, or the start of the
+    /// next part if that comes first.
+    fn part_end(&self, pos: u64) -> u64 {
+        let b = self.block_size();
+        let mut end = ((pos / b) + 1) * b;
+        if let Some((&next, _)) = self.stream.range(pos + 1..).next() {
+            end = end.min(next);
+        }
+        end.min(self.size)
+    }
+
+    /// Starts a stream part at `pos` (demanded: always; speculative: within the budget), up to
+    /// the end of its block. (Starting earlier, at the block's start, would fetch bytes the
+    /// kernel may ask for much later: they would wait in memory.) A part holds at most about
+    /// `PART_BUFFER` bytes nobody asked for, which is what it takes from the budget.
+    fn start_part(&mut self, pos: u64, demanded: bool) -> Option<u64> {
+        let start = pos;
+        let pend = self.part_end(start);
+        let holds = (pend - start).min(PART_BUFFER);
+        let permit = self
+            .ctx
+            .budget
+            .clone()
+            .try_acquire_many_owned(u32::try_from(holds).unwrap_or(u32::MAX))
+            .ok();
+        if permit.is_none() && !demanded {
+            return None;
+        }
+        let p = Part::spawn(&self.source, start, pend, true, permit, None);
+        self.stream.insert(start, p);
+        Some(pend)
+    }
+
+    fn sequential(&mut self, offset: u64, end: u64) {
+        if offset >= self.last_end {
+            self.window = (self.window * 2).min(self.ctx.config.max_window);
+        }
+        // Forget parts well behind this read.
+        let behind = offset.saturating_sub(self.slack());
+        while let Some((&start, p)) = self.stream.first_key_value() {
+            if p.end > behind {
+                break;
+            }
+            self.stream.remove(&start);
+        }
+        // Whatever this read needs is fetched now.
+        let mut pos = offset;
+        while pos < end {
+            pos = match self.find_stream(pos) {
+                Some(p) => p.end,
+                None => self.start_part(pos, true).unwrap_or(end),
+            };
+        }
+        self.furthest = self.furthest.max(end);
+        // Then ahead of the furthest byte asked, within the window and the budget. With a
+        // large kernel read-ahead the kernel asks ahead itself: one block is enough.
+        let window = if self.ctx.kernel_readahead >= 2 * self.block_size() {
+            self.block_size()
+        } else {
+            self.window
+        };
+        let horizon = (self.furthest + window).min(self.size);
+        let mut pos = self.furthest;
+        while pos < horizon {
+            pos = match self.find_stream(pos) {
+                Some(p) => p.end,
+                None => match self.start_part(pos, false) {
+                    Some(pend) => pend,
+                    None => break,
+                },
+            };
+        }
+    }
+
+    fn random(&mut self, offset: u64, end: u64) {
+        // A jump away from the stream: its read-ahead is of no use any more.
+        self.stream.clear();
+        self.window = self.ctx.config.initial_window;
+        self.furthest = 0;
+        let rb = self.ctx.config.random_block.max(1);
+        let start = offset / rb * rb;
+        let stop = end.div_ceil(rb).saturating_mul(rb).min(self.size);
+        let p = Part::spawn(
+            &self.source,
+            start,
+            stop,
+            false,
+            None,
+            self.ctx.offer.clone(),
+        );
+        if self.blocks.len() == RANDOM_BLOCKS_KEPT {
+            self.blocks.pop_front();
+        }
+        self.blocks.push_back(p);
     }
 }
 
-/// Waits for planned parts and assembles the reply.
-pub async fn read_parts(plan: Vec<(Arc<Part>, u64, u64)>) -> FsResult<Bytes> {
-    let total: u64 = plan.iter().map(|(_, a, b)| b - a).sum();
+/// Waits for a planned read's parts and assembles the reply; bytes that were freed meanwhile
+/// are fetched again. The reply's buffer is only allocated once every byte has arrived, so
+/// reads waiting for data hold no memory.
+pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
+    for (part, _, to) in &plan.pieces {
+        part.arrived(*to).await?;
+    }
+    let total: u64 = plan.pieces.iter().map(|(_, a, b)| b - a).sum();
     let mut out = BytesMut::with_capacity(total as usize);
-    for (part, from, to) in plan {
-        part.copy_into(from, to, &mut out).await?;
+    for (part, from, to) in plan.pieces {
+        if !part.copy_into(from, to, &mut out) {
+            let again = Part::spawn(&plan.source, from, to, false, None, None);
+            again.arrived(to).await?;
+            again.copy_into(from, to, &mut out);
+        }
     }
     Ok(out.freeze())
 }
@@ -320,4 +617,35 @@ pub fn budget(config: &ReadConfig) -> Arc<Semaphore> {
         .unwrap_or(usize::MAX)
         .min(Semaphore::MAX_PERMITS);
     Arc::new(Semaphore::new(permits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(chunks: &[usize]) -> Buffer {
+        Buffer {
+            chunks: chunks.iter().map(|&n| Bytes::from(vec![0u8; n])).collect(),
+            base: 100,
+            taken: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn taking_frees_whole_chunks_in_order() {
+        let mut b = buffer(&[10, 10, 10]);
+        // Out of order: nothing freed until the start is taken.
+        b.take(115, 125);
+        assert_eq!((b.base, b.chunks.len()), (100, 3));
+        // A gap at 112..115 keeps the second chunk.
+        b.take(100, 112);
+        assert_eq!((b.base, b.chunks.len()), (110, 2));
+        b.take(112, 115);
+        // [100, 125) is taken: the first two chunks (to 120) go, the third stays.
+        assert_eq!((b.base, b.chunks.len()), (120, 1));
+        assert_eq!(b.taken, vec![(100, 125)]);
+        b.take(125, 130);
+        assert_eq!((b.base, b.chunks.len()), (130, 0));
+        assert!(b.taken.is_empty());
+    }
 }

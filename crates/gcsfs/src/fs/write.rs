@@ -19,6 +19,7 @@ use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
 
 use super::error::{FsError, FsResult};
+use super::page_cache::PageGate;
 use crate::store::{
     ByteRange, ErrorKind, Generation, ObjectKey, ObjectMeta, ObjectStore, Preconditions,
     StoreError, StoreResult, WriteAttrs, WriteSource,
@@ -28,6 +29,8 @@ use crate::store::{
 #[derive(Debug)]
 pub struct FileCell {
     pub state: tokio::sync::Mutex<WriteState>,
+    /// Which generation the kernel's page cache may be fed (see `page_cache.rs`).
+    pub page_gate: Arc<PageGate>,
     /// Mirrors `state.staged.dirty` so the inode table can see it without the async lock.
     dirty: AtomicBool,
 }
@@ -41,6 +44,7 @@ impl FileCell {
                 head: None,
                 base_generation,
             }),
+            page_gate: Arc::default(),
             dirty: AtomicBool::new(false),
         }
     }

@@ -1,0 +1,258 @@
+//! The read path on `MemStore`, without FUSE: sequential streams of block-sized GETs (also when
+//! the kernel's reads come in any order), random reads fetching an aligned block that goes to the
+//! kernel's page cache, and the page gate that keeps other generations and local changes out of
+//! that cache.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gcsfs::fs::{Filesystem, FsConfig, InodeNo, KernelCache, ManualClock, ReadConfig};
+use gcsfs::store::mem::MemStore;
+use gcsfs::store::{ObjectKey, ObjectStore, Op, Preconditions, WriteAttrs, WriteSource};
+
+const MIB: u64 = 1 << 20;
+
+/// Records what would have gone into the kernel's page cache.
+#[derive(Debug, Default)]
+struct PageCache(Mutex<Vec<(InodeNo, u64, Vec<u8>)>>);
+
+impl KernelCache for PageCache {
+    fn store(&self, ino: InodeNo, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().push((ino, offset, data.to_vec()));
+        Ok(())
+    }
+}
+
+impl PageCache {
+    fn stored(&self) -> Vec<(InodeNo, u64, Vec<u8>)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `n` stores were made: the page-cache thread runs on its own.
+    async fn wait_for(&self, n: usize) -> Vec<(InodeNo, u64, Vec<u8>)> {
+        for _ in 0..2000 {
+            let got = self.stored();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.stored()
+    }
+}
+
+struct Fixture {
+    store: Arc<MemStore>,
+    fs: Arc<Filesystem>,
+    cache: Arc<PageCache>,
+    clock: Arc<ManualClock>,
+    _tmp: tempfile::TempDir,
+}
+
+/// A filesystem with small blocks: stream parts of 1 MiB, random blocks of 64 KiB.
+fn fixture(kernel_readahead: u64) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemStore::new());
+    let config = FsConfig {
+        temp_dir: tmp.path().to_path_buf(),
+        metadata_ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        read: ReadConfig {
+            block_size: MIB,
+            initial_window: 256 << 10,
+            max_window: 4 * MIB,
+            random_block: 64 << 10,
+            prefetch_memory: 64 * MIB,
+        },
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::default());
+    let fs = Arc::new(Filesystem::new(store.clone(), config, clock.clone()));
+    let cache = Arc::new(PageCache::default());
+    fs.attach_kernel_cache(cache.clone()).unwrap();
+    fs.set_kernel_readahead(kernel_readahead);
+    Fixture {
+        store,
+        fs,
+        cache,
+        clock,
+        _tmp: tmp,
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+async fn put(store: &MemStore, key: &str, data: &[u8]) {
+    store
+        .write(
+            &ObjectKey::new(key).unwrap(),
+            WriteSource::Bytes(Bytes::copy_from_slice(data)),
+            Preconditions::NONE,
+            &WriteAttrs::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn open(fs: &Filesystem, name: &str, flags: i32) -> (InodeNo, u64) {
+    let ino = fs.lookup(InodeNo::ROOT, name).await.unwrap().attr.ino;
+    (ino, fs.open(ino, flags).await.unwrap().fh)
+}
+
+/// Reads `[offset, offset+len)` through `fh`, failing the test instead of hanging.
+async fn read(fs: &Arc<Filesystem>, fh: u64, offset: u64, len: u32) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(30), fs.read(fh, offset, len))
+        .await
+        .expect("a read never finished")
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_reads_in_any_order_are_served_by_few_block_sized_gets() {
+    let f = fixture(8 * MIB);
+    let data = pattern(6 * MIB as usize + 12345, 1);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let reads_before = f.store.calls(Op::Read);
+    // The kernel's read-ahead sends many 256 KiB reads at once; they are planned about in
+    // order (here: every pair swapped).
+    let chunk = 256 << 10;
+    let mut offsets: Vec<u64> = (0..data.len() as u64).step_by(chunk).collect();
+    for pair in offsets.chunks_mut(2) {
+        pair.reverse();
+    }
+    let tasks: Vec<_> = offsets
+        .iter()
+        .map(|&off| {
+            let fs = f.fs.clone();
+            tokio::spawn(async move { (off, read(&fs, fh, off, chunk as u32).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (off, got) = t.await.unwrap();
+        let end = (off as usize + chunk).min(data.len());
+        assert_eq!(got, &data[off as usize..end], "bytes at {off}");
+    }
+    let gets = f.store.calls(Op::Read) - reads_before;
+    // Seven 1 MiB blocks; a read planned before the one in front of it splits a block.
+    assert!(gets <= 14, "{gets} GETs for 7 blocks");
+    // A sequential stream is not cached by gcsfs in the kernel (the kernel does it itself).
+    assert!(f.cache.stored().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_reader_far_ahead_of_what_it_took_is_never_stuck() {
+    // Small kernel read-ahead: gcsfs reads ahead itself, and a part holding 2 MiB nobody took
+    // pauses its download. A read that needs bytes beyond must still be answered.
+    let f = fixture(128 << 10);
+    let f = Fixture {
+        fs: {
+            let tmp = f._tmp.path().to_path_buf();
+            let config = FsConfig {
+                temp_dir: tmp,
+                read: ReadConfig {
+                    block_size: 8 * MIB,
+                    ..ReadConfig::default()
+                },
+                ..Default::default()
+            };
+            Arc::new(Filesystem::new(
+                f.store.clone(),
+                config,
+                Arc::new(ManualClock::default()),
+            ))
+        },
+        ..f
+    };
+    let data = pattern(8 * MIB as usize, 2);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    assert_eq!(read(&f.fs, fh, 0, 4096).await, &data[..4096]);
+    // Sequential by position (inside the part), but 6 MiB ahead of what was taken.
+    let at = 6 * MIB;
+    assert_eq!(
+        read(&f.fs, fh, at, 1 << 20).await,
+        &data[at as usize..(at + MIB) as usize]
+    );
+    // Bytes skipped over are still there; bytes taken and freed are fetched again.
+    assert_eq!(
+        read(&f.fs, fh, 4096, 4096).await,
+        &data[4096..8192],
+        "skipped bytes"
+    );
+    assert_eq!(read(&f.fs, fh, 0, 4096).await, &data[..4096], "freed bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_read_fetches_its_aligned_block_and_hands_it_to_the_page_cache() {
+    let f = fixture(128 << 10);
+    let data = pattern(4 * MIB as usize, 3);
+    put(&f.store, "big", &data).await;
+    let (ino, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let reads_before = f.store.calls(Op::Read);
+    let at = 3 * MIB + 70_000;
+    assert_eq!(
+        read(&f.fs, fh, at, 4096).await,
+        &data[at as usize..at as usize + 4096]
+    );
+    // One GET of the 64 KiB block around it, stored whole at its aligned offset.
+    assert_eq!(f.store.calls(Op::Read) - reads_before, 1);
+    let block = at / (64 << 10) * (64 << 10);
+    let stored = f.cache.wait_for(1).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].0, stored[0].1), (ino, block));
+    assert_eq!(
+        stored[0].2,
+        &data[block as usize..(block + (64 << 10)) as usize]
+    );
+    // Another read in that block is served from it, with no request.
+    assert_eq!(
+        read(&f.fs, fh, block + 100, 10).await,
+        &data[block as usize + 100..block as usize + 110]
+    );
+    assert_eq!(f.store.calls(Op::Read) - reads_before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_cache_is_fed_only_while_nobody_writes_and_only_the_open_generation() {
+    let f = fixture(128 << 10);
+    let v1 = pattern(4 * MIB as usize, 4);
+    put(&f.store, "f", &v1).await;
+    let (ino, reader) = open(&f.fs, "f", libc::O_RDONLY).await;
+    // A writer opens the same file: nothing read from now on goes to the page cache.
+    let writer = f.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+    read(&f.fs, reader, 2 * MIB + 300_000, 100).await;
+    // Settle: a later store for another file proves the earlier offer was decided.
+    put(&f.store, "other", &pattern(4 * MIB as usize, 5)).await;
+    let (other_ino, other) = open(&f.fs, "other", libc::O_RDONLY).await;
+    read(&f.fs, other, 3 * MIB, 100).await;
+    let stored = f.cache.wait_for(1).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].0, other_ino,
+        "a file open for writing fed the page cache"
+    );
+    f.fs.release(ino, writer).await.unwrap();
+    f.fs.release(ino, reader).await.unwrap();
+    // Another client replaces the object: the next open (after the TTL) pins the new
+    // generation, and what it reads is what goes to the page cache.
+    let v2 = pattern(4 * MIB as usize, 6);
+    put(&f.store, "f", &v2).await;
+    f.clock.advance(Duration::from_secs(61));
+    let (_, fresh) = open(&f.fs, "f", libc::O_RDONLY).await;
+    let at = 2 * MIB + 200_000;
+    assert_eq!(
+        read(&f.fs, fresh, at, 10).await,
+        &v2[at as usize..at as usize + 10]
+    );
+    let stored = f.cache.wait_for(2).await;
+    let block = at / 65536 * 65536;
+    assert_eq!((stored[1].0, stored[1].1), (ino, block));
+    assert_eq!(stored[1].2, &v2[block as usize..block as usize + 65536]);
+}
