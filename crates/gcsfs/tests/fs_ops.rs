@@ -249,6 +249,72 @@ async fn local_new_files_are_listed_before_upload() {
     assert!(get(&f.store, "pending").await.is_some());
 }
 
+/// A directory that exists only because it holds new files not uploaded yet (another client
+/// removed its marker) is listed in its parent, wins its name over a remote file of that name
+/// (listed and reachable as `name\n`), and is not empty for `rmdir` (nor is its parent).
+#[tokio::test]
+async fn directory_kept_by_pending_files_is_listed_and_wins_its_name() {
+    let f = fixture();
+    let top =
+        f.fs.mkdir(InodeNo::ROOT, "top", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    let d = f.fs.mkdir(top, "d", 0o755).await.unwrap().attr.ino;
+    let (entry, open) = f.fs.create(d, "new", 0o644, libc::O_WRONLY).await.unwrap();
+    f.fs.write(open.fh, 0, b"mine").await.unwrap();
+    // Another client removes both markers: the bucket has nothing under `top/` any more.
+    for marker in ["top/d/", "top/"] {
+        f.store
+            .delete(&ObjectKey::new(marker).unwrap(), Preconditions::NONE)
+            .await
+            .unwrap();
+    }
+    assert!(f.store.keys().is_empty());
+    assert_eq!(
+        list(&f.fs, InodeNo::ROOT).await,
+        vec![("top".to_string(), Kind::Dir)]
+    );
+    assert_eq!(list(&f.fs, top).await, vec![("d".to_string(), Kind::Dir)]);
+    assert_eq!(list(&f.fs, d).await, vec![("new".to_string(), Kind::File)]);
+    // A remote file of the directory's name, and names sorting between `d` and `d/`.
+    put(&f.store, "top/d", b"theirs").await;
+    put(&f.store, "top/d!x", b"1").await;
+    assert_eq!(
+        list(&f.fs, top).await,
+        vec![
+            ("d".to_string(), Kind::Dir),
+            ("d\n".to_string(), Kind::File),
+            ("d!x".to_string(), Kind::File),
+        ]
+    );
+    let found = f.fs.lookup(top, "d").await.unwrap().attr;
+    assert_eq!((found.ino, found.kind), (d, Kind::Dir));
+    let file = f.fs.lookup(top, "d\n").await.unwrap().attr.ino;
+    assert_eq!(read_file(&f.fs, file).await.unwrap(), b"theirs");
+    assert_eq!(
+        f.fs.create(top, "d", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    for (parent, name) in [(top, "d"), (InodeNo::ROOT, "top")] {
+        assert_eq!(
+            f.fs.rmdir(parent, name).await.unwrap_err().errno(),
+            libc::ENOTEMPTY,
+            "rmdir {name}"
+        );
+    }
+    // Once uploaded, the file is listed from the bucket; nothing was lost or overwritten.
+    f.fs.flush(open.fh).await.unwrap();
+    f.fs.release(entry.attr.ino, open.fh).await.unwrap();
+    assert_eq!(get(&f.store, "top/d/new").await.unwrap(), b"mine");
+    assert_eq!(get(&f.store, "top/d").await.unwrap(), b"theirs");
+    assert_eq!(list(&f.fs, d).await, vec![("new".to_string(), Kind::File)]);
+}
+
 #[tokio::test]
 async fn two_writers_one_wins_other_gets_estale_and_data_is_kept() {
     let f = fixture();

@@ -486,13 +486,12 @@ async fn regression_truncate_after_remote_replace_of_closed_file_is_stale() {
 }
 
 /// Directory `a` holds new file `a/a`, pending here; another client deletes the marker `a/`
-/// and puts a file `a`; a lookup (here a read) finds file `a`, which takes the name from the
-/// directory inode; the client deletes `a`. The directory is now gone here (lookup ENOENT)
-/// until `a/a` is uploaded at close: SEMANTICS.md says a directory holding new files not yet
-/// uploaded keeps existing. (While file `a` exists the model, like the fs, shows the file;
-/// SEMANTICS.md would have the directory win there too, with the file as `a\n`.)
+/// and puts a file `a`; a lookup (here a read) of `a`; the client deletes `a`. Was: the lookup
+/// found file `a`, which took the name from the directory inode, and the directory was then
+/// gone here (lookup ENOENT) until `a/a` was uploaded at close. SEMANTICS.md: a directory
+/// holding new files not yet uploaded keeps existing; it wins its name over the file (the read
+/// is EISDIR), which is reachable as `a\n` meanwhile.
 #[tokio::test]
-#[ignore = "bug: a directory kept only by pending new files loses its inode to a file of its name, and then vanishes"]
 async fn regression_pending_dir_lost_to_remote_file_of_its_name() {
     check(vec![
         Mkdir { path: p("a") },
@@ -510,6 +509,69 @@ async fn regression_pending_dir_lost_to_remote_file_of_its_name() {
         Read { path: p("a") },
         RemoteDelete { index: 0 },
         List { path: p("a/a") },
+    ])
+    .await;
+}
+
+/// Directory `a` holds new file `a/a`, pending here; another client deletes the marker `a/`,
+/// the only object under it. Was: lookup still found directory `a` but readdir of the root did
+/// not list it. SEMANTICS.md: a directory holding new files not yet uploaded keeps existing.
+#[tokio::test]
+async fn regression_pending_dir_not_listed_in_its_parent() {
+    check(vec![
+        Mkdir { path: p("a") },
+        Create {
+            path: p("a/a"),
+            data: d("x"),
+            then: Kept,
+        },
+        RemoteDelete { index: 0 },
+        List { path: p("a") },
+        CheckTree,
+    ])
+    .await;
+}
+
+/// As `regression_pending_dir_lost_to_remote_file_of_its_name`, with the tree walked while file
+/// `a` exists: the root lists directory `a` (kept by the pending `a/a`) and file `a\n`, whose
+/// lookup and read reach the other client's object.
+#[tokio::test]
+async fn regression_pending_dir_and_remote_file_of_its_name_are_both_listed() {
+    check(vec![
+        Mkdir { path: p("a") },
+        Create {
+            path: p("a/a"),
+            data: d("x"),
+            then: Kept,
+        },
+        RemoteDelete { index: 0 },
+        RemotePut {
+            path: p("a"),
+            marker: false,
+            data: d("f"),
+        },
+        List { path: p("a") },
+        CheckTree,
+    ])
+    .await;
+}
+
+/// Directory `a/b` holds new file `a/b/c`, pending here; another client deletes the marker
+/// `a/b/`. Was: `rmdir a` deleted `a/` (only direct pending children counted), although `a`
+/// lists `b`. Now ENOTEMPTY.
+#[tokio::test]
+async fn regression_rmdir_of_dir_with_nested_pending_file() {
+    check(vec![
+        Mkdir { path: p("a") },
+        Mkdir { path: p("a/b") },
+        Create {
+            path: p("a/b/c"),
+            data: d("x"),
+            then: Kept,
+        },
+        RemoteDelete { index: 1 },
+        Rmdir { path: p("a") },
+        CheckTree,
     ])
     .await;
 }

@@ -91,7 +91,8 @@ impl Filesystem {
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            if !table.local_children(ino).is_empty() {
+            // Files created here and not uploaded yet, at any depth, make it non-empty.
+            if table.has_local_descendants(ino) {
                 return Err(FsError::NotEmpty);
             }
             inode.key.clone()

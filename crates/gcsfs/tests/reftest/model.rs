@@ -219,6 +219,11 @@ impl Model {
         if self.has_children(path) {
             self.unbind(path);
             Some(K::Dir)
+        } else if self.has_local_descendants(path) {
+            // SEMANTICS.md: a directory holding new files not yet uploaded keeps existing, and
+            // wins its name over a file of that name (listed as `name\n`).
+            self.unbind(path);
+            Some(K::Dir)
         } else if self.bucket.contains_key(path) {
             // A clean open file learns the object's current generation.
             let live = self.live(path);
@@ -226,9 +231,6 @@ impl Model {
                 self.files[fi].seen = Some(live);
             }
             Some(K::File)
-        } else if self.has_local_descendants(path) {
-            // SEMANTICS.md: a directory holding new files not yet uploaded keeps existing.
-            Some(K::Dir)
         } else {
             self.unbind(path);
             None
@@ -271,6 +273,18 @@ impl Model {
         // A listed directory wins its name, also over a file being written here.
         for d in &dirs {
             self.unbind(&join(dir, d));
+        }
+        // Directories holding new files not uploaded yet are listed even if the bucket has
+        // nothing under them, and win their names like listed ones.
+        for f in &self.files {
+            if f.open > 0
+                && f.local
+                && !f.unlinked
+                && let Some(rest) = f.key.strip_prefix(&prefix)
+                && let Some((name, _)) = rest.split_once('/')
+            {
+                dirs.insert(name.to_string());
+            }
         }
         // Listing a clean open file refreshes what this mount has seen of it.
         for f in files.iter().filter(|f| !dirs.contains(*f)) {
@@ -676,13 +690,9 @@ impl Model {
     /// rmdir of a path known to be a directory.
     fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
         let prefix = format!("{path}/");
-        let local_child = self.files.iter().any(|f| {
-            f.open > 0
-                && f.local
-                && !f.unlinked
-                && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
-        });
-        if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
+        // New files not uploaded yet, at any depth, make it non-empty (they are listed).
+        if self.has_local_descendants(path) || self.keys_under(&prefix).iter().any(|k| *k != prefix)
+        {
             return Err(ENOTEMPTY);
         }
         self.bucket.remove(&prefix);
