@@ -183,6 +183,56 @@ fn only_dir_mounts_a_subtree() {
     );
 }
 
+/// A directory rename interrupted part-way (the bucket as gcsfs's journal leaves it: marker
+/// `B/` naming `A/`, some copies made) is finished by `mv -T A B` on the mount; plain `mv A B`
+/// would move A into B. The journal key is cleared (the emulator stores `""` for a removed key).
+#[test]
+fn interrupted_dir_rename_is_finished_by_mv_t() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-resume");
+    let files = [("A/f1", "one"), ("A/f2", "two"), ("A/sub/x", "x")];
+    let mut objects: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    objects.push(("A/".into(), Vec::new()));
+    // What the interrupted rename had done: the journal marker and one copy.
+    objects.push(("B/".into(), Vec::new()));
+    objects.push(("B/f1".into(), b"one".to_vec()));
+    bucket.put_many(objects);
+    bucket.set_metadata("B/", "gcsfs-rename-from", "A/");
+    let m = Mount::new(&bucket, MountOptions::ttl(0));
+    assert_eq!(names(&m.join("B")), set(&["f1"]), "the partial copy lists");
+    sh(&format!("cd '{}' && mv -T A B", m.path().display()));
+    assert_eq!(
+        bucket.names(),
+        ["B/", "B/f1", "B/f2", "B/sub/x"],
+        "every object at B once, nothing at A"
+    );
+    for (k, v) in files {
+        let k = k.replacen("A/", "B/", 1);
+        assert_eq!(bucket.get(&k).as_deref(), Some(v.as_bytes()), "{k}");
+    }
+    let journal = bucket.list("B/")["B/"]
+        .metadata
+        .get("gcsfs-rename-from")
+        .cloned();
+    assert!(journal.unwrap_or_default().is_empty(), "journal cleared");
+    assert!(!m.join("A").exists());
+    assert_eq!(std::fs::read(m.join("B/sub/x")).unwrap(), b"x");
+    // The cleared key (`""` on the emulator) does not make B look like a rename of anything.
+    std::fs::create_dir(m.join("A")).unwrap();
+    std::fs::write(m.join("A/new"), b"new").unwrap();
+    let out = output(
+        Command::new("mv")
+            .arg("-T")
+            .arg(m.join("A"))
+            .arg(m.join("B")),
+    );
+    assert!(!out.status.success(), "mv -T onto a non-empty B fails");
+    assert_eq!(bucket.get("A/new").as_deref(), Some(&b"new"[..]));
+}
+
 /// Runs `gcsfs mount` (in the background mode, or `--foreground`), checks that it fails with
 /// one `gcsfs: error: ` line on stderr and nothing on stdout, and returns that line.
 fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {

@@ -1,8 +1,9 @@
 //! Reference-model property test of the filesystem layer.
 //!
 //! Random sequences of operations over a tiny name space ({a, b, c}, three deep) — creating,
-//! writing, reading, truncating, making and removing directories, unlinking, renaming, and
-//! another client putting and deleting objects directly in the bucket — run against the real
+//! writing, reading, truncating, making and removing directories, unlinking, renaming, another
+//! client putting and deleting objects directly in the bucket, and another mount's directory
+//! rename interrupted part-way (then repeated here to finish it) — run against the real
 //! [`gcsfs::fs::Filesystem`] over `MemStore` (metadata and negative TTL zero) and against the
 //! reference model in `reftest/model.rs`, which encodes `docs/SEMANTICS.md`. Every op's result,
 //! the bucket, the conflicts directory and (periodically and at the end) the whole tree must
@@ -605,5 +606,105 @@ async fn regression_dir_rename_rebases_open_file_onto_other_writers_copy() {
         },
         Close { handle: 0 },
     ])
+    .await;
+}
+
+/// Directory `a` (marker, `a/a`, `a/b`), renamed to `c` by another mount that stopped after `n`
+/// copies, or after all copies and `deleted` deletes; then `ops`; then this mount repeats the
+/// rename.
+fn interrupted(copied: u8, deleted: u8, ops: Vec<ops::Op>) -> Vec<ops::Op> {
+    let mut all = vec![
+        Mkdir { path: p("a") },
+        Create {
+            path: p("a/a"),
+            data: d("1"),
+            then: Closed,
+        },
+        Create {
+            path: p("a/b"),
+            data: d("22"),
+            then: Closed,
+        },
+        InterruptedRename {
+            from: p("a"),
+            to: p("c"),
+            copied,
+            deleted,
+        },
+        CheckTree,
+    ];
+    all.extend(ops);
+    all.extend([RepeatRename, CheckTree]);
+    all
+}
+
+/// SEMANTICS.md: a directory rename interrupted while copying is finished by repeating it.
+#[tokio::test]
+async fn interrupted_dir_rename_resumes_after_the_copy_phase() {
+    check(interrupted(1, 0, vec![])).await;
+}
+
+/// SEMANTICS.md: … or while deleting (here after one delete, and after all but the marker).
+#[tokio::test]
+async fn interrupted_dir_rename_resumes_after_the_delete_phase() {
+    check(interrupted(2, 1, vec![])).await;
+    check(interrupted(2, 2, vec![])).await;
+}
+
+/// SEMANTICS.md: a copy with other data than its source (another client changed it) stops the
+/// repeat with ESTALE, nothing copied or deleted.
+#[tokio::test]
+async fn interrupted_dir_rename_over_a_changed_copy_is_estale() {
+    check(interrupted(
+        1,
+        0,
+        vec![RemotePut {
+            path: p("c/a"),
+            marker: false,
+            data: d("theirs"),
+        }],
+    ))
+    .await;
+}
+
+/// SEMANTICS.md: a journal left on a finished rename is harmless: a new `a` renamed onto the
+/// non-empty `c` is ENOTEMPTY (not merged), and `c` renames on as any directory.
+#[tokio::test]
+async fn journal_left_on_a_finished_dir_rename_does_not_merge_a_new_source() {
+    let mut ops = interrupted(
+        2,
+        3,
+        vec![
+            Mkdir { path: p("a") },
+            Create {
+                path: p("a/c"),
+                data: d("new"),
+                then: Closed,
+            },
+        ],
+    );
+    ops.extend([
+        Rename {
+            from: p("c"),
+            to: p("b"),
+        },
+        CheckTree,
+    ]);
+    check(ops).await;
+}
+
+/// A new file pending in the partial destination is not the source's: the repeat is
+/// ENOTEMPTY (the file uploads at close, next to the copies).
+#[tokio::test]
+async fn interrupted_dir_rename_with_a_new_file_in_the_destination_is_not_empty() {
+    check(interrupted(
+        1,
+        0,
+        vec![Create {
+            path: p("c/c"),
+            data: d("mine"),
+            then: Kept,
+        }],
+    ))
     .await;
 }

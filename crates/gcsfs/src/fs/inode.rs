@@ -201,6 +201,21 @@ impl InodeTable {
             .any(|i| i.local && !i.unlinked && i.ino != ino && i.key.starts_with(prefix.as_str()))
     }
 
+    /// Whether a file with changes not uploaded yet (new, or dirty) lies anywhere below
+    /// directory `ino`.
+    pub fn has_unsaved_descendants(&self, ino: InodeNo) -> bool {
+        let Some(dir) = self.inodes.get(&ino) else {
+            return false;
+        };
+        let prefix = dir.key.as_str();
+        self.inodes.values().any(|i| {
+            i.ino != ino
+                && !i.unlinked
+                && i.key.starts_with(prefix)
+                && (i.local || i.file.as_ref().is_some_and(|f| f.is_dirty()))
+        })
+    }
+
     /// Whether `ino` is a directory holding a file created here and not uploaded yet: such a
     /// directory exists here whatever the store shows (SEMANTICS.md), and keeps its name.
     pub fn is_pending_dir(&self, ino: InodeNo) -> bool {

@@ -33,6 +33,7 @@ pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
 pub use names::normalize_only_dir;
+pub use namespace::RENAME_FROM_KEY;
 pub use read::ReadConfig;
 
 use std::collections::HashMap;
