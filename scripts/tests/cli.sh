@@ -63,6 +63,7 @@ expect 2 "^gcsfs: error: .*--uid" -- mount --uid root bkt /mnt
 expect 2 "^gcsfs: error: .*'x9'.*--fuse-threads" GCSFS_FUSE_THREADS=x9 -- mount bkt /mnt
 expect 2 "^gcsfs: error: .*--anonymous-access.*--key-file" -- mount --anonymous-access --key-file /k bkt /mnt
 expect 2 "^gcsfs: error: .*without gs://" BUCKET=gs://bkt MNT_DIR=/mnt -- run -- true
+expect 2 "^gcsfs: error: .*--log-file.*must not be empty" -- --log-file "" mount bkt /mnt
 
 # Errors before anything starts: exit 1, one line naming the path.
 expect 1 "^gcsfs: error: key file $work/missing.json: cannot be read: " -- \
@@ -70,6 +71,8 @@ expect 1 "^gcsfs: error: key file $work/missing.json: cannot be read: " -- \
 expect 1 "^gcsfs: error: key file $work: not a regular file" GCSFS_KEY_FILE="$work" -- \
   run bkt /mnt -- true
 expect 1 "^gcsfs: error: .*RUST_LOG" RUST_LOG='gcsfs=loud' -- mount bkt /mnt
+expect 1 "^gcsfs: error: log file $work/no-dir/gcsfs.log: " -- \
+  --log-file "$work/no-dir/gcsfs.log" mount bkt /mnt
 
 echo "$checks checks, $failures failed"
 [ "$failures" -eq 0 ]

@@ -60,6 +60,12 @@ pub struct LogArgs {
         default_value_t = Severity::Info
     )]
     pub log_severity: Severity,
+    /// Append log lines to this file instead of writing them to stderr (created if missing).
+    /// Fatal errors are still printed to stderr too. Default: stderr; a background `mount`
+    /// keeps writing there once mounted only if it is a regular file or a socket (not a
+    /// terminal or a pipe).
+    #[arg(long, global = true, env = "GCSFS_LOG_FILE", value_name = "PATH", value_parser = parse_log_file)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// `gcsfs mount`.
@@ -557,9 +563,9 @@ pub fn usage_error_line(err: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
-/// Mounts the bucket as `args` say and serves it until unmounted.
-pub fn run_mount(args: MountCommand) -> anyhow::Result<()> {
-    Ok(crate::daemon::mount_main(args)?)
+/// Mounts the bucket as `args` say and serves it until unmounted; `log_file` is `--log-file`.
+pub fn run_mount(args: MountCommand, log_file: Option<&Path>) -> anyhow::Result<()> {
+    Ok(crate::daemon::mount_main(args, log_file)?)
 }
 
 /// Mounts the bucket, runs the command and supervises it; returns the command's exit status.
@@ -639,6 +645,13 @@ fn parse_bucket(s: &str) -> Result<String, String> {
 fn parse_mountpoint(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("the mount point must not be empty".to_owned());
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn parse_log_file(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the log file path must not be empty".to_owned());
     }
     Ok(PathBuf::from(s))
 }
@@ -812,6 +825,7 @@ mod tests {
         let cli = parse(&["mount", "my-bucket", "/mnt/gcs"]).unwrap();
         assert_eq!(cli.log.log_format, LogFormat::Auto);
         assert_eq!(cli.log.log_severity, Severity::Info);
+        assert_eq!(cli.log.log_file, None);
         let Command::Mount(MountCommand { store, mount }) = cli.command else {
             panic!("not mount")
         };
@@ -865,6 +879,7 @@ mod tests {
                 ("MNT_DIR", "/mnt/env"),
                 ("GCSFS_LOG_FORMAT", "json"),
                 ("GCSFS_LOG_SEVERITY", "WARNING"),
+                ("GCSFS_LOG_FILE", "/var/log/gcsfs.log"),
                 ("GCSFS_CUSTOM_ENDPOINT", "http://127.0.0.9"),
                 ("GCSFS_ANONYMOUS_ACCESS", "true"),
                 ("GCSFS_BILLING_PROJECT", "payer"),
@@ -903,6 +918,10 @@ mod tests {
         let cli = parse(&["run", "--", "/usr/local/bin/app", "--port", "8080"]).unwrap();
         assert_eq!(cli.log.log_format, LogFormat::Json);
         assert_eq!(cli.log.log_severity, Severity::Warning);
+        assert_eq!(
+            cli.log.log_file.as_deref(),
+            Some(Path::new("/var/log/gcsfs.log"))
+        );
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
@@ -985,6 +1004,17 @@ mod tests {
         assert_eq!(warn.log.log_severity, Severity::Warning);
         let off = parse(&["--log-severity=OFF", "mount", "bkt", "/m"]).unwrap();
         assert_eq!(off.log.log_severity, Severity::Off);
+    }
+
+    #[test]
+    fn log_file_goes_before_or_after_the_subcommand() {
+        let before = parse(&["--log-file", "/var/log/g.log", "mount", "bkt", "/m"]).unwrap();
+        assert_eq!(before.log.log_file, Some(PathBuf::from("/var/log/g.log")));
+        let after = parse(&["run", "bkt", "/m", "--log-file=rel.log", "--", "app"]).unwrap();
+        assert_eq!(after.log.log_file, Some(PathBuf::from("rel.log")));
+        let line = rejected(&["--log-file", "", "mount", "bkt", "/m"]);
+        assert!(line.contains("--log-file"), "{line}");
+        assert!(line.contains("must not be empty"), "{line}");
     }
 
     #[test]

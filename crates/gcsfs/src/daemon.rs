@@ -3,7 +3,8 @@
 //! wait for a signal or an external unmount, drain and unmount.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -239,16 +240,19 @@ pub fn check_drained(failures: Vec<DrainFailure>) -> anyhow_free::Result<()> {
 }
 
 /// Set by a background `gcsfs mount` for its foreground copy: the number of an inherited pipe
-/// on which the copy writes one byte once the mount is ready (mounted, bucket checked).
+/// on which the copy writes one byte once the mount is ready (mounted, bucket checked). Its
+/// presence also tells the copy that it serves a detached mount. Not a flag: users never set it.
 const READY_FD_ENV: &str = "GCSFS_INTERNAL_READY_FD";
 
 /// `gcsfs mount`: in the foreground, serve until stopped; otherwise start a copy of this process
 /// in the foreground and return once the mount is ready (or with the copy's failure).
-pub fn mount_main(cmd: MountCommand) -> anyhow_free::Result<()> {
+/// `log_file` is `--log-file` (where log lines go instead of stderr).
+pub fn mount_main(cmd: MountCommand, log_file: Option<&Path>) -> anyhow_free::Result<()> {
     if !cmd.mount.foreground {
         mount::check_mountpoint(&cmd.mount.mountpoint)?;
         return spawn_background();
     }
+    let detached = std::env::var_os(READY_FD_ENV).is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gcsfs-worker")
@@ -256,9 +260,60 @@ pub fn mount_main(cmd: MountCommand) -> anyhow_free::Result<()> {
         .map_err(ServeError::Spawn)?;
     rt.block_on(async move {
         let mounted = open_and_mount(&cmd.store, &cmd.mount).await?;
+        if detached {
+            let_go_of_stdio(log_file.is_none());
+        }
         report_ready();
         serve_until_stopped(mounted).await
     })
+}
+
+/// In a detached mount, once the mount is up: a stdout or stderr that is a terminal or a pipe
+/// is pointed at `/dev/null`. The `gcsfs mount` that started this process has returned: the
+/// terminal belongs to whatever runs there next (and may go away), and whoever reads the pipe
+/// (`$(gcsfs mount …)`, `| tee`, a program capturing the output) waits for it to end, which it
+/// never would while the daemon holds it. Until now they were kept, so that a failure to mount
+/// reached the caller through the starting command. A regular file or a socket (systemd's
+/// journal) is kept: someone set it up to collect the log. `logs_on_stderr`: log lines go to
+/// stderr (no `--log-file`); a last one says that they are discarded from now on.
+fn let_go_of_stdio(logs_on_stderr: bool) {
+    let stdout = lets_go(std::io::stdout().as_fd());
+    let stderr = lets_go(std::io::stderr().as_fd());
+    if !stdout && !stderr {
+        return;
+    }
+    if stderr && logs_on_stderr {
+        tracing::info!(
+            "mounted in the background: further log lines are discarded (--log-file PATH keeps them)"
+        );
+    }
+    let null = match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => f,
+        Err(error) => {
+            tracing::warn!(%error, "cannot open /dev/null; keeping stdout and stderr");
+            return;
+        }
+    };
+    if stdout && let Err(error) = nix::unistd::dup2_stdout(&null) {
+        tracing::warn!(%error, "cannot point stdout at /dev/null");
+    }
+    if stderr && let Err(error) = nix::unistd::dup2_stderr(&null) {
+        tracing::warn!(%error, "cannot point stderr at /dev/null");
+    }
+}
+
+/// Whether a detached daemon lets go of `fd` (stdout or stderr) once mounted: unless it is a
+/// regular file or a socket.
+fn lets_go(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::sys::stat::{SFlag, fstat};
+    match fstat(fd) {
+        Ok(st) => {
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            kind != SFlag::S_IFREG && kind != SFlag::S_IFSOCK
+        }
+        // Not open (std keeps 0-2 open, so this is unexpected): nothing to let go of.
+        Err(_) => false,
+    }
 }
 
 /// Tells the background `gcsfs mount` that started this process that the mount is ready.

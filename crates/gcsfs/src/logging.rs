@@ -2,8 +2,11 @@
 //!
 //! Only binaries call [`init`]; library code just emits `tracing` events and spans.
 //!
-//! - Text: `tracing-subscriber`'s default format on stderr, with colours only on a terminal.
-//! - JSON: one object per line on stderr with the fields Cloud Logging (and so Cloud Run)
+//! Lines go to stderr, or with `--log-file PATH` are appended to that file (opened once, with
+//! `O_APPEND`, so several processes and `logrotate`'s `copytruncate` can share it).
+//!
+//! - Text: `tracing-subscriber`'s default format, with colours only on a terminal.
+//! - JSON: one object per line with the fields Cloud Logging (and so Cloud Run)
 //!   recognises: `severity` (`DEBUG`/`INFO`/`WARNING`/`ERROR`), `message`, `time`
 //!   (RFC 3339, UTC; Cloud Logging reads `timestamp` only as a seconds/nanos object), `logging.googleapis.com/sourceLocation`; plus `target`, the event's own
 //!   fields, and `spans` (root first, each with its `name` and fields).
@@ -13,7 +16,10 @@
 //! whole filter with its directives.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde_json::{Map, Value};
@@ -28,7 +34,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// How log lines are written.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Text when stderr is a terminal, JSON otherwise (the default).
+    /// Text when the log's destination (stderr, or the log file) is a terminal, JSON otherwise
+    /// (the default).
     Auto,
     /// Human-readable text.
     Text,
@@ -37,10 +44,10 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// Whether this format writes JSON, given whether stderr is a terminal.
-    pub fn is_json(self, stderr_is_terminal: bool) -> bool {
+    /// Whether this format writes JSON, given whether the destination is a terminal.
+    pub fn is_json(self, destination_is_terminal: bool) -> bool {
         match self {
-            LogFormat::Auto => !stderr_is_terminal,
+            LogFormat::Auto => !destination_is_terminal,
             LogFormat::Text => false,
             LogFormat::Json => true,
         }
@@ -80,24 +87,58 @@ impl Severity {
     }
 }
 
-/// Installs the global subscriber: `format` to stderr, filtered by `RUST_LOG` if it is set and
-/// not empty, otherwise by `severity`. Fails if `RUST_LOG` is invalid or a subscriber is
-/// already installed.
-pub fn init(format: LogFormat, severity: Severity) -> anyhow::Result<()> {
+/// Installs the global subscriber: `format` to stderr, or appended to `log_file` when given,
+/// filtered by `RUST_LOG` if it is set and not empty, otherwise by `severity`. Fails if
+/// `RUST_LOG` is invalid, the file cannot be opened, or a subscriber is already installed.
+pub fn init(format: LogFormat, severity: Severity, log_file: Option<&Path>) -> anyhow::Result<()> {
     let filter = build_filter(std::env::var("RUST_LOG").ok().as_deref(), severity)?;
-    let terminal = std::io::stderr().is_terminal();
-    // `try_init` also routes records of crates that use `log` instead of `tracing`.
-    let installed = if format.is_json(terminal) {
-        json_subscriber(filter, std::io::stderr).try_init()
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(terminal)
-            .finish()
-            .try_init()
+    let subscriber = match log_file {
+        None => subscriber(
+            format,
+            filter,
+            std::io::stderr().is_terminal(),
+            std::io::stderr,
+        ),
+        Some(path) => {
+            let file =
+                open_log_file(path).with_context(|| format!("log file {}", path.display()))?;
+            let terminal = file.is_terminal();
+            subscriber(format, filter, terminal, Arc::new(file))
+        }
     };
-    installed.context("installing the log subscriber")
+    // `try_init` also routes records of crates that use `log` instead of `tracing`.
+    subscriber
+        .try_init()
+        .context("installing the log subscriber")
+}
+
+/// Opens `path` for appending, creating it if missing.
+pub fn open_log_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The subscriber for `format` writing to `writer`; `terminal` says whether that is a terminal
+/// (it decides `auto` and colours).
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    terminal: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync + 'static>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    if format.is_json(terminal) {
+        Box::new(json_subscriber(filter, writer))
+    } else {
+        Box::new(
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(writer)
+                .with_ansi(terminal)
+                .finish(),
+        )
+    }
 }
 
 /// The filter: `rust_log`'s directives when given and non-empty, else `severity`'s defaults.
@@ -441,6 +482,49 @@ mod tests {
         let f = build_filter(Some("  "), Severity::Off).unwrap();
         assert_eq!(f.to_string(), "off");
         assert!(build_filter(Some("gcsfs=loud"), Severity::Info).is_err());
+    }
+
+    /// Events logged through `subscriber` (as `init` builds it for `--log-file`) to `path`.
+    fn log_to_file(path: &Path, format: LogFormat, f: impl FnOnce()) {
+        let file = open_log_file(path).unwrap();
+        let terminal = file.is_terminal();
+        let filter = build_filter(None, Severity::Info).unwrap();
+        tracing::subscriber::with_default(subscriber(format, filter, terminal, Arc::new(file)), f);
+    }
+
+    #[test]
+    fn log_file_is_created_and_appended_to_in_the_same_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gcsfs.log");
+        log_to_file(&path, LogFormat::Text, || {
+            tracing::warn!(key = "a/b", "first")
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("WARN") && text.contains("first") && text.contains("key=\"a/b\""));
+        assert!(!text.contains('\u{1b}'), "no colours in a file: {text:?}");
+
+        // `auto` is JSON in a file (not a terminal); the text line stays.
+        log_to_file(&path, LogFormat::Auto, || {
+            tracing::info!("second");
+            tracing::debug!("below the severity");
+        });
+        let all = std::fs::read_to_string(&path).unwrap();
+        assert!(all.starts_with(&text), "appended, not truncated");
+        let json: Vec<Value> = all[text.len()..]
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(json.len(), 1, "{all}");
+        assert_eq!(json[0]["severity"], "INFO");
+        assert_eq!(json[0]["message"], "second");
+    }
+
+    #[test]
+    fn unopenable_log_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open_log_file(&dir.path().join("missing/dir/gcsfs.log")).is_err());
+        assert!(open_log_file(dir.path()).is_err(), "a directory");
     }
 
     #[test]

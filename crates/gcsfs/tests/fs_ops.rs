@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gcsfs::fs::{Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, SetAttr};
+use gcsfs::fs::{
+    Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, RENAME_FROM_KEY, SetAttr,
+};
 use gcsfs::store::mem::MemStore;
-use gcsfs::store::{ByteRange, ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSource};
+use gcsfs::store::{
+    ByteRange, Fault, ObjectKey, ObjectStore, Op, Preconditions, WriteAttrs, WriteSource,
+};
 
 struct Fixture {
     store: Arc<MemStore>,
@@ -253,6 +257,72 @@ async fn local_new_files_are_listed_before_upload() {
     assert!(get(&f.store, "pending").await.is_some());
 }
 
+/// A directory that exists only because it holds new files not uploaded yet (another client
+/// removed its marker) is listed in its parent, wins its name over a remote file of that name
+/// (listed and reachable as `name\n`), and is not empty for `rmdir` (nor is its parent).
+#[tokio::test]
+async fn directory_kept_by_pending_files_is_listed_and_wins_its_name() {
+    let f = fixture();
+    let top =
+        f.fs.mkdir(InodeNo::ROOT, "top", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    let d = f.fs.mkdir(top, "d", 0o755).await.unwrap().attr.ino;
+    let (entry, open) = f.fs.create(d, "new", 0o644, libc::O_WRONLY).await.unwrap();
+    f.fs.write(open.fh, 0, b"mine").await.unwrap();
+    // Another client removes both markers: the bucket has nothing under `top/` any more.
+    for marker in ["top/d/", "top/"] {
+        f.store
+            .delete(&ObjectKey::new(marker).unwrap(), Preconditions::NONE)
+            .await
+            .unwrap();
+    }
+    assert!(f.store.keys().is_empty());
+    assert_eq!(
+        list(&f.fs, InodeNo::ROOT).await,
+        vec![("top".to_string(), Kind::Dir)]
+    );
+    assert_eq!(list(&f.fs, top).await, vec![("d".to_string(), Kind::Dir)]);
+    assert_eq!(list(&f.fs, d).await, vec![("new".to_string(), Kind::File)]);
+    // A remote file of the directory's name, and names sorting between `d` and `d/`.
+    put(&f.store, "top/d", b"theirs").await;
+    put(&f.store, "top/d!x", b"1").await;
+    assert_eq!(
+        list(&f.fs, top).await,
+        vec![
+            ("d".to_string(), Kind::Dir),
+            ("d\n".to_string(), Kind::File),
+            ("d!x".to_string(), Kind::File),
+        ]
+    );
+    let found = f.fs.lookup(top, "d").await.unwrap().attr;
+    assert_eq!((found.ino, found.kind), (d, Kind::Dir));
+    let file = f.fs.lookup(top, "d\n").await.unwrap().attr.ino;
+    assert_eq!(read_file(&f.fs, file).await.unwrap(), b"theirs");
+    assert_eq!(
+        f.fs.create(top, "d", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    for (parent, name) in [(top, "d"), (InodeNo::ROOT, "top")] {
+        assert_eq!(
+            f.fs.rmdir(parent, name).await.unwrap_err().errno(),
+            libc::ENOTEMPTY,
+            "rmdir {name}"
+        );
+    }
+    // Once uploaded, the file is listed from the bucket; nothing was lost or overwritten.
+    f.fs.flush(open.fh).await.unwrap();
+    f.fs.release(entry.attr.ino, open.fh).await.unwrap();
+    assert_eq!(get(&f.store, "top/d/new").await.unwrap(), b"mine");
+    assert_eq!(get(&f.store, "top/d").await.unwrap(), b"theirs");
+    assert_eq!(list(&f.fs, d).await, vec![("new".to_string(), Kind::File)]);
+}
+
 #[tokio::test]
 async fn two_writers_one_wins_other_gets_estale_and_data_is_kept() {
     let f = fixture();
@@ -477,6 +547,312 @@ async fn rename_dir_over_limit_fails_cleanly() {
         .unwrap_err();
     assert_eq!(err.errno(), libc::EMFILE);
     assert_eq!(store.keys().len(), 5, "nothing copied or deleted");
+}
+
+/// A filesystem over `FaultStore` over `MemStore` (no retries: an injected failure is the
+/// operation's failure, as a crash part-way would be), TTLs zero.
+struct Faulty {
+    mem: Arc<MemStore>,
+    faults: Arc<gcsfs::store::FaultStore>,
+    fs: Filesystem,
+    _tmp: tempfile::TempDir,
+}
+
+fn faulty() -> Faulty {
+    let mem = Arc::new(MemStore::new());
+    let faults = Arc::new(gcsfs::store::FaultStore::new(mem.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        faults.clone(),
+        FsConfig {
+            temp_dir: tmp.path().into(),
+            metadata_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            list_page_size: 7,
+            ..Default::default()
+        },
+        Arc::new(ManualClock::default()),
+    );
+    Faulty {
+        mem,
+        faults,
+        fs,
+        _tmp: tmp,
+    }
+}
+
+/// Every object in `store`: key → (data, custom metadata).
+async fn snapshot(
+    store: &MemStore,
+) -> std::collections::BTreeMap<String, (Vec<u8>, std::collections::BTreeMap<String, String>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for key in store.keys() {
+        let meta = store.stat(&key).await.unwrap();
+        let data = get(store, key.as_str()).await.unwrap();
+        out.insert(key.into_string(), (data, meta.metadata));
+    }
+    out
+}
+
+/// `snapshot` with every key under `from` moved under `to`: what a finished rename leaves.
+fn moved(
+    before: &std::collections::BTreeMap<
+        String,
+        (Vec<u8>, std::collections::BTreeMap<String, String>),
+    >,
+    from: &str,
+    to: &str,
+) -> std::collections::BTreeMap<String, (Vec<u8>, std::collections::BTreeMap<String, String>)> {
+    before
+        .iter()
+        .map(|(k, v)| match k.strip_prefix(from) {
+            Some(rest) => (format!("{to}{rest}"), v.clone()),
+            None => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// Directory `A` with a marker carrying metadata of its own, 20 files and a subdirectory.
+async fn put_tree(store: &MemStore, explicit: bool) {
+    if explicit {
+        let mut attrs = WriteAttrs::default();
+        attrs.metadata.insert("note".into(), "kept".into());
+        store
+            .write(
+                &ObjectKey::new("A/").unwrap(),
+                WriteSource::Bytes(Bytes::new()),
+                Preconditions::NONE,
+                &attrs,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        put(store, &format!("A/f{i:02}"), format!("data {i}").as_bytes()).await;
+    }
+    put(store, "A/sub/", b"").await;
+    put(store, "A/sub/x", b"x").await;
+    put(store, "other", b"o").await;
+}
+
+fn keys_under(
+    snap: &std::collections::BTreeMap<
+        String,
+        (Vec<u8>, std::collections::BTreeMap<String, String>),
+    >,
+    prefix: &str,
+) -> usize {
+    snap.keys().filter(|k| k.starts_with(prefix)).count()
+}
+
+/// A directory rename that fails part-way through its copy phase (as a crash would leave it)
+/// is finished by repeating it: the destination is not empty, but its marker's journal names
+/// the source. Copies already there are not made again.
+#[tokio::test]
+async fn dir_rename_interrupted_while_copying_resumes_when_repeated() {
+    let f = faulty();
+    put_tree(&f.mem, true).await;
+    let before = snapshot(&f.mem).await;
+    f.faults.push_n(Op::Copy, Fault::Pass, 5);
+    f.faults.push(Op::Copy, Fault::Status(503));
+    let err =
+        f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    let partial = snapshot(&f.mem).await;
+    assert_eq!(
+        partial["B/"].1.get(RENAME_FROM_KEY).map(String::as_str),
+        Some("A/")
+    );
+    let copied = keys_under(&partial, "B/") - 1;
+    assert!(
+        copied > 0 && copied < 22,
+        "{copied} copies: interrupted part-way"
+    );
+    for (k, v) in &before {
+        assert_eq!(partial.get(k), Some(v), "source {k} untouched");
+    }
+    // An `ls` of the partial destination works; so does a plain rename elsewhere: ENOTEMPTY.
+    let b = lookup_path(&f.fs, "B").await.unwrap();
+    assert_eq!(list(&f.fs, b).await.len(), copied);
+    put(&f.mem, "C/x", b"c").await;
+    assert_eq!(
+        f.fs.rename(InodeNo::ROOT, "C", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOTEMPTY
+    );
+    f.mem
+        .delete(&ObjectKey::new("C/x").unwrap(), Preconditions::NONE)
+        .await
+        .unwrap();
+
+    let copies_before = f.faults.calls(Op::Copy);
+    f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.faults.calls(Op::Copy) - copies_before,
+        (22 - copied) as u64,
+        "only the missing objects are copied"
+    );
+    // Every object at B once, with its data and metadata (the marker's own too), nothing at
+    // A, no journal key.
+    assert_eq!(snapshot(&f.mem).await, moved(&before, "A/", "B/"));
+    let x = lookup_path(&f.fs, "B/sub/x").await.unwrap();
+    assert_eq!(read_file(&f.fs, x).await.unwrap(), b"x");
+    assert_eq!(
+        lookup_path(&f.fs, "A").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+/// As above, interrupted in the delete phase, with an implicit source directory (no marker):
+/// the repeat deletes the rest, and the journal's marker goes too (B stays implicit).
+#[tokio::test]
+async fn dir_rename_interrupted_while_deleting_resumes_when_repeated() {
+    let f = faulty();
+    put_tree(&f.mem, false).await;
+    let before = snapshot(&f.mem).await;
+    f.faults.push_n(Op::Delete, Fault::Pass, 7);
+    f.faults.push(Op::Delete, Fault::Status(503));
+    let err =
+        f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    let partial = snapshot(&f.mem).await;
+    assert_eq!(
+        partial["B/"].1.get(RENAME_FROM_KEY).map(String::as_str),
+        Some("A/")
+    );
+    assert_eq!(
+        keys_under(&partial, "B/"),
+        23,
+        "every copy and the journal marker"
+    );
+    let left = keys_under(&partial, "A/");
+    assert!(
+        left > 0 && left < 22,
+        "{left} sources left: interrupted part-way"
+    );
+
+    f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&f.mem).await, moved(&before, "A/", "B/"));
+    assert!(
+        get(&f.mem, "B/").await.is_none(),
+        "B stays implicit, as A was"
+    );
+}
+
+/// A repeat that finds a copy with other data than its source (another writer changed it)
+/// stops with ESTALE before copying or deleting anything.
+#[tokio::test]
+async fn resumed_dir_rename_over_a_changed_copy_is_estale_and_deletes_nothing() {
+    let f = faulty();
+    put_tree(&f.mem, true).await;
+    f.faults.push_n(Op::Copy, Fault::Pass, 5);
+    f.faults.push(Op::Copy, Fault::Status(503));
+    f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+        .await
+        .unwrap_err();
+    put(&f.mem, "B/f00", b"someone else's").await;
+    let partial = snapshot(&f.mem).await;
+    let (copies, deletes) = (f.faults.calls(Op::Copy), f.faults.calls(Op::Delete));
+    let err =
+        f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::ESTALE);
+    assert_eq!(snapshot(&f.mem).await, partial, "nothing copied or deleted");
+    assert_eq!(f.faults.calls(Op::Copy), copies);
+    assert_eq!(f.faults.calls(Op::Delete), deletes);
+}
+
+/// A journal key that could not be cleared at the end is harmless: the rename succeeds, the
+/// directory lists and renames as any other, and a new directory of the source's name is not
+/// merged into it (ENOTEMPTY, as without a journal).
+#[tokio::test]
+async fn journal_left_on_a_finished_dir_rename_is_harmless() {
+    let f = faulty();
+    put_tree(&f.mem, true).await;
+    let before = snapshot(&f.mem).await;
+    f.faults.push(Op::Patch, Fault::Status(503));
+    f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+        .await
+        .unwrap();
+    let after = snapshot(&f.mem).await;
+    assert_eq!(
+        after["B/"].1.get(RENAME_FROM_KEY).map(String::as_str),
+        Some("A/")
+    );
+    let b = lookup_path(&f.fs, "B").await.unwrap();
+    assert_eq!(list(&f.fs, b).await.len(), 21);
+    // A new `A`, renamed onto the (non-empty) `B` that names it: not a resume.
+    let a =
+        f.fs.mkdir(InodeNo::ROOT, "A", 0o755)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    write_file(&f.fs, a, "new", b"new").await;
+    let err =
+        f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
+    assert_eq!(get(&f.mem, "A/new").await.unwrap(), b"new");
+    assert!(get(&f.mem, "B/new").await.is_none());
+    // B renames on; the source marker's journal is not carried along.
+    f.fs.rename(InodeNo::ROOT, "B", InodeNo::ROOT, "C", 0)
+        .await
+        .unwrap();
+    let done = snapshot(&f.mem).await;
+    let mut want = moved(&before, "A/", "C/");
+    want.insert("A/".into(), done["A/"].clone());
+    want.insert("A/new".into(), done["A/new"].clone());
+    assert_eq!(done["A/new"].0, b"new");
+    assert_eq!(done, want);
+    // An emptied directory whose marker holds a journal is removed like any other.
+    f.faults.push(Op::Patch, Fault::Status(503));
+    f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "D", 0)
+        .await
+        .unwrap();
+    let d = lookup_path(&f.fs, "D").await.unwrap();
+    f.fs.unlink(d, "new").await.unwrap();
+    f.fs.rmdir(InodeNo::ROOT, "D").await.unwrap();
+    assert!(f.mem.keys().iter().all(|k| !k.as_str().starts_with("D/")));
+}
+
+/// A rename onto a destination that a stale "no such name" said was missing, but that another
+/// client filled meanwhile, takes back the journal marker it made: ENOTEMPTY, nothing moved.
+#[tokio::test]
+async fn dir_rename_onto_a_directory_filled_meanwhile_is_not_empty() {
+    let store = Arc::new(MemStore::new());
+    let f = fixture_with(store, Duration::from_secs(60));
+    put(&f.store, "A/x", b"x").await;
+    assert_eq!(
+        lookup_path(&f.fs, "B").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+    put(&f.store, "B/y", b"y").await;
+    let err =
+        f.fs.rename(InodeNo::ROOT, "A", InodeNo::ROOT, "B", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
+    let mut keys: Vec<String> = f
+        .store
+        .keys()
+        .into_iter()
+        .map(|k| k.into_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["A/x", "B/y"]);
 }
 
 #[tokio::test]

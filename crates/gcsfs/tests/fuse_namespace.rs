@@ -1,16 +1,18 @@
 //! Names and directories through a real mount (a file and a directory of one name, names that
-//! cannot be paths, symlinks, hard links, mkdir/rmdir, a large directory), and mounts that must
-//! fail (missing bucket, missing or busy mount point).
+//! cannot be paths, symlinks, hard links, mkdir/rmdir, a large directory, finishing an
+//! interrupted directory rename), mounts that must fail (missing bucket, missing or busy mount
+//! point), and where a background mount's log lines go (`--log-file`, a terminal, a file).
 //!
 //! Needs `GCSFS_TEST_ENDPOINT`, `/dev/fuse` and root; otherwise each test prints `skipped:`.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-use common::mount::{Bucket, Mount, MountOptions, fuse_endpoint, is_mounted, output, sh};
+use common::mount::{Bucket, Mount, MountOptions, PATIENCE, fuse_endpoint, is_mounted, output, sh};
 
 macro_rules! endpoint {
     () => {
@@ -183,6 +185,56 @@ fn only_dir_mounts_a_subtree() {
     );
 }
 
+/// A directory rename interrupted part-way (the bucket as gcsfs's journal leaves it: marker
+/// `B/` naming `A/`, some copies made) is finished by `mv -T A B` on the mount; plain `mv A B`
+/// would move A into B. The journal key is cleared (the emulator stores `""` for a removed key).
+#[test]
+fn interrupted_dir_rename_is_finished_by_mv_t() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-resume");
+    let files = [("A/f1", "one"), ("A/f2", "two"), ("A/sub/x", "x")];
+    let mut objects: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    objects.push(("A/".into(), Vec::new()));
+    // What the interrupted rename had done: the journal marker and one copy.
+    objects.push(("B/".into(), Vec::new()));
+    objects.push(("B/f1".into(), b"one".to_vec()));
+    bucket.put_many(objects);
+    bucket.set_metadata("B/", "gcsfs-rename-from", "A/");
+    let m = Mount::new(&bucket, MountOptions::ttl(0));
+    assert_eq!(names(&m.join("B")), set(&["f1"]), "the partial copy lists");
+    sh(&format!("cd '{}' && mv -T A B", m.path().display()));
+    assert_eq!(
+        bucket.names(),
+        ["B/", "B/f1", "B/f2", "B/sub/x"],
+        "every object at B once, nothing at A"
+    );
+    for (k, v) in files {
+        let k = k.replacen("A/", "B/", 1);
+        assert_eq!(bucket.get(&k).as_deref(), Some(v.as_bytes()), "{k}");
+    }
+    let journal = bucket.list("B/")["B/"]
+        .metadata
+        .get("gcsfs-rename-from")
+        .cloned();
+    assert!(journal.unwrap_or_default().is_empty(), "journal cleared");
+    assert!(!m.join("A").exists());
+    assert_eq!(std::fs::read(m.join("B/sub/x")).unwrap(), b"x");
+    // The cleared key (`""` on the emulator) does not make B look like a rename of anything.
+    std::fs::create_dir(m.join("A")).unwrap();
+    std::fs::write(m.join("A/new"), b"new").unwrap();
+    let out = output(
+        Command::new("mv")
+            .arg("-T")
+            .arg(m.join("A"))
+            .arg(m.join("B")),
+    );
+    assert!(!out.status.success(), "mv -T onto a non-empty B fails");
+    assert_eq!(bucket.get("A/new").as_deref(), Some(&b"new"[..]));
+}
+
 /// Runs `gcsfs mount` (in the background mode, or `--foreground`), checks that it fails with
 /// one `gcsfs: error: ` line on stderr and nothing on stdout, and returns that line.
 fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
@@ -242,4 +294,234 @@ fn mount_failures_exit_non_zero_with_one_line() {
     // The live mount is unharmed.
     std::fs::write(live.join("still"), b"here").unwrap();
     assert_eq!(bucket.get("still").as_deref(), Some(&b"here"[..]));
+}
+
+/// A `gcsfs mount` in the background (no `--foreground`) of `bucket` at `<work>/mnt`, staging in
+/// `<work>/tmp`, with `global` flags before `mount`. Unmounts it (lazily, if still there) on drop.
+struct Background {
+    mountpoint: PathBuf,
+}
+
+impl Background {
+    /// The command line, without how its stdio is set up.
+    fn command(endpoint: &str, bucket: &Bucket, work: &Path, global: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcsfs"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("GCSFS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mountpoint = work.join("mnt");
+        std::fs::create_dir_all(&mountpoint).unwrap();
+        std::fs::create_dir_all(work.join("tmp")).unwrap();
+        cmd.args(global)
+            .args(["mount", "--custom-endpoint", endpoint, "--anonymous-access"])
+            .arg("--temp-dir")
+            .arg(work.join("tmp"))
+            .arg(&bucket.name)
+            .arg(&mountpoint)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `cmd` (a `gcsfs mount` in the background, or something running one) to completion
+    /// and checks that the mount is up.
+    fn start(mut cmd: Command, mountpoint: PathBuf) -> (Self, std::process::Output) {
+        let guard = Self { mountpoint };
+        let out = output(&mut cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(&guard.mountpoint),
+            "mounted when the command returns"
+        );
+        (guard, out)
+    }
+
+    /// The daemon serving this mount: the process whose command line has `--foreground` and
+    /// the mount point.
+    fn daemon_pid(&self) -> u32 {
+        let want = self.mountpoint.to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.iter().any(|a| a == "--foreground") && args.contains(&want) {
+                return pid;
+            }
+        }
+        panic!("no daemon process serves {want}");
+    }
+
+    /// Unmounts from outside (`fusermount3 -u`), which ends the daemon, and waits (bounded)
+    /// until `pid` has exited.
+    fn unmount_and_wait(&self, pid: u32) {
+        let out = output(Command::new("fusermount3").arg("-u").arg(&self.mountpoint));
+        assert!(out.status.success(), "fusermount3 -u: {out:?}");
+        let deadline = Instant::now() + PATIENCE;
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon {pid} still runs after the unmount"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The target of the daemon's file descriptor `fd`.
+fn fd_target(pid: u32, fd: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
+}
+
+/// `gcsfs --log-file PATH mount` in the background: it returns once mounted, with nothing on
+/// stdout or stderr, and the daemon appends its log lines to PATH, as JSON (`auto` in a file),
+/// to the end (here the lines of the unmount from outside, long after the command returned).
+#[test]
+fn background_mount_appends_its_log_to_the_log_file() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-logfile");
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("gcsfs.log");
+    std::fs::write(&log, "an earlier line\n").unwrap();
+    let log_arg = log.to_str().unwrap();
+    let mut cmd = Background::command(&endpoint, &bucket, work.path(), &["--log-file", log_arg]);
+    let (out, err) = (work.path().join("stdout"), work.path().join("stderr"));
+    cmd.stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let (m, _) = Background::start(cmd, work.path().join("mnt"));
+    std::fs::write(m.mountpoint.join("f"), b"data").unwrap();
+    assert_eq!(bucket.get("f").as_deref(), Some(&b"data"[..]));
+    let pid = m.daemon_pid();
+    m.unmount_and_wait(pid);
+
+    for path in [&out, &err] {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.is_empty(), "{}: {text}", path.display());
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rest = text.strip_prefix("an earlier line\n").expect("appended to");
+    let messages: Vec<String> = rest
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            v["message"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for want in [
+        "mounted",
+        "unmounted from outside; uploading dirty files",
+        "unmounted",
+    ] {
+        assert!(
+            messages.iter().any(|m| m == want),
+            "no {want:?} in {messages:?}"
+        );
+    }
+}
+
+/// Without `--log-file`, a background mount started with stdout and stderr on a terminal (here
+/// the pty `script` makes) stops using it once mounted: they are pointed at `/dev/null`, after
+/// a line saying so.
+#[test]
+fn background_mount_lets_go_of_a_terminal_once_mounted() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-tty");
+    let work = tempfile::tempdir().unwrap();
+    let inner = Background::command(&endpoint, &bucket, work.path(), &["--log-format", "text"]);
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let typescript = work.path().join("typescript");
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line])
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GCSFS_") {
+            cmd.env_remove(k);
+        }
+    }
+    // `script` returns once nothing holds the terminal any more.
+    let (m, _) = Background::start(cmd, work.path().join("mnt"));
+    let pid = m.daemon_pid();
+    for fd in [1, 2] {
+        assert_eq!(fd_target(pid, fd), Path::new("/dev/null"), "fd {fd}");
+    }
+    m.unmount_and_wait(pid);
+    let seen = std::fs::read_to_string(&typescript).unwrap_or_default();
+    assert!(seen.contains("further log lines are discarded"), "{seen}");
+}
+
+/// Without `--log-file`, a background mount whose stderr is a pipe lets go of it once mounted,
+/// so that the reader (`gcsfs mount … 2>&1 | tee`, a program capturing the output) sees it end.
+#[test]
+fn background_mount_lets_go_of_a_pipe_once_mounted() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-pipe");
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = Background::command(&endpoint, &bucket, work.path(), &["--log-format", "text"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let guard = Background {
+        mountpoint: work.path().join("mnt"),
+    };
+    let mut child = common::mount::spawn(&mut cmd);
+    let mut pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        let _ = tx.send(text);
+    });
+    let status = common::mount::wait_bounded(&mut child, PATIENCE).expect("gcsfs mount returns");
+    assert!(status.success(), "{status}");
+    assert!(is_mounted(&guard.mountpoint));
+    let text = rx
+        .recv_timeout(PATIENCE)
+        .expect("the pipe ends: nothing holds it any more");
+    assert!(text.contains("further log lines are discarded"), "{text}");
+    let pid = guard.daemon_pid();
+    guard.unmount_and_wait(pid);
+}
+
+/// Without `--log-file`, a background mount whose stderr is a regular file keeps writing its
+/// log lines there after the command returned.
+#[test]
+fn background_mount_keeps_a_stderr_that_is_a_file() {
+    let endpoint = endpoint!();
+    let bucket = Bucket::fresh(&endpoint, "fuse-stderr");
+    let work = tempfile::tempdir().unwrap();
+    let err = work.path().join("stderr");
+    let file = std::fs::File::create(&err).unwrap();
+    let mut cmd = Background::command(&endpoint, &bucket, work.path(), &["--log-format", "text"]);
+    cmd.stdout(Stdio::null()).stderr(file);
+    let (m, _) = Background::start(cmd, work.path().join("mnt"));
+    let pid = m.daemon_pid();
+    assert_eq!(fd_target(pid, 2), err);
+    m.unmount_and_wait(pid);
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(text.contains("unmounted from outside"), "{text}");
+    assert!(!text.contains("discarded"), "{text}");
 }

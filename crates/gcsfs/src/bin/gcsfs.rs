@@ -21,9 +21,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let log_file = cli.log.log_file.is_some();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
+            if log_file {
+                // Logs go to the file: the error ends up there too, not only on stderr.
+                tracing::error!("exiting: {err:#}");
+            }
             eprintln!("gcsfs: error: {err:#}");
             ExitCode::FAILURE
         }
@@ -35,9 +40,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(c) => c.store.check_key_file()?,
         Command::Run(c) => c.store.check_key_file()?,
     }
-    logging::init(cli.log.log_format, cli.log.log_severity)?;
+    let log_file = cli.log.log_file.as_deref();
+    logging::init(cli.log.log_format, cli.log.log_severity, log_file)?;
     match cli.command {
-        Command::Mount(args) => cli::run_mount(args).map(|()| ExitCode::SUCCESS),
+        Command::Mount(args) => cli::run_mount(args, log_file).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => cli::run_run(args),
     }
 }

@@ -3,12 +3,15 @@
 //! A [`DirStream`] walks the store's delimiter listing one page at a time, so memory stays
 //! bounded by a page whatever the directory's size. Entry offsets are positions in the sequence
 //! `.`, `..`, listed entries, local-only entries; a stream keeps only the current page, and a
-//! request for an earlier offset restarts the listing (as after `rewinddir`).
+//! request for an earlier offset restarts the listing (as after `rewinddir`). Local-only entries
+//! are new files not uploaded yet and directories that exist only because they hold such files
+//! (another client may have removed everything under them).
 //!
 //! Names: prefixes become directories, objects files (or symlinks). When object `x` and prefix
 //! `x/` both exist the directory wins and the file is listed as `x` + [`CONFLICT_SUFFIX`]. A file
 //! is held back until the listing has passed `x/` (keys between `x` and `x/` sort in between), so
-//! the check works across pages. Names that cannot be paths are skipped with one log line each.
+//! the check works across pages. A directory kept only by pending new files wins its name the
+//! same way. Names that cannot be paths are skipped with one log line each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -58,6 +61,9 @@ pub struct DirStream {
     held: Vec<(String, ObjectMeta)>,
     /// Local-only children not yet seen in the listing (emitted at the end).
     local_pending: HashMap<String, (InodeNo, Kind)>,
+    /// Names of the local-only directories (kept by pending new files): a listed file of such a
+    /// name is shown with the conflict suffix, as under a listed directory.
+    pending_dirs: HashSet<String>,
     /// Directory names already emitted: GCS never repeats a prefix across pages, but some
     /// emulators do, so a repeat is dropped rather than shown twice.
     emitted_dirs: HashSet<String>,
@@ -83,6 +89,7 @@ impl DirStream {
             finished: false,
             held: Vec::new(),
             local_pending: HashMap::new(),
+            pending_dirs: HashSet::new(),
             emitted_dirs: HashSet::new(),
             listed: 0,
         };
@@ -99,6 +106,11 @@ impl DirStream {
         self.held.clear();
         self.emitted_dirs.clear();
         self.listed = 0;
+        self.pending_dirs = local
+            .iter()
+            .filter(|(_, _, k)| *k == Kind::Dir)
+            .map(|(n, _, _)| n.clone())
+            .collect();
         self.local_pending = local.into_iter().map(|(n, i, k)| (n, (i, k))).collect();
     }
 
@@ -351,20 +363,30 @@ impl Filesystem {
     }
 }
 
-/// Local-only children of `dir` still bound to their names. A new file whose name was taken by
-/// a directory (or vanished) in the store is unbound: lookup no longer finds it, so readdir must
-/// not list it either (it uploads at close and is then listed from the store).
+/// Local-only children of `dir` still bound to their names: new files not uploaded yet, and
+/// directories holding such files (at any depth), which lookup finds whatever the store shows.
+/// A new file whose name was taken by a directory (or vanished) in the store is unbound: lookup
+/// no longer finds it, so readdir must not list it either (it uploads at close and is then
+/// listed from the store).
 fn listed_local_children(table: &InodeTable, dir: InodeNo) -> Vec<(String, InodeNo, Kind)> {
-    table
+    let mut out: Vec<_> = table
         .local_children(dir)
         .into_iter()
         .filter(|(name, ino, _)| table.child(dir, name) == Some(*ino))
-        .collect()
+        .collect();
+    out.extend(
+        table
+            .pending_child_dirs(dir)
+            .into_iter()
+            .map(|(name, ino)| (name, ino, Kind::Dir)),
+    );
+    out
 }
 
-/// A listed file, renamed with the conflict suffix if a directory of its name was emitted.
+/// A listed file, renamed with the conflict suffix if a directory of its name was emitted or is
+/// kept here by pending new files.
 fn file_entry(s: &DirStream, name: String, meta: ObjectMeta) -> Listed {
-    if s.emitted_dirs.contains(&name) {
+    if s.emitted_dirs.contains(&name) || s.pending_dirs.contains(&name) {
         Listed::File(format!("{name}{CONFLICT_SUFFIX}"), meta)
     } else {
         Listed::File(name, meta)

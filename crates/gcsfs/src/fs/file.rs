@@ -149,9 +149,10 @@ impl Filesystem {
                 return Err(FsError::NotDir);
             }
             if let Some(existing) = table.child(parent, name)
-                && table
+                && (table
                     .get(existing)
                     .is_some_and(|i| i.local || i.valid_until > now)
+                    || table.is_pending_dir(existing))
             {
                 return Err(FsError::Exists);
             }

@@ -206,6 +206,51 @@ impl InodeTable {
             .any(|i| i.local && !i.unlinked && i.ino != ino && i.key.starts_with(prefix.as_str()))
     }
 
+    /// Whether a file with changes not uploaded yet (new, or dirty) lies anywhere below
+    /// directory `ino`.
+    pub fn has_unsaved_descendants(&self, ino: InodeNo) -> bool {
+        let Some(dir) = self.inodes.get(&ino) else {
+            return false;
+        };
+        let prefix = dir.key.as_str();
+        self.inodes.values().any(|i| {
+            i.ino != ino
+                && !i.unlinked
+                && i.key.starts_with(prefix)
+                && (i.local || i.file.as_ref().is_some_and(|f| f.is_dirty()))
+        })
+    }
+
+    /// Whether `ino` is a directory holding a file created here and not uploaded yet: such a
+    /// directory exists here whatever the store shows (SEMANTICS.md), and keeps its name.
+    pub fn is_pending_dir(&self, ino: InodeNo) -> bool {
+        self.inodes.get(&ino).is_some_and(|i| i.kind() == Kind::Dir)
+            && self.has_local_descendants(ino)
+    }
+
+    /// Subdirectories of `parent`, still bound to their names, that hold files created here
+    /// and not uploaded yet (see [`InodeTable::is_pending_dir`]), by name.
+    pub fn pending_child_dirs(&self, parent: InodeNo) -> Vec<(String, InodeNo)> {
+        let Some(dir) = self.inodes.get(&parent) else {
+            return Vec::new();
+        };
+        let prefix = dir.key.as_str();
+        let names: std::collections::BTreeSet<&str> = self
+            .inodes
+            .values()
+            .filter(|i| i.local && !i.unlinked && i.ino != parent)
+            .filter_map(|i| i.key.strip_prefix(prefix)?.split_once('/'))
+            .map(|(first, _)| first)
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let ino = self.child(parent, name)?;
+                (self.inodes.get(&ino)?.kind() == Kind::Dir).then(|| (name.to_string(), ino))
+            })
+            .collect()
+    }
+
     /// Moves `ino` to `new_parent/new_name` with object key `new_key`; a directory's loaded
     /// descendants get their keys rewritten. Whatever `new_name` denoted before is detached.
     pub fn rename(&mut self, ino: InodeNo, new_parent: InodeNo, new_name: &str, new_key: String) {

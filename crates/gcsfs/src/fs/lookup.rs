@@ -146,6 +146,13 @@ impl Filesystem {
                 valid,
             )),
             Found::File(meta) => {
+                // A directory holding files not uploaded yet keeps its name; the file is
+                // reachable as `name` + CONFLICT_SUFFIX, as when the store shows both.
+                if let Some(ino) = table.child(parent, name)
+                    && table.is_pending_dir(ino)
+                {
+                    return Ok(ino);
+                }
                 let stat = Stat::from_object(&meta);
                 Ok(table.upsert_child(parent, name, key, stat, Some(meta), valid))
             }
@@ -153,8 +160,7 @@ impl Filesystem {
                 // A directory holding files not uploaded yet exists here even if the store has
                 // nothing under it any more.
                 if let Some(ino) = table.child(parent, name)
-                    && table.get(ino).is_some_and(|i| i.kind() == Kind::Dir)
-                    && table.has_local_descendants(ino)
+                    && table.is_pending_dir(ino)
                 {
                     return Ok(ino);
                 }

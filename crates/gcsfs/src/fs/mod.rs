@@ -38,6 +38,7 @@ pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
 pub use names::normalize_only_dir;
+pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
 pub use read::ReadConfig;
 

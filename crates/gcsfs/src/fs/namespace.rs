@@ -7,8 +7,11 @@
 //! - a file `rename` copies the known generation to the new name (only if that name still holds
 //!   what we know of it) and then deletes that generation of the source: a crash in between
 //!   leaves both names, never neither.
-//! - a directory `rename` copies every object under the prefix, then deletes the sources; repeat
-//!   it after a crash to finish.
+//! - a directory `rename` keeps a journal: it first creates the destination's marker `B/`
+//!   (create-only) carrying [`RENAME_FROM_KEY`] = the source prefix, then copies every object
+//!   under the source (create-only), deletes the sources (each at the generation copied, the
+//!   source's marker last) and clears the key. A repeat of the rename after a crash finds the
+//!   journal on the non-empty destination and resumes instead of failing with ENOTEMPTY.
 
 use std::time::SystemTime;
 
@@ -26,6 +29,32 @@ use crate::store::{
 
 /// Objects copied or deleted at once by a directory rename.
 const RENAME_PARALLELISM: usize = 16;
+
+/// Custom-metadata key of a directory rename's journal. A rename of `A/` to `B/` creates the
+/// marker `B/` (create-only) with this key set to the source prefix `A/` (the full object-key
+/// prefix) before it copies anything, and clears it when the sources are deleted. A rename of
+/// `A` onto a non-empty `B` whose marker names `A/` here resumes that rename. An empty value
+/// counts as absent (the emulator stores `""` for a PATCH that removes a key).
+pub const RENAME_FROM_KEY: &str = "gcsfs-rename-from";
+
+/// The source prefix named by a rename journal on directory marker `marker`, if any.
+fn journal_source(marker: &ObjectMeta) -> Option<&str> {
+    marker
+        .metadata
+        .get(RENAME_FROM_KEY)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `a` and `b` hold the same data: same size and same CRC32C (both known).
+fn same_content(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.size == b.size && a.crc32c.is_some() && a.crc32c == b.crc32c
+}
+
+/// `o`'s key relative to directory prefix `prefix` (which it starts with).
+fn relative<'a>(o: &'a ObjectMeta, prefix: &str) -> &'a str {
+    &o.key.as_str()[prefix.len()..]
+}
 
 fn check_new_name(name: &str) -> FsResult<()> {
     match names::check_component(name) {
@@ -92,7 +121,8 @@ impl Filesystem {
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            if !table.local_children(ino).is_empty() {
+            // Files created here and not uploaded yet, at any depth, make it non-empty.
+            if table.has_local_descendants(ino) {
                 return Err(FsError::NotEmpty);
             }
             inode.key.clone()
@@ -281,20 +311,15 @@ impl Filesystem {
         }
         if kind == Kind::Dir {
             let new_key = names::dir_prefix(&names::join(&new_prefix, new_name));
-            if dst.is_some() {
-                // Renaming onto an existing directory needs it empty.
-                if let Err(e) = self.rmdir(new_parent, new_name).await {
-                    return Err(match e {
-                        FsError::NotEmpty => FsError::NotEmpty,
-                        other => other,
-                    });
-                }
+            let existing = dst.map(|_| (new_parent, new_name));
+            self.rename_dir(ino, &new_key, existing).await?;
+            let mut table = self.inodes.lock().unwrap();
+            table.rename(ino, new_parent, new_name, new_key);
+            // A resumed rename may have found more under the destination than the source's
+            // last listing showed.
+            if let Some(inode) = table.get_mut(ino) {
+                inode.complete_until = None;
             }
-            self.rename_dir(ino, &new_key).await?;
-            self.inodes
-                .lock()
-                .unwrap()
-                .rename(ino, new_parent, new_name, new_key);
         } else {
             let new_key = names::join(&new_prefix, new_name);
             let dst_generation = dst_info.and_then(|(_, g)| g);
@@ -386,19 +411,18 @@ impl Filesystem {
         }
     }
 
-    /// Copies `o` from under `old_prefix` to under `new_prefix` (create-only: a copy left by an
-    /// interrupted earlier attempt counts as done). Returns the source key, the generation
-    /// copied and the copy.
+    /// Copies `o` from under `old_prefix` to under `new_prefix`, create-only. A copy that is
+    /// already there (an earlier attempt's, whose answer was lost) counts as done only if it
+    /// holds the same data; anything else there is another writer's: ESTALE. Returns the
+    /// source key, the generation copied and the copy.
     async fn copy_for_rename(
         &self,
         o: &ObjectMeta,
         old_prefix: &str,
         new_prefix: &str,
-    ) -> FsResult<Option<(String, (Generation, ObjectMeta))>> {
-        let dst = ObjectKey::new(format!(
-            "{new_prefix}{}",
-            &o.key.as_str()[old_prefix.len()..]
-        ))?;
+    ) -> FsResult<(String, (Generation, ObjectMeta))> {
+        let dst = ObjectKey::new(format!("{new_prefix}{}", relative(o, old_prefix)))?;
+        let done = |copy: ObjectMeta| (o.key.as_str().to_string(), (o.generation, copy));
         match self
             .store
             .copy(
@@ -409,13 +433,27 @@ impl Filesystem {
             )
             .await
         {
-            Ok(new) => Ok(Some((o.key.as_str().to_string(), (o.generation, new)))),
-            Err(e) if e.kind() == ErrorKind::PreconditionFailed => Ok(None),
+            Ok(copy) => Ok(done(copy)),
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                match self.store.stat(&dst).await {
+                    Ok(there) if same_content(o, &there) => Ok(done(there)),
+                    Ok(_) => Err(FsError::Stale(
+                        "rename destination holds another object of the same name",
+                    )),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(FsError::Stale(
+                        "rename destination changed by another writer",
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(FsError::Stale("rename source changed by another writer"))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Deletes the generation of `o` that was copied.
+    /// Deletes the generation of `o` that was copied (already gone counts as done).
     async fn delete_for_rename(&self, o: &ObjectMeta) -> FsResult<()> {
         match self
             .store
@@ -424,35 +462,23 @@ impl Filesystem {
         {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                tracing::warn!(key = %o.key, "rename source replaced after it was copied; left in place");
+                Err(FsError::Stale("rename source replaced after it was copied"))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Copies every object under directory `ino` to `new_prefix`, then deletes the sources.
-    async fn rename_dir(&self, ino: InodeNo, new_prefix: &str) -> FsResult<()> {
-        // Publish pending changes below the directory first.
-        let old_prefix = {
-            let table = self.inodes.lock().unwrap();
-            table.get(ino).ok_or(FsError::NotFound)?.key.clone()
-        };
-        let pending: Vec<_> = {
-            let table = self.inodes.lock().unwrap();
-            table
-                .descendants(&old_prefix, ino)
-                .into_iter()
-                .filter_map(|d| table.get(d).and_then(|i| i.file.clone().map(|f| (d, f))))
-                .collect()
-        };
-        for (d, cell) in pending {
-            self.upload(d, &cell).await?;
-        }
+    /// Every object under `prefix`, at most `rename_dir_limit` of them (EMFILE otherwise).
+    async fn list_for_rename(&self, prefix: &str) -> FsResult<Vec<ObjectMeta>> {
         let mut objects = Vec::new();
         let mut token = None;
         loop {
             let page = self
                 .store
                 .list(&ListRequest {
-                    prefix: old_prefix.clone(),
+                    prefix: prefix.to_string(),
                     delimiter: None,
                     page_token: token,
                     max_results: Some(self.config.list_page_size),
@@ -467,23 +493,251 @@ impl Filesystem {
             }
             token = page.next_page_token;
             if token.is_none() {
-                break;
+                return Ok(objects);
             }
         }
-        // Copy phase, then delete phase, a few objects at a time.
+    }
+
+    /// The marker `new_prefix` if it carries a rename journal naming `old_prefix`.
+    async fn journal_naming(
+        &self,
+        new_prefix: &str,
+        old_prefix: &str,
+    ) -> FsResult<Option<ObjectMeta>> {
+        match self.store.stat(&ObjectKey::new(new_prefix)?).await {
+            Ok(marker) if journal_source(&marker) == Some(old_prefix) => Ok(Some(marker)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts the journal of renaming `old_prefix` to `new_prefix`: creates the marker
+    /// `new_prefix` (create-only) naming the source. It takes the place of the source's own
+    /// marker `src_marker`, so it carries that marker's data, content type and metadata.
+    /// Returns whether this call created it (a marker already naming the source is an earlier
+    /// attempt's: its answer was lost, or it crashed).
+    async fn start_journal(
+        &self,
+        new_prefix: &str,
+        old_prefix: &str,
+        src_marker: Option<&ObjectMeta>,
+    ) -> FsResult<bool> {
+        let mut attrs = WriteAttrs::default();
+        let mut data = Bytes::new();
+        if let Some(m) = src_marker {
+            attrs.content_type = m.content_type.clone();
+            attrs.metadata = m.metadata.clone();
+            if m.size > 0 {
+                // A marker holding data (rare): keep its data, pinned to the generation listed.
+                let mut stream = match self
+                    .store
+                    .read(&m.key, Some(m.generation), ByteRange::ALL)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return Err(FsError::Stale("source directory marker replaced"));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let mut buf = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    buf.extend_from_slice(&chunk?);
+                }
+                data = Bytes::from(buf);
+            }
+        }
+        attrs
+            .metadata
+            .insert(RENAME_FROM_KEY.to_string(), old_prefix.to_string());
+        let key = ObjectKey::new(new_prefix)?;
+        match self
+            .store
+            .write(
+                &key,
+                WriteSource::Bytes(data),
+                Preconditions::create_only(),
+                &attrs,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                match self.journal_naming(new_prefix, old_prefix).await? {
+                    Some(_) => Ok(false),
+                    None => Err(FsError::Stale(
+                        "rename destination created by another writer",
+                    )),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the journal on `marker` once every source is deleted: clears the key, or deletes
+    /// the marker when the source had no marker of its own (an implicit directory stays
+    /// implicit). A failure is only logged: the rename is complete, and a journal left behind
+    /// is harmless (a later rename of a new `A` onto `B` still needs `B` to be `A`'s partial
+    /// copy, see [`Filesystem::rename_dir`]).
+    async fn finish_journal(&self, marker: &ObjectMeta, keep_marker: bool) {
+        let pre = Preconditions::generation(marker.generation);
+        let result = if keep_marker {
+            let patch = [(RENAME_FROM_KEY.to_string(), None)].into_iter().collect();
+            self.store
+                .patch_metadata(&marker.key, &patch, pre)
+                .await
+                .map(drop)
+        } else {
+            self.store.delete(&marker.key, pre).await
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(marker = %marker.key, %error, "directory renamed; its journal key was not cleared (harmless)");
+            }
+        }
+    }
+
+    /// Renames directory `ino` to `new_prefix`: publishes pending changes below it, starts or
+    /// resumes the journal, copies what is missing, deletes the sources, ends the journal.
+    ///
+    /// `existing` is the destination's (parent, name) when it already exists. It must be empty
+    /// (it is removed first), unless its marker's journal names this source: then this resumes
+    /// an interrupted rename. A resume requires the destination to be a partial copy of the
+    /// source: either everything under it has a source of the same name (the copy phase was
+    /// interrupted) or every source has a copy (the delete phase was), and no file under it has
+    /// changes made here not uploaded yet; otherwise ENOTEMPTY, as without a journal. An existing copy counts as done only if it holds the source's data
+    /// (size and CRC32C); a mismatch means another writer changed something: ESTALE, before
+    /// anything is copied or deleted.
+    async fn rename_dir(
+        &self,
+        ino: InodeNo,
+        new_prefix: &str,
+        existing: Option<(InodeNo, &str)>,
+    ) -> FsResult<()> {
+        let old_prefix = {
+            let table = self.inodes.lock().unwrap();
+            table.get(ino).ok_or(FsError::NotFound)?.key.clone()
+        };
+        // An interrupted attempt's journal, or else the destination must be empty.
+        let resumed = match existing {
+            Some(_) => self.journal_naming(new_prefix, &old_prefix).await?,
+            None => None,
+        };
+        if let Some((parent, name)) = existing {
+            if resumed.is_none() {
+                self.rmdir(parent, name).await?;
+            } else {
+                // A partial copy holds only copies: changes made here under it (new or
+                // dirty files) are not the source's.
+                let table = self.inodes.lock().unwrap();
+                if table
+                    .child(parent, name)
+                    .is_some_and(|d| table.has_unsaved_descendants(d))
+                {
+                    return Err(FsError::NotEmpty);
+                }
+            }
+        }
+        // Publish pending changes below the directory first.
+        let pending: Vec<_> = {
+            let table = self.inodes.lock().unwrap();
+            table
+                .descendants(&old_prefix, ino)
+                .into_iter()
+                .filter_map(|d| table.get(d).and_then(|i| i.file.clone().map(|f| (d, f))))
+                .collect()
+        };
+        for (d, cell) in pending {
+            self.upload(d, &cell).await?;
+        }
+        let sources = self.list_for_rename(&old_prefix).await?;
+        let src_marker = sources
+            .iter()
+            .find(|o| o.key.as_str() == old_prefix)
+            .cloned();
+
+        // The journal: left by an interrupted attempt, or started now.
+        let created = match resumed {
+            Some(_) => false,
+            None => {
+                self.start_journal(new_prefix, &old_prefix, src_marker.as_ref())
+                    .await?
+            }
+        };
+
+        // What the destination holds now.
+        let there = self.list_for_rename(new_prefix).await?;
+        let Some(journal) = there
+            .iter()
+            .find(|o| o.key.as_str() == new_prefix)
+            .filter(|m| journal_source(m) == Some(old_prefix.as_str()))
+            .cloned()
+        else {
+            return Err(FsError::Stale("rename journal changed by another writer"));
+        };
+        let src: std::collections::BTreeMap<&str, &ObjectMeta> = sources
+            .iter()
+            .filter(|o| o.key.as_str() != old_prefix)
+            .map(|o| (relative(o, &old_prefix), o))
+            .collect();
+        let dst: std::collections::BTreeMap<&str, &ObjectMeta> = there
+            .iter()
+            .filter(|o| o.key.as_str() != new_prefix)
+            .map(|o| (relative(o, new_prefix), o))
+            .collect();
+        let partial_copy =
+            dst.keys().all(|k| src.contains_key(k)) || src.keys().all(|k| dst.contains_key(k));
+        if !partial_copy {
+            if created {
+                // Not ours to fill (a cached "no such directory" was out of date): take the
+                // marker back.
+                self.finish_journal(&journal, false).await;
+            }
+            return Err(FsError::NotEmpty);
+        }
+        if let Some(m) = &src_marker
+            && !same_content(m, &journal)
+        {
+            return Err(FsError::Stale("source directory marker replaced"));
+        }
         let mut copied = std::collections::HashMap::new();
-        for chunk in objects.chunks(RENAME_PARALLELISM) {
+        let mut missing = Vec::new();
+        for (rel, o) in &src {
+            match dst.get(rel) {
+                Some(copy) if same_content(o, copy) => {
+                    copied.insert(o.key.as_str().to_string(), (o.generation, (*copy).clone()));
+                }
+                Some(_) => {
+                    return Err(FsError::Stale(
+                        "rename destination holds another object of the same name",
+                    ));
+                }
+                None => missing.push(*o),
+            }
+        }
+
+        // Copy phase, then delete phase (the source's marker last, so it stays a directory
+        // until the end), a few objects at a time.
+        for chunk in missing.chunks(RENAME_PARALLELISM) {
             let done = futures::future::try_join_all(
                 chunk
                     .iter()
                     .map(|o| self.copy_for_rename(o, &old_prefix, new_prefix)),
             )
             .await?;
-            copied.extend(done.into_iter().flatten());
+            copied.extend(done);
         }
+        let objects: Vec<&ObjectMeta> = src.values().copied().collect();
         for chunk in objects.chunks(RENAME_PARALLELISM) {
             futures::future::try_join_all(chunk.iter().map(|o| self.delete_for_rename(o))).await?;
         }
+        if let Some(m) = &src_marker {
+            self.delete_for_rename(m).await?;
+        }
+        self.finish_journal(&journal, src_marker.is_some()).await;
         self.rebase_moved(&old_prefix, ino, copied).await;
         Ok(())
     }
@@ -534,5 +788,54 @@ impl Filesystem {
                 self.repin_handles(ino, Some(old), new, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Metageneration;
+
+    fn marker(metadata: &[(&str, &str)], crc32c: Option<u32>) -> ObjectMeta {
+        ObjectMeta {
+            key: ObjectKey::new("B/").unwrap(),
+            size: 0,
+            generation: Generation(1),
+            metageneration: Metageneration(1),
+            updated: SystemTime::UNIX_EPOCH,
+            crc32c,
+            content_type: None,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_journal_value_counts_as_absent() {
+        assert_eq!(
+            journal_source(&marker(&[(RENAME_FROM_KEY, "A/")], None)),
+            Some("A/")
+        );
+        // The emulator stores "" for a PATCH that removes the key.
+        assert_eq!(
+            journal_source(&marker(&[(RENAME_FROM_KEY, "")], None)),
+            None
+        );
+        assert_eq!(journal_source(&marker(&[("other", "A/")], None)), None);
+    }
+
+    #[test]
+    fn same_content_needs_equal_size_and_known_equal_crc() {
+        let a = marker(&[], Some(7));
+        assert!(same_content(&a, &marker(&[("x", "y")], Some(7))));
+        assert!(!same_content(&a, &marker(&[], Some(8))));
+        assert!(!same_content(&marker(&[], None), &marker(&[], None)));
+        let bigger = ObjectMeta {
+            size: 1,
+            ..a.clone()
+        };
+        assert!(!same_content(&a, &bigger));
     }
 }

@@ -20,6 +20,10 @@ use super::{
 /// A failure to inject into one call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fault {
+    /// Let the call through untouched. Queued before another fault, it aims that fault at a
+    /// later call: `push_n(op, Fault::Pass, 3)` then `push(op, Fault::Status(503))` fails the
+    /// fourth call.
+    Pass,
     /// Fail the call with this HTTP status (classified by [`StoreError::from_http_status`])
     /// without reaching the inner store.
     Status(u16),
@@ -156,6 +160,7 @@ async fn faulted<T>(
     call: impl Future<Output = StoreResult<T>> + Send,
 ) -> StoreResult<T> {
     match fault {
+        Fault::Pass => call.await,
         Fault::Status(status) => Err(injected(op, status)),
         Fault::StatusAfterCommit(status) => {
             // The inner call's own result is dropped with the "lost" answer.
@@ -333,6 +338,19 @@ mod tests {
             "faulted calls never reach the inner store"
         );
         assert_eq!(faults.pending(Op::Delete), 1);
+    }
+
+    #[tokio::test]
+    async fn pass_aims_the_next_fault_at_a_later_call() {
+        let (mem, faults) = setup(b"x").await;
+        faults.push_n(Op::Stat, Fault::Pass, 2);
+        faults.push(Op::Stat, Fault::Status(503));
+        let mut failed = Vec::new();
+        for _ in 0..4 {
+            failed.push(faults.stat(&key()).await.is_err());
+        }
+        assert_eq!(failed, [false, false, true, false]);
+        assert_eq!(mem.calls(Op::Stat), 3, "passed calls reach the inner store");
     }
 
     #[tokio::test]

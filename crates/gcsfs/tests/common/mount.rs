@@ -188,6 +188,31 @@ impl Bucket {
         self.put_many(vec![(name.to_owned(), data.to_vec())]);
     }
 
+    /// Sets custom-metadata `key` of object `name` to `value` (a JSON API PATCH).
+    pub fn set_metadata(&self, name: &str, key: &str, value: &str) {
+        self.rt.block_on(async {
+            let url = format!(
+                "{}/storage/v1/b/{}/o/{}",
+                self.endpoint,
+                self.name,
+                enc(name)
+            );
+            let body = serde_json::json!({ "metadata": { key: value } });
+            let resp = self
+                .http
+                .patch(&url)
+                .json(&body)
+                .send()
+                .await
+                .expect("patch");
+            assert!(
+                resp.status().is_success(),
+                "patch {name:?}: {}",
+                resp.status()
+            );
+        })
+    }
+
     /// Writes many objects directly, a few at a time.
     pub fn put_many(&self, objects: Vec<(String, Vec<u8>)>) {
         self.rt.block_on(async {

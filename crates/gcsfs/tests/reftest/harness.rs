@@ -12,6 +12,8 @@ use super::sut::Sut;
 pub struct Harness {
     pub model: Model,
     pub sut: Sut,
+    /// The paths of the last `InterruptedRename`, for `RepeatRename`.
+    last_interrupted: Option<(super::ops::P, super::ops::P)>,
 }
 
 fn show(out: &Out) -> String {
@@ -26,6 +28,7 @@ impl Harness {
         Self {
             model: Model::new(streaming),
             sut: Sut::new(streaming),
+            last_interrupted: None,
         }
     }
 
@@ -48,6 +51,13 @@ impl Harness {
             Op::Rename { from, to } => model.rename(&from.0, &to.0),
             Op::RemotePut { path, marker, data } => model.remote_put(&path.0, *marker, &data.0),
             Op::RemoteDelete { .. } => model.remote_delete(key),
+            Op::InterruptedRename {
+                from,
+                to,
+                copied,
+                deleted,
+            } => model.interrupted_rename(&from.0, &to.0, *copied, *deleted),
+            Op::RepeatRename => unreachable!("replaced by a Rename in apply"),
             Op::List { .. } | Op::CheckTree | Op::Forget => Ok(Vec::new()),
         }
     }
@@ -73,6 +83,17 @@ impl Harness {
                 self.sut.remote_put(&path.0, *marker, &data.0).await
             }
             Op::RemoteDelete { .. } => self.sut.remote_delete(key).await,
+            Op::InterruptedRename {
+                from,
+                to,
+                copied,
+                deleted,
+            } => {
+                self.sut
+                    .interrupted_rename(&from.0, &to.0, *copied, *deleted)
+                    .await
+            }
+            Op::RepeatRename => unreachable!("replaced by a Rename in apply"),
             Op::List { path } => {
                 let (parts, _) = super::model::split(&path.0);
                 let want = match self.model.resolve_dir(&parts) {
@@ -97,6 +118,24 @@ impl Harness {
     }
 
     async fn apply(&mut self, op: &Op) -> Result<(), String> {
+        let repeated;
+        let op = match op {
+            Op::InterruptedRename { from, to, .. } => {
+                self.last_interrupted = Some((from.clone(), to.clone()));
+                op
+            }
+            Op::RepeatRename => match &self.last_interrupted {
+                Some((from, to)) => {
+                    repeated = Op::Rename {
+                        from: from.clone(),
+                        to: to.clone(),
+                    };
+                    &repeated
+                }
+                None => return Ok(()),
+            },
+            _ => op,
+        };
         let key = match op {
             Op::RemoteDelete { index } => self.model.remote_delete_key(*index),
             _ => None,

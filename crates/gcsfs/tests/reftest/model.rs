@@ -10,6 +10,8 @@
 //! - uploads are conditional on the generation the changes are based on (0: must not exist);
 //!   a lost race is ESTALE and the losing data is kept in the conflicts directory;
 //! - unlink/rename delete or copy only the generation they know (ESTALE otherwise);
+//! - a directory rename journals itself on the destination's marker, and a rename onto a
+//!   directory whose marker names the source resumes it (see `Model::rename_dir`);
 //! - a name the store stops showing (deleted remotely, or now a directory) is *unbound* from the
 //!   open file, which keeps its changes: its conditional upload at close decides (Ok, or ESTALE
 //!   with the data kept); a write needing a generation that is gone fails with ESTALE;
@@ -44,6 +46,9 @@ pub enum K {
 pub struct Obj {
     pub generation: u64,
     pub data: Vec<u8>,
+    /// A directory rename's journal on a marker: the source prefix it names
+    /// (`gcsfs-rename-from`). Copies keep it, as server-side copies keep metadata.
+    pub journal: Option<String>,
 }
 
 /// Where an open file's unsaved state lives.
@@ -151,8 +156,21 @@ impl Model {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.history.insert(generation, data.clone());
-        self.bucket
-            .insert(key.to_string(), Obj { generation, data });
+        self.bucket.insert(
+            key.to_string(),
+            Obj {
+                generation,
+                data,
+                journal: None,
+            },
+        );
+        generation
+    }
+
+    /// `put`, carrying a journal (a copy keeps the source's).
+    fn put_with_journal(&mut self, key: &str, data: Vec<u8>, journal: Option<String>) -> u64 {
+        let generation = self.put(key, data);
+        self.bucket.get_mut(key).expect("just put").journal = journal;
         generation
     }
 
@@ -219,6 +237,11 @@ impl Model {
         if self.has_children(path) {
             self.unbind(path);
             Some(K::Dir)
+        } else if self.has_local_descendants(path) {
+            // SEMANTICS.md: a directory holding new files not yet uploaded keeps existing, and
+            // wins its name over a file of that name (listed as `name\n`).
+            self.unbind(path);
+            Some(K::Dir)
         } else if self.bucket.contains_key(path) {
             // A clean open file learns the object's current generation.
             let live = self.live(path);
@@ -226,9 +249,6 @@ impl Model {
                 self.files[fi].seen = Some(live);
             }
             Some(K::File)
-        } else if self.has_local_descendants(path) {
-            // SEMANTICS.md: a directory holding new files not yet uploaded keeps existing.
-            Some(K::Dir)
         } else {
             self.unbind(path);
             None
@@ -271,6 +291,18 @@ impl Model {
         // A listed directory wins its name, also over a file being written here.
         for d in &dirs {
             self.unbind(&join(dir, d));
+        }
+        // Directories holding new files not uploaded yet are listed even if the bucket has
+        // nothing under them, and win their names like listed ones.
+        for f in &self.files {
+            if f.open > 0
+                && f.local
+                && !f.unlinked
+                && let Some(rest) = f.key.strip_prefix(&prefix)
+                && let Some((name, _)) = rest.split_once('/')
+            {
+                dirs.insert(name.to_string());
+            }
         }
         // Listing a clean open file refreshes what this mount has seen of it.
         for f in files.iter().filter(|f| !dirs.contains(*f)) {
@@ -676,13 +708,9 @@ impl Model {
     /// rmdir of a path known to be a directory.
     fn remove_dir(&mut self, path: &str) -> Result<(), i32> {
         let prefix = format!("{path}/");
-        let local_child = self.files.iter().any(|f| {
-            f.open > 0
-                && f.local
-                && !f.unlinked
-                && f.key.rsplit_once('/').map(|x| x.0) == Some(path)
-        });
-        if local_child || self.keys_under(&prefix).iter().any(|k| *k != prefix) {
+        // New files not uploaded yet, at any depth, make it non-empty (they are listed).
+        if self.has_local_descendants(path) || self.keys_under(&prefix).iter().any(|k| *k != prefix)
+        {
             return Err(ENOTEMPTY);
         }
         self.bucket.remove(&prefix);
@@ -759,12 +787,28 @@ impl Model {
         .map(|()| Vec::new())
     }
 
+    /// A directory rename, with the journal SEMANTICS.md describes: the destination marker
+    /// names the source while the rename runs, and a rename onto a destination whose marker
+    /// names the source resumes it (a partial copy only; ENOTEMPTY otherwise).
     fn rename_dir(&mut self, from: &str, to: &str, dst_exists: bool) -> Result<(), i32> {
-        if dst_exists {
-            self.remove_dir(to)?;
-        }
         let old_prefix = format!("{from}/");
         let new_prefix = format!("{to}/");
+        let resumed = dst_exists
+            && self
+                .bucket
+                .get(&new_prefix)
+                .is_some_and(|m| m.journal.as_deref() == Some(old_prefix.as_str()));
+        if dst_exists && !resumed {
+            self.remove_dir(to)?;
+        }
+        // A partial copy holds only copies: new or changed files here under it are not.
+        if resumed
+            && self.files.iter().any(|f| {
+                f.open > 0 && !f.unlinked && (f.local || f.dirty) && f.key.starts_with(&new_prefix)
+            })
+        {
+            return Err(ENOTEMPTY);
+        }
         // Publish pending changes below the directory first.
         let below: Vec<usize> = (0..self.files.len())
             .filter(|&i| {
@@ -775,14 +819,62 @@ impl Model {
         for &fi in &below {
             self.upload(fi)?;
         }
-        let mut moved = BTreeMap::new();
-        for key in self.keys_under(&old_prefix) {
-            let new_key = format!("{new_prefix}{}", &key[old_prefix.len()..]);
-            let old = self.bucket.remove(&key).expect("listed");
-            if !self.bucket.contains_key(&new_key) {
-                let generation = self.put(&new_key, old.data);
-                moved.insert(old.generation, generation);
+        let src_marker = self.bucket.get(&old_prefix).cloned();
+        let created = !resumed;
+        if created {
+            // Takes the place of the source's marker (and its data).
+            let data = src_marker
+                .as_ref()
+                .map(|m| m.data.clone())
+                .unwrap_or_default();
+            self.put_with_journal(&new_prefix, data, Some(old_prefix.clone()));
+        }
+        let rel = |keys: Vec<String>, prefix: &str| -> BTreeSet<String> {
+            keys.iter()
+                .filter(|k| k.len() > prefix.len())
+                .map(|k| k[prefix.len()..].to_string())
+                .collect()
+        };
+        let src = rel(self.keys_under(&old_prefix), &old_prefix);
+        let dst = rel(self.keys_under(&new_prefix), &new_prefix);
+        if !(dst.is_subset(&src) || src.is_subset(&dst)) {
+            if created {
+                self.bucket.remove(&new_prefix);
             }
+            return Err(ENOTEMPTY);
+        }
+        if let Some(m) = &src_marker
+            && m.data != self.bucket[&new_prefix].data
+        {
+            return Err(ESTALE);
+        }
+        if src.iter().any(|r| {
+            dst.contains(r)
+                && self.bucket[&format!("{old_prefix}{r}")].data
+                    != self.bucket[&format!("{new_prefix}{r}")].data
+        }) {
+            return Err(ESTALE);
+        }
+        let mut moved = BTreeMap::new();
+        for r in &src {
+            let old = self
+                .bucket
+                .remove(&format!("{old_prefix}{r}"))
+                .expect("listed");
+            let new_key = format!("{new_prefix}{r}");
+            let generation = match self.bucket.get(&new_key) {
+                Some(copy) => copy.generation,
+                None => self.put_with_journal(&new_key, old.data, old.journal),
+            };
+            moved.insert(old.generation, generation);
+        }
+        // The source's marker goes last; the journal is cleared (or its marker deleted, when the
+        // source had none: an implicit directory stays implicit).
+        if src_marker.is_some() {
+            self.bucket.remove(&old_prefix);
+            self.bucket.get_mut(&new_prefix).expect("journal").journal = None;
+        } else {
+            self.bucket.remove(&new_prefix);
         }
         // Open files move with their directory, and keep working on what they had.
         for fi in below {
@@ -795,6 +887,52 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Another mount's rename of directory `from` to `to` that stopped part-way (a crash),
+    /// leaving what gcsfs's journal leaves: the marker `to/` naming `from/`, the first `copied`
+    /// (mod n + 1) of the n objects copied in key order, and, if all were, the first `deleted`
+    /// (mod n + 2) sources deleted, the source's marker as the (n + 1)th. Does nothing unless
+    /// `from/` holds something and nothing lies under `to/` (and neither is inside the other).
+    pub fn interrupted_rename(&mut self, from: &str, to: &str, copied: u8, deleted: u8) -> Out {
+        let old_prefix = format!("{from}/");
+        let new_prefix = format!("{to}/");
+        if from == to
+            || new_prefix.starts_with(&old_prefix)
+            || old_prefix.starts_with(&new_prefix)
+            || self.keys_under(&old_prefix).is_empty()
+            || !self.keys_under(&new_prefix).is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let marker = self.bucket.get(&old_prefix).cloned();
+        let sources: Vec<String> = self
+            .keys_under(&old_prefix)
+            .into_iter()
+            .filter(|k| *k != old_prefix)
+            .collect();
+        let n = sources.len();
+        let data = marker.as_ref().map(|m| m.data.clone()).unwrap_or_default();
+        self.put_with_journal(&new_prefix, data, Some(old_prefix.clone()));
+        let copied = usize::from(copied) % (n + 1);
+        for key in &sources[..copied] {
+            let o = self.bucket[key].clone();
+            self.put_with_journal(
+                &format!("{new_prefix}{}", &key[old_prefix.len()..]),
+                o.data,
+                o.journal,
+            );
+        }
+        if copied == n {
+            let deleted = usize::from(deleted) % (n + 2);
+            for key in &sources[..deleted.min(n)] {
+                self.bucket.remove(key);
+            }
+            if deleted > n {
+                self.bucket.remove(&old_prefix);
+            }
+        }
+        Ok(Vec::new())
     }
 
     fn rename_file(&mut self, from: &str, to: &str) -> Result<(), i32> {

@@ -105,6 +105,18 @@ pub enum Op {
     RemoteDelete {
         index: usize,
     },
+    /// Another mount's rename of directory `from` to `to` stopped part-way (it crashed): the
+    /// bucket holds what gcsfs's rename journal leaves, `copied` and `deleted` saying how far
+    /// it got (see `Model::interrupted_rename`).
+    InterruptedRename {
+        from: P,
+        to: P,
+        copied: u8,
+        deleted: u8,
+    },
+    /// This mount repeats the last `InterruptedRename` (`rename(from, to)`), as SEMANTICS.md
+    /// says to finish one; nothing if there was none.
+    RepeatRename,
     /// `ls` of a directory (`path`'s parent; the root for one-component paths): readdir only.
     List {
         path: P,
@@ -145,6 +157,9 @@ pub fn op() -> impl Strategy<Value = Op> {
         4 => (path(), any::<bool>(), data())
             .prop_map(|(path, marker, data)| Op::RemotePut { path, marker, data }),
         2 => any::<usize>().prop_map(|index| Op::RemoteDelete { index }),
+        3 => (path(), path(), any::<u8>(), any::<u8>())
+            .prop_map(|(from, to, copied, deleted)| Op::InterruptedRename { from, to, copied, deleted }),
+        3 => Just(Op::RepeatRename),
         1 => path().prop_map(|path| Op::List { path }),
         1 => Just(Op::CheckTree),
         1 => Just(Op::Forget),

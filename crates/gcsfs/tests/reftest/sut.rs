@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gcsfs::fs::{Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, SetAttr};
+use gcsfs::fs::{
+    Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, RENAME_FROM_KEY, SetAttr,
+};
 use gcsfs::store::mem::MemStore;
 use gcsfs::store::{ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSource};
 
@@ -268,6 +270,80 @@ impl Sut {
                 .delete(&ObjectKey::new(key).unwrap(), Preconditions::NONE)
                 .await
                 .map_err(|e| FsError::from(e).errno())?;
+        }
+        Ok(Vec::new())
+    }
+
+    /// The bucket as another mount's interrupted rename of `from` to `to` leaves it, written
+    /// in gcsfs's journal format (`Model::interrupted_rename` says what and when).
+    pub async fn interrupted_rename(
+        &mut self,
+        from: &str,
+        to: &str,
+        copied: u8,
+        deleted: u8,
+    ) -> Out {
+        let old_prefix = format!("{from}/");
+        let new_prefix = format!("{to}/");
+        let mut keys: Vec<String> = self
+            .store
+            .keys()
+            .into_iter()
+            .map(|k| k.into_string())
+            .collect();
+        keys.sort();
+        let under = |p: &str| keys.iter().filter(|k| k.starts_with(p)).count();
+        if from == to
+            || new_prefix.starts_with(&old_prefix)
+            || old_prefix.starts_with(&new_prefix)
+            || under(&old_prefix) == 0
+            || under(&new_prefix) > 0
+        {
+            return Ok(Vec::new());
+        }
+        let key = |k: &str| ObjectKey::new(k).unwrap();
+        let errno = |e: gcsfs::store::StoreError| FsError::from(e).errno();
+        let marker = self.store.get(&key(&old_prefix)).map(|(_, data)| data);
+        let mut attrs = WriteAttrs::default();
+        attrs
+            .metadata
+            .insert(RENAME_FROM_KEY.to_string(), old_prefix.clone());
+        self.store
+            .write(
+                &key(&new_prefix),
+                WriteSource::Bytes(marker.clone().unwrap_or_default()),
+                Preconditions::create_only(),
+                &attrs,
+            )
+            .await
+            .map_err(errno)?;
+        let sources: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.starts_with(&old_prefix) && **k != old_prefix)
+            .collect();
+        let n = sources.len();
+        let copied = usize::from(copied) % (n + 1);
+        for k in &sources[..copied] {
+            let dst = format!("{new_prefix}{}", &k[old_prefix.len()..]);
+            self.store
+                .copy(&key(k), None, &key(&dst), Preconditions::create_only())
+                .await
+                .map_err(errno)?;
+        }
+        if copied == n {
+            let deleted = usize::from(deleted) % (n + 2);
+            for k in &sources[..deleted.min(n)] {
+                self.store
+                    .delete(&key(k), Preconditions::NONE)
+                    .await
+                    .map_err(errno)?;
+            }
+            if deleted > n && marker.is_some() {
+                self.store
+                    .delete(&key(&old_prefix), Preconditions::NONE)
+                    .await
+                    .map_err(errno)?;
+            }
         }
         Ok(Vec::new())
     }
