@@ -3,7 +3,7 @@
 #   install missing dependencies, start the GCS emulator on $GCSFS_EMULATOR_HOST:80
 #   (default 127.0.0.9) with GCSFS_TEST_ENDPOINT pointing at it, then
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (all targets, then doc tests),
-#   and every scripts/tests/*.sh.
+#   every scripts/tests/*.sh, and benches/quick.sh (the comparison harness at tiny sizes).
 # A failing check does not stop the later ones; the exit status is that of the first failure.
 # The emulator is always stopped on exit.
 set -euo pipefail
@@ -92,6 +92,8 @@ for script in scripts/tests/*.sh; do
   [ -e "$script" ] || continue
   step "$script" bash "$script"
 done
+# The benchmark harness at tiny sizes: every mount must produce a number for every workload.
+step "benches/quick.sh" bash benches/quick.sh
 
 echo
 echo "=== test.sh summary (emulator http://$host)"

@@ -29,7 +29,7 @@ use super::InodeNo;
 use crate::store::Generation;
 
 /// Most bytes waiting to be stored; offers beyond it are dropped.
-const MAX_QUEUED_BYTES: u64 = 16 << 20;
+const MAX_QUEUED_BYTES: u64 = 8 << 20;
 /// Most offers waiting to be stored.
 const MAX_QUEUED_JOBS: usize = 64;
 

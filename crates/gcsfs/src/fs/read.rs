@@ -35,7 +35,7 @@ use super::page_cache::{PageFeeder, PageGate};
 use crate::store::{ByteRange, ErrorKind, Generation, ObjectKey, ObjectStore, StoreError};
 
 /// Random blocks a reader keeps for reads that come before the kernel has them cached.
-const RANDOM_BLOCKS_KEPT: usize = 4;
+const RANDOM_BLOCKS_KEPT: usize = 2;
 /// Bytes a stream part holds that no read has taken (nor waits for) before it stops pulling
 /// from its GET: the rest waits in the connection until reads ask for it.
 const PART_BUFFER: u64 = 2 << 20;
