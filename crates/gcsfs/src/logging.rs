@@ -74,15 +74,18 @@ pub enum Severity {
 
 impl Severity {
     /// The filter directives used when `RUST_LOG` is not set: this severity for gcsfs's own
-    /// targets, at most warnings for dependencies.
+    /// targets, at most warnings for dependencies. fuser's session module is kept to errors:
+    /// its one warning, "Failed to umount filesystem", comes whenever the mount was already
+    /// taken away from outside (`fusermount3 -u`, `umount`), which is how a mount normally ends.
     pub fn default_directives(self) -> String {
+        const QUIET: &str = "fuser::session=error";
         match self {
             Severity::Off => "off".to_owned(),
             Severity::Error => "error".to_owned(),
-            Severity::Warning => "warn".to_owned(),
-            Severity::Info => "warn,gcsfs=info".to_owned(),
-            Severity::Debug => "warn,gcsfs=debug".to_owned(),
-            Severity::Trace => "warn,gcsfs=trace".to_owned(),
+            Severity::Warning => format!("warn,{QUIET}"),
+            Severity::Info => format!("warn,{QUIET},gcsfs=info"),
+            Severity::Debug => format!("warn,{QUIET},gcsfs=debug"),
+            Severity::Trace => format!("warn,{QUIET},gcsfs=trace"),
         }
     }
 }
@@ -462,6 +465,21 @@ mod tests {
             .map(|l| l["message"].as_str().unwrap())
             .collect();
         assert_eq!(messages, ["dependency warning", "own detail"]);
+
+        // fuser's warning after an unmount from outside is hidden; its errors are not.
+        let lines = capture(Severity::Info, || {
+            tracing::warn!(target: "fuser::session", "Failed to umount filesystem");
+            tracing::error!(target: "fuser::session", "Unsupported FUSE ABI version");
+            tracing::warn!(target: "fuser::reply", "other fuser warning");
+        });
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            messages,
+            ["Unsupported FUSE ABI version", "other fuser warning"]
+        );
 
         assert!(capture(Severity::Off, || tracing::error!("nothing")).is_empty());
     }

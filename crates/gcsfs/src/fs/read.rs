@@ -80,16 +80,63 @@ struct Progress {
 /// Bytes of a part that reads may still take.
 #[derive(Debug, Default)]
 struct Buffer {
-    /// Chunks in order; the first starts at `base`.
-    chunks: VecDeque<Bytes>,
-    base: u64,
-    /// Ranges at or after `base` that reads took, sorted and disjoint.
+    /// Chunks not freed, by absolute start offset. Chunks arrive in order; freeing can leave
+    /// holes (reads take their ranges in any order).
+    chunks: BTreeMap<u64, Bytes>,
+    /// The absolute offset the next chunk will start at.
+    end: u64,
+    /// Bytes in `chunks`.
+    held: u64,
+    /// Ranges reads took, sorted, disjoint and not touching: a chunk is freed once one of
+    /// them covers it whole (a chunk can straddle two reads).
     taken: Vec<(u64, u64)>,
 }
 
 impl Buffer {
-    /// Records that `[from, to)` was taken and frees every whole chunk before the first byte
-    /// not taken yet.
+    fn starting_at(start: u64) -> Buffer {
+        Buffer {
+            end: start,
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        let len = chunk.len() as u64;
+        if len > 0 {
+            self.chunks.insert(self.end, chunk);
+            self.end += len;
+            self.held += len;
+        }
+    }
+
+    /// Copies `[from, to)` into `out` if every byte of it is still held.
+    fn copy(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
+        let first = match self.chunks.range(..=from).next_back() {
+            Some((&k, _)) => k,
+            None => return from >= to,
+        };
+        let mut pos = first;
+        let mut pieces = Vec::new();
+        for (&k, chunk) in self.chunks.range(first..) {
+            if k != pos || pos >= to {
+                break;
+            }
+            let cend = k + chunk.len() as u64;
+            if cend > from {
+                pieces.push(&chunk[(from.max(k) - k) as usize..(to.min(cend) - k) as usize]);
+            }
+            pos = cend;
+        }
+        if pos < to {
+            return false;
+        }
+        for piece in pieces {
+            out.extend_from_slice(piece);
+        }
+        true
+    }
+
+    /// Records that `[from, to)` was taken and frees every chunk a taken range covers whole.
     fn take(&mut self, from: u64, to: u64) {
         let at = self.taken.partition_point(|&(_, b)| b < from);
         let mut merged = (from, to);
@@ -100,22 +147,17 @@ impl Buffer {
             self.taken.remove(at);
         }
         self.taken.insert(at, merged);
-        let Some(&(a, b)) = self.taken.first() else {
-            return;
-        };
-        if a > self.base {
-            return;
-        }
-        while let Some(c) = self.chunks.front() {
-            let cend = self.base + c.len() as u64;
-            if cend > b {
-                break;
+        let (a, b) = merged;
+        let whole: Vec<u64> = self
+            .chunks
+            .range(a..b)
+            .filter(|&(&k, c)| k + c.len() as u64 <= b)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in whole {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.held -= c.len() as u64;
             }
-            self.base = cend;
-            self.chunks.pop_front();
-        }
-        if b <= self.base {
-            self.taken.remove(0);
         }
     }
 }
@@ -170,10 +212,7 @@ impl Part {
             start,
             end,
             frees,
-            buffer: Mutex::new(Buffer {
-                base: start,
-                ..Default::default()
-            }),
+            buffer: Mutex::new(Buffer::starting_at(start)),
             progress: rx,
             waiting: Mutex::default(),
             wake: Arc::default(),
@@ -203,7 +242,7 @@ impl Part {
                             };
                             let wake = part.wake.clone();
                             let arrived = start + filled;
-                            let held = arrived - part.buffer.lock().unwrap().base;
+                            let held = part.buffer.lock().unwrap().held;
                             let nearest = part.waiting.lock().unwrap().keys().next().copied();
                             drop(part);
                             if held >= PART_BUFFER && nearest.is_none_or(|to| to <= arrived) {
@@ -219,7 +258,7 @@ impl Part {
                             return Ok(());
                         };
                         filled += chunk.len() as u64;
-                        part.buffer.lock().unwrap().chunks.push_back(chunk);
+                        part.buffer.lock().unwrap().push(chunk);
                         drop(part);
                         tx.send_modify(|p| p.filled = filled);
                     }
@@ -244,12 +283,9 @@ impl Part {
     fn offer(&self, offer: Offer, generation: Generation) {
         let data = {
             let buffer = self.buffer.lock().unwrap();
-            if buffer.base != self.start {
-                return;
-            }
             let mut all = BytesMut::with_capacity((self.end - self.start) as usize);
-            for c in &buffer.chunks {
-                all.extend_from_slice(c);
+            if !buffer.copy(self.start, self.end, &mut all) {
+                return;
             }
             all.freeze()
         };
@@ -306,21 +342,8 @@ impl Part {
     /// part then frees what reads have taken. `false` if those bytes were freed already.
     fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
         let mut buffer = self.buffer.lock().unwrap();
-        if from < buffer.base {
+        if !buffer.copy(from, to, out) {
             return false;
-        }
-        let mut pos = buffer.base;
-        for chunk in buffer.chunks.iter() {
-            let cend = pos + chunk.len() as u64;
-            if cend > from && pos < to {
-                let a = from.max(pos) - pos;
-                let b = to.min(cend) - pos;
-                out.extend_from_slice(&chunk[a as usize..b as usize]);
-            }
-            pos = cend;
-            if pos >= to {
-                break;
-            }
         }
         if self.frees {
             buffer.take(from, to);
@@ -624,28 +647,48 @@ mod tests {
     use super::*;
 
     fn buffer(chunks: &[usize]) -> Buffer {
-        Buffer {
-            chunks: chunks.iter().map(|&n| Bytes::from(vec![0u8; n])).collect(),
-            base: 100,
-            taken: Vec::new(),
+        let mut b = Buffer::starting_at(100);
+        for (i, &n) in chunks.iter().enumerate() {
+            b.push(Bytes::from(vec![i as u8; n]));
         }
+        b
+    }
+
+    fn held(b: &Buffer) -> Vec<u64> {
+        b.chunks.keys().copied().collect()
     }
 
     #[test]
-    fn taking_frees_whole_chunks_in_order() {
-        let mut b = buffer(&[10, 10, 10]);
-        // Out of order: nothing freed until the start is taken.
-        b.take(115, 125);
-        assert_eq!((b.base, b.chunks.len()), (100, 3));
-        // A gap at 112..115 keeps the second chunk.
+    fn taking_frees_whole_chunks_in_any_order() {
+        let mut b = buffer(&[10, 10, 10, 10]);
+        // Out of order: [115, 135) covers only the third chunk whole.
+        b.take(115, 135);
+        assert_eq!((held(&b), b.held), (vec![100, 110, 130], 30));
+        // [100, 112) frees the first; the second straddles a gap (112..115).
         b.take(100, 112);
-        assert_eq!((b.base, b.chunks.len()), (110, 2));
+        assert_eq!((held(&b), b.held), (vec![110, 130], 20));
         b.take(112, 115);
-        // [100, 125) is taken: the first two chunks (to 120) go, the third stays.
-        assert_eq!((b.base, b.chunks.len()), (120, 1));
-        assert_eq!(b.taken, vec![(100, 125)]);
-        b.take(125, 130);
-        assert_eq!((b.base, b.chunks.len()), (130, 0));
-        assert!(b.taken.is_empty());
+        // [100, 135) is taken: the second goes, the fourth (to 140) stays.
+        assert_eq!((held(&b), b.held), (vec![130], 10));
+        assert_eq!(b.taken, vec![(100, 135)]);
+        b.take(135, 140);
+        assert_eq!((held(&b), b.held), (vec![], 0));
+    }
+
+    #[test]
+    fn copies_across_chunks_and_refuses_freed_bytes() {
+        let mut b = buffer(&[10, 10, 10]);
+        let mut out = BytesMut::new();
+        assert!(b.copy(105, 125, &mut out));
+        assert_eq!(&out[..], &[&[0u8; 5][..], &[1; 10], &[2; 5]].concat()[..]);
+        b.take(110, 120);
+        let mut out = BytesMut::new();
+        assert!(!b.copy(105, 125, &mut out), "the middle chunk was freed");
+        assert!(out.is_empty(), "nothing copied from a range with a hole");
+        assert!(b.copy(120, 130, &mut out));
+        assert_eq!(&out[..], &[2u8; 10]);
+        // Past what arrived.
+        assert!(!b.copy(125, 131, &mut BytesMut::new()));
+        assert!(b.copy(130, 130, &mut BytesMut::new()));
     }
 }
