@@ -17,7 +17,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("gcsfs: error: {}", cli::usage_error_line(&err));
+            say(format_args!(
+                "gcsfs: error: {}",
+                cli::usage_error_line(&err)
+            ));
             return ExitCode::from(2);
         }
     };
@@ -29,10 +32,17 @@ fn main() -> ExitCode {
                 // Logs go to the file: the error ends up there too, not only on stderr.
                 tracing::error!("exiting: {err:#}");
             }
-            eprintln!("gcsfs: error: {err:#}");
+            say(format_args!("gcsfs: error: {err:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line on stderr. Unlike `eprintln!`, a stderr that is gone (a closed pipe) is no panic:
+/// the exit status still tells what happened.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -292,7 +292,9 @@ impl InodeTable {
     }
 
     /// Removes `ino` if nothing refers to it any more: no kernel reference, no open handle, no
-    /// unsaved data. Directories bound to a name stay while they have loaded children.
+    /// unsaved data, and not a local-only (made here, not yet in the bucket) name. A directory
+    /// the kernel forgot has no child the kernel still holds (a dentry holds its parent);
+    /// children it had listed, which nothing holds either, stay until `sweep` drops them.
     pub fn maybe_evict(&mut self, ino: InodeNo) {
         if ino == InodeNo::ROOT {
             return;
