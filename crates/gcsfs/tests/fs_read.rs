@@ -147,6 +147,38 @@ async fn kernel_reads_in_any_order_are_served_by_few_block_sized_gets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_behind_the_stream_leaves_the_stream_in_place() {
+    // The kernel drops read-ahead past its congestion threshold and later asks again for the
+    // pages it never fetched, far behind where the reader is. That read must not end the
+    // stream: the reads after it would each fetch a random block instead.
+    let f = fixture(0);
+    let data = pattern(8 * MIB as usize, 2);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let chunk = 256 << 10;
+    for off in (0..4 * MIB).step_by(chunk) {
+        let got = read(&f.fs, fh, off, chunk as u32).await;
+        assert_eq!(got, &data[off as usize..off as usize + chunk]);
+    }
+    let before = f.store.calls(Op::Read);
+    let got = read(&f.fs, fh, 0, chunk as u32).await;
+    assert_eq!(got, &data[..chunk], "the read behind the stream");
+    for off in (4 * MIB..8 * MIB).step_by(chunk) {
+        let got = read(&f.fs, fh, off, chunk as u32).await;
+        assert_eq!(
+            got,
+            &data[off as usize..off as usize + chunk],
+            "bytes at {off}"
+        );
+    }
+    let gets = f.store.calls(Op::Read) - before;
+    // One random block for the read behind; the stream had started its parts to the end of
+    // the file already (window of 4 MiB). Ending the stream costs a random block and a new
+    // stream, part by part: 6 GETs.
+    assert!(gets <= 2, "{gets} GETs after the read behind the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequential_reader_far_ahead_of_what_it_took_is_never_stuck() {
     // Small kernel read-ahead: gcsfs reads ahead itself, and a part holding 2 MiB nobody took
     // pauses its download. A read that needs bytes beyond must still be answered.

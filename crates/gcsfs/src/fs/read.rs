@@ -13,7 +13,9 @@
 //!   waits in gcsfs's memory.
 //! - **Random** — any other read fetches the `random_block`-aligned block around it. The read
 //!   is answered as soon as its own bytes arrive; the whole block is then offered to the kernel's
-//!   page cache (`page_cache.rs`), so later reads nearby need no request at all.
+//!   page cache (`page_cache.rs`), so later reads nearby need no request at all. A random read
+//!   ahead of the stream ends the stream; one behind it (the kernel asking again for pages its
+//!   read-ahead dropped) leaves the stream as it is.
 //!
 //! A part hands bytes to reads as they arrive (a read waits only for its own bytes) and a
 //! stream part frees what reads have taken. If the kernel asks again for bytes already freed
@@ -593,10 +595,18 @@ impl Reader {
     }
 
     fn random(&mut self, offset: u64, end: u64) {
-        // A jump away from the stream: its read-ahead is of no use any more.
-        self.stream.clear();
-        self.window = self.ctx.config.initial_window;
-        self.furthest = 0;
+        // A jump ahead of the stream: its read-ahead is of no use any more. A read behind the
+        // stream keeps it: that is how the kernel asks again for pages its dropped read-ahead
+        // never fetched (past the congestion threshold) while the reader goes on ahead.
+        let behind = self
+            .stream
+            .first_key_value()
+            .is_some_and(|(_, first)| end <= first.start);
+        if !behind {
+            self.stream.clear();
+            self.window = self.ctx.config.initial_window;
+            self.furthest = 0;
+        }
         let rb = self.ctx.config.random_block.max(1);
         let start = offset / rb * rb;
         let stop = end.div_ceil(rb).saturating_mul(rb).min(self.size);

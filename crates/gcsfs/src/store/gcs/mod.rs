@@ -145,6 +145,7 @@ impl ObjectStore for GcsStore {
         generation: Option<Generation>,
         range: ByteRange,
     ) -> StoreResult<ByteStream> {
+        tracing::debug!("ranged read");
         if range.end.is_some_and(|end| end <= range.start) {
             // Nothing to read, but the object (generation) must still exist.
             self.json.get(key, generation).await?;
