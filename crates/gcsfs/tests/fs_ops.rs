@@ -1232,6 +1232,60 @@ async fn small_directory_is_listed_again_instead_of_probed_after_the_negative_tt
 }
 
 #[tokio::test]
+async fn a_directory_listed_within_the_negative_ttl_is_listed_again_from_memory() {
+    use gcsfs::store::Op;
+    let f = fixture_ttls(
+        Arc::new(MemStore::new()),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    for i in 0..20 {
+        put(&f.store, &format!("d/f{i:02}"), b"x").await;
+    }
+    put(&f.store, "d/sub/x", b"").await;
+    let d = lookup_path(&f.fs, "d").await.unwrap();
+    let first = list(&f.fs, d).await;
+    assert_eq!(first.len(), 21);
+    let lists = f.store.calls(Op::List);
+    // Changes made here show at once, and the listing (3 pages of 7) needs no request.
+    write_file(&f.fs, d, "made", b"y").await;
+    f.fs.unlink(d, "f00").await.unwrap();
+    let mut expected: Vec<_> = first.into_iter().filter(|(n, _)| n != "f00").collect();
+    expected.push(("made".into(), Kind::File));
+    expected.sort();
+    assert_eq!(list(&f.fs, d).await, expected);
+    assert_eq!(f.store.calls(Op::List), lists);
+    // Another client's file shows once the listing is older than the negative TTL, as it does
+    // for a lookup of its name.
+    put(&f.store, "d/remote", b"r").await;
+    assert!(!list(&f.fs, d).await.iter().any(|(n, _)| n == "remote"));
+    f.clock.advance(Duration::from_secs(6));
+    assert!(list(&f.fs, d).await.iter().any(|(n, _)| n == "remote"));
+    assert!(f.store.calls(Op::List) > lists);
+}
+
+#[tokio::test]
+async fn a_directory_whose_entries_expired_is_listed_from_the_store() {
+    use gcsfs::store::Op;
+    // Attributes expire (1 s) before the listing's negative TTL (5 s) does.
+    let f = fixture_ttls(
+        Arc::new(MemStore::new()),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    );
+    put(&f.store, "d/a", b"x").await;
+    let d = lookup_path(&f.fs, "d").await.unwrap();
+    list(&f.fs, d).await;
+    let lists = f.store.calls(Op::List);
+    f.clock.advance(Duration::from_secs(2));
+    put(&f.store, "d/a", b"longer").await;
+    assert_eq!(list(&f.fs, d).await, vec![("a".to_string(), Kind::File)]);
+    assert_eq!(f.store.calls(Op::List), lists + 1);
+    let a = f.fs.lookup(d, "a").await.unwrap();
+    assert_eq!(a.attr.size, 6, "the new listing's attributes");
+}
+
+#[tokio::test]
 async fn many_lookups_in_one_directory_list_it_once() {
     use gcsfs::store::Op;
     let f = fixture_ttls(

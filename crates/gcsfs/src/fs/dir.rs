@@ -7,6 +7,11 @@
 //! are new files not uploaded yet and directories that exist only because they hold such files
 //! (another client may have removed everything under them).
 //!
+//! A directory whose inode table holds every child (listed in full, or made here, within the
+//! negative TTL: `Inode::complete_until`, the knowledge `lookup` answers missing names from) is
+//! listed from the table instead, with no request, as long as each child is one `lookup` would
+//! answer from memory too. A listing is thus never fresher or staler than lookups of its names.
+//!
 //! Names: prefixes become directories, objects files (or symlinks). When object `x` and prefix
 //! `x/` both exist the directory wins and the file is listed as `x` + [`CONFLICT_SUFFIX`]. A file
 //! is held back until the listing has passed `x/` (keys between `x` and `x/` sort in between), so
@@ -69,6 +74,8 @@ pub struct DirStream {
     emitted_dirs: HashSet<String>,
     /// Children listed from the store so far.
     listed: usize,
+    /// Children still to emit when the listing comes from the inode table, by name.
+    from_table: Option<std::collections::VecDeque<(String, InodeNo, Kind)>>,
 }
 
 impl DirStream {
@@ -92,6 +99,7 @@ impl DirStream {
             pending_dirs: HashSet::new(),
             emitted_dirs: HashSet::new(),
             listed: 0,
+            from_table: None,
         };
         stream.restart(local);
         stream
@@ -106,6 +114,7 @@ impl DirStream {
         self.held.clear();
         self.emitted_dirs.clear();
         self.listed = 0;
+        self.from_table = None;
         self.pending_dirs = local
             .iter()
             .filter(|(_, _, k)| *k == Kind::Dir)
@@ -227,6 +236,22 @@ impl Filesystem {
             push(s, parent, Kind::Dir, "..".into(), None);
             // Go on with the first page: a first reply of only `.` and `..` would make the
             // kernel's adaptive readdirplus fall back to plain readdir for the rest.
+            if let Some(children) = self.known_children(s.ino) {
+                // Every child is in the table already: no listing (local-only ones included).
+                s.local_pending.clear();
+                s.from_table = Some(children.into());
+            }
+        }
+        if let Some(rest) = s.from_table.as_mut() {
+            let page_len = (self.config.list_page_size as usize).clamp(1, rest.len().max(1));
+            let page: Vec<_> = rest.drain(..page_len.min(rest.len())).collect();
+            s.listing_done = rest.is_empty();
+            s.finished = s.listing_done;
+            for (name, ino, kind) in page {
+                let attr = self.attr_of(ino);
+                push(s, ino, kind, name, attr);
+            }
+            return Ok(());
         }
         if s.listing_done {
             let mut local: Vec<_> = s.local_pending.drain().collect();
@@ -355,6 +380,32 @@ impl Filesystem {
         for (ino, kind, name, attr) in entries {
             push(s, ino, kind, name, Some(attr));
         }
+    }
+
+    /// Every child of `dir`, by name, if the inode table holds them all: the directory was
+    /// listed in full (or made here) within the negative TTL, and each child is one `lookup`
+    /// answers from memory (attributes within the TTL, or made or changed here). `None`: list it.
+    fn known_children(&self, dir: InodeNo) -> Option<Vec<(String, InodeNo, Kind)>> {
+        let now = self.now();
+        let table = self.inodes.lock().unwrap();
+        if !table
+            .get(dir)?
+            .complete_until
+            .is_some_and(|until| until > now)
+        {
+            return None;
+        }
+        let mut children = Vec::new();
+        for (name, ino) in table.children(dir) {
+            let child = table.get(ino)?;
+            let dirty = child.file.as_ref().is_some_and(|f| f.is_dirty());
+            if !(child.valid_until > now || child.local || dirty) {
+                return None;
+            }
+            children.push((name, ino, child.kind()));
+        }
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(children)
     }
 
     fn attr_of(&self, ino: InodeNo) -> Option<Attr> {

@@ -119,6 +119,15 @@ impl InodeTable {
         self.names.get(&(parent, name.to_string())).copied()
     }
 
+    /// The names bound in `parent` and their inodes (a scan of the whole index).
+    pub fn children(&self, parent: InodeNo) -> Vec<(String, InodeNo)> {
+        self.names
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .map(|((_, name), &ino)| (name.clone(), ino))
+            .collect()
+    }
+
     /// Binds `name` in `parent` to an inode with `stat`, reusing the existing inode when the kind
     /// matches. A file with local changes keeps its local attributes. Returns the inode number.
     pub fn upsert_child(
