@@ -388,10 +388,10 @@ impl Filesystem {
     fn known_children(&self, dir: InodeNo) -> Option<Vec<(String, InodeNo, Kind)>> {
         let now = self.now();
         let table = self.inodes.lock().unwrap();
-        if !table
+        if table
             .get(dir)?
             .complete_until
-            .is_some_and(|until| until > now)
+            .is_none_or(|until| until <= now)
         {
             return None;
         }
