@@ -52,6 +52,16 @@ struct Fixture {
 
 /// A filesystem with small blocks: stream parts of 1 MiB, random blocks of 64 KiB.
 fn fixture(kernel_readahead: u64) -> Fixture {
+    fixture_budget(kernel_readahead, 64 * MIB)
+}
+
+/// As [`fixture`], with `prefetch_memory` bytes of read-ahead budget.
+fn fixture_budget(kernel_readahead: u64, prefetch_memory: u64) -> Fixture {
+    fixture_blocks(kernel_readahead, prefetch_memory, MIB)
+}
+
+/// As [`fixture_budget`], with stream parts of `block_size`.
+fn fixture_blocks(kernel_readahead: u64, prefetch_memory: u64, block_size: u64) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::new());
     let config = FsConfig {
@@ -59,11 +69,11 @@ fn fixture(kernel_readahead: u64) -> Fixture {
         metadata_ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),
         read: ReadConfig {
-            block_size: MIB,
+            block_size,
             initial_window: 256 << 10,
             max_window: 4 * MIB,
             random_block: 64 << 10,
-            prefetch_memory: 64 * MIB,
+            prefetch_memory,
         },
         ..Default::default()
     };
@@ -144,6 +154,59 @@ async fn kernel_reads_in_any_order_are_served_by_few_block_sized_gets() {
     assert!(gets <= 14, "{gets} GETs for 7 blocks");
     // A sequential stream is not cached by gcsfs in the kernel (the kernel does it itself).
     assert!(f.cache.stored().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_prefetch_budget_a_read_fetches_only_its_own_blocks() {
+    // With no budget left, a stream part started for a read ends at the random block after it:
+    // nothing is fetched ahead (random reads that look sequential once piled up paused
+    // 2 MiB parts, outside the budget).
+    let f = fixture_budget(0, 0);
+    let data = pattern(4 * MIB as usize, 3);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let before = f.store.calls(Op::Read);
+    let chunk = 256 << 10;
+    for off in (0..4 * MIB).step_by(chunk) {
+        let got = read(&f.fs, fh, off, chunk as u32).await;
+        assert_eq!(
+            got,
+            &data[off as usize..off as usize + chunk],
+            "bytes at {off}"
+        );
+    }
+    // One GET per read: each ends where the read does (a multiple of the 64 KiB random
+    // block). Within a budget, the four 1 MiB blocks take 4 GETs.
+    assert_eq!(f.store.calls(Op::Read) - before, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_far_into_a_stream_part_does_not_make_it_hold_what_lies_before() {
+    // Stream parts of 8 MiB. A read at 6 MiB waits on the part started at 0; the part lets go
+    // of what no waiting read needs once it holds 2 MiB, so a later read of 1 MiB fetches it
+    // again instead of finding 6 MiB kept for it.
+    let f = fixture_blocks(0, 64 * MIB, 8 * MIB);
+    let data = pattern(8 * MIB as usize, 4);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let chunk = 256 << 10;
+    assert_eq!(read(&f.fs, fh, 0, chunk).await, &data[..chunk as usize]);
+    let at = 6 * MIB as usize;
+    assert_eq!(
+        read(&f.fs, fh, at as u64, chunk).await,
+        &data[at..at + chunk as usize]
+    );
+    let before = f.store.calls(Op::Read);
+    let at = MIB as usize;
+    assert_eq!(
+        read(&f.fs, fh, at as u64, chunk).await,
+        &data[at..at + chunk as usize]
+    );
+    assert_eq!(
+        f.store.calls(Op::Read) - before,
+        1,
+        "1 MiB was let go and fetched again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

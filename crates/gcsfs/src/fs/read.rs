@@ -41,6 +41,9 @@ const RANDOM_BLOCKS_KEPT: usize = 2;
 /// Bytes a stream part holds that no read has taken (nor waits for) before it stops pulling
 /// from its GET: the rest waits in the connection until reads ask for it.
 const PART_BUFFER: u64 = 2 << 20;
+/// The largest read the kernel sends (`fuse::MAX_IO`): a waiting read's bytes start at most
+/// this far before its end.
+const MAX_READ: u64 = 1 << 20;
 
 /// Read-path tuning. Defaults suit GCS from a Cloud Run container.
 #[derive(Debug, Clone)]
@@ -260,7 +263,29 @@ impl Part {
                             return Ok(());
                         };
                         filled += chunk.len() as u64;
-                        part.buffer.lock().unwrap().push(chunk);
+                        // A read waiting far into a stream part (a random read that looked
+                        // sequential) must not make it hold everything before that read: past
+                        // `PART_BUFFER`, bytes below every waiting read are let go (a later
+                        // read of them fetches them again).
+                        let nearest = if frees {
+                            part.waiting.lock().unwrap().keys().next().copied()
+                        } else {
+                            None
+                        };
+                        {
+                            let mut buffer = part.buffer.lock().unwrap();
+                            buffer.push(chunk);
+                            if let Some(nearest) = nearest
+                                && buffer.held > PART_BUFFER
+                            {
+                                let floor = nearest.saturating_sub(MAX_READ).min(start + filled);
+                                if let Some((&first, _)) = buffer.chunks.first_key_value()
+                                    && first < floor
+                                {
+                                    buffer.take(first, floor);
+                                }
+                            }
+                        }
                         drop(part);
                         tx.send_modify(|p| p.filled = filled);
                     }
@@ -300,31 +325,24 @@ impl Part {
         self.start <= pos && pos < self.end
     }
 
-    /// Waits until the part holds its bytes up to `to` (an absolute offset inside it).
-    async fn arrived(&self, to: u64) -> FsResult<()> {
+    /// Waits until the part holds its bytes up to `to` (an absolute offset inside it). The read
+    /// counts as waiting (the part keeps its bytes) until the returned guard is dropped, after
+    /// it has copied them.
+    async fn arrived(&self, to: u64) -> FsResult<Waiting<'_>> {
         let mut rx = self.progress.clone();
         let need = to - self.start;
-        let waits = rx.borrow().filled < need;
-        if waits {
-            *self.waiting.lock().unwrap().entry(to).or_default() += 1;
+        *self.waiting.lock().unwrap().entry(to).or_default() += 1;
+        let guard = Waiting { part: self, to };
+        if rx.borrow().filled < need {
             self.wake.notify_one();
         }
         let progress = rx
             .wait_for(|p| p.filled >= need || p.done)
             .await
             .map(|p| p.clone());
-        if waits {
-            let mut waiting = self.waiting.lock().unwrap();
-            if let Some(n) = waiting.get_mut(&to) {
-                *n -= 1;
-                if *n == 0 {
-                    waiting.remove(&to);
-                }
-            }
-        }
         let progress = progress.map_err(|_| FsError::Stale("read task ended"))?;
         if progress.filled >= need {
-            return Ok(());
+            return Ok(guard);
         }
         Err(match progress.error {
             Some(e) if e.kind() == ErrorKind::NotFound => {
@@ -353,6 +371,27 @@ impl Part {
             self.wake.notify_one();
         }
         true
+    }
+}
+
+/// A read waiting on (or copying from) a part, until dropped.
+struct Waiting<'a> {
+    part: &'a Part,
+    to: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.part.waiting.lock().unwrap();
+        if let Some(n) = waiting.get_mut(&self.to) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.to);
+            }
+        }
+        drop(waiting);
+        // The download may be paused for this read to take its bytes.
+        self.part.wake.notify_one();
     }
 }
 
@@ -531,13 +570,16 @@ impl Reader {
         end.min(self.size)
     }
 
-    /// Starts a stream part at `pos` (demanded: always; speculative: within the budget), up to
-    /// the end of its block. (Starting earlier, at the block's start, would fetch bytes the
-    /// kernel may ask for much later: they would wait in memory.) A part holds at most about
-    /// `PART_BUFFER` bytes nobody asked for, which is what it takes from the budget.
-    fn start_part(&mut self, pos: u64, demanded: bool) -> Option<u64> {
+    /// Starts a stream part at `pos`, up to the end of its block. (Starting earlier, at the
+    /// block's start, would fetch bytes the kernel may ask for much later: they would wait in
+    /// memory.) A part holds at most about `PART_BUFFER` bytes nobody asked for, which is what
+    /// it takes from the mount-wide budget. Speculative parts (`demanded` is `None`) start only
+    /// within the budget. A part demanded by a read ending at `demanded` starts anyway; past the
+    /// budget it ends at the `random_block` boundary after that read, so it holds nothing
+    /// speculative (random reads that look sequential cannot pile up paused parts).
+    fn start_part(&mut self, pos: u64, demanded: Option<u64>) -> Option<u64> {
         let start = pos;
-        let pend = self.part_end(start);
+        let mut pend = self.part_end(start);
         let holds = (pend - start).min(PART_BUFFER);
         let permit = self
             .ctx
@@ -545,8 +587,10 @@ impl Reader {
             .clone()
             .try_acquire_many_owned(u32::try_from(holds).unwrap_or(u32::MAX))
             .ok();
-        if permit.is_none() && !demanded {
-            return None;
+        if permit.is_none() {
+            let read_end = demanded?;
+            let rb = self.ctx.config.random_block.max(1);
+            pend = pend.min(read_end.div_ceil(rb).saturating_mul(rb));
         }
         let p = Part::spawn(&self.source, start, pend, true, permit, None);
         self.stream.insert(start, p);
@@ -570,7 +614,7 @@ impl Reader {
         while pos < end {
             pos = match self.find_stream(pos) {
                 Some(p) => p.end,
-                None => self.start_part(pos, true).unwrap_or(end),
+                None => self.start_part(pos, Some(end)).unwrap_or(end),
             };
         }
         self.furthest = self.furthest.max(end);
@@ -586,7 +630,7 @@ impl Reader {
         while pos < horizon {
             pos = match self.find_stream(pos) {
                 Some(p) => p.end,
-                None => match self.start_part(pos, false) {
+                None => match self.start_part(pos, None) {
                     Some(pend) => pend,
                     None => break,
                 },
@@ -629,18 +673,20 @@ impl Reader {
 /// are fetched again. The reply's buffer is only allocated once every byte has arrived, so
 /// reads waiting for data hold no memory.
 pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
+    let mut waiting = Vec::with_capacity(plan.pieces.len());
     for (part, _, to) in &plan.pieces {
-        part.arrived(*to).await?;
+        waiting.push(part.arrived(*to).await?);
     }
     let total: u64 = plan.pieces.iter().map(|(_, a, b)| b - a).sum();
     let mut out = BytesMut::with_capacity(total as usize);
-    for (part, from, to) in plan.pieces {
-        if !part.copy_into(from, to, &mut out) {
-            let again = Part::spawn(&plan.source, from, to, false, None, None);
-            again.arrived(to).await?;
-            again.copy_into(from, to, &mut out);
+    for (part, from, to) in &plan.pieces {
+        if !part.copy_into(*from, *to, &mut out) {
+            let again = Part::spawn(&plan.source, *from, *to, false, None, None);
+            let _waiting = again.arrived(*to).await?;
+            again.copy_into(*from, *to, &mut out);
         }
     }
+    drop(waiting);
     Ok(out.freeze())
 }
 
