@@ -44,6 +44,12 @@ fn name(i: usize) -> String {
 
 /// A filesystem over a bucket with `dir/` holding [`DIR_ENTRIES`] small objects.
 async fn fixture(streaming_writes: bool) -> Fixture {
+    fixture_ttl(streaming_writes, FsConfig::default().negative_ttl).await
+}
+
+/// With `negative_ttl` zero, a directory is never listed from the inode table: every readdir
+/// merges a store listing.
+async fn fixture_ttl(streaming_writes: bool, negative_ttl: Duration) -> Fixture {
     let store = Arc::new(MemStore::new());
     for i in 0..DIR_ENTRIES {
         let key = ObjectKey::new(format!("dir/{}", name(i))).unwrap();
@@ -61,6 +67,7 @@ async fn fixture(streaming_writes: bool) -> Fixture {
     let config = FsConfig {
         temp_dir: tmp.path().to_path_buf(),
         streaming_writes,
+        negative_ttl,
         ..Default::default()
     };
     // A clock that never moves: cached entries stay valid for the whole run.
@@ -131,7 +138,8 @@ fn bench_readdir(c: &mut Criterion) {
     group.throughput(Throughput::Elements(DIR_ENTRIES as u64));
     group.sample_size(20);
 
-    let f = rt.block_on(fixture(true));
+    // Listing merges: each iteration lists the store again.
+    let f = rt.block_on(fixture_ttl(true, Duration::ZERO));
     group.bench_function("kernel_4k_buffers", |b| {
         b.to_async(&rt).iter(|| {
             let (fs, dir) = (f.fs.clone(), f.dir);
@@ -139,8 +147,18 @@ fn bench_readdir(c: &mut Criterion) {
         })
     });
 
+    // Within the negative TTL of a full listing, from the inode table (no store listing).
+    let t = rt.block_on(fixture(true));
+    rt.block_on(list_like_kernel(&t.fs, t.dir));
+    group.bench_function("from_inode_table", |b| {
+        b.to_async(&rt).iter(|| {
+            let (fs, dir) = (t.fs.clone(), t.dir);
+            async move { assert_eq!(list_like_kernel(&fs, dir).await, DIR_ENTRIES + 2) }
+        })
+    });
+
     // The same listing merged with files created in the directory and not yet uploaded.
-    let g = rt.block_on(fixture(true));
+    let g = rt.block_on(fixture_ttl(true, Duration::ZERO));
     let _open: Vec<_> = rt.block_on(async {
         let mut open = Vec::new();
         for i in 0..LOCAL_FILES {
