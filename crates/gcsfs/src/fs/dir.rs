@@ -243,8 +243,8 @@ impl Filesystem {
             }
         }
         if let Some(rest) = s.from_table.as_mut() {
-            let page_len = (self.config.list_page_size as usize).clamp(1, rest.len().max(1));
-            let page: Vec<_> = rest.drain(..page_len.min(rest.len())).collect();
+            let page_len = (self.config.list_page_size.max(1) as usize).min(rest.len());
+            let page: Vec<_> = rest.drain(..page_len).collect();
             s.listing_done = rest.is_empty();
             s.finished = s.listing_done;
             for (name, ino, kind) in page {
@@ -398,8 +398,7 @@ impl Filesystem {
         let mut children = Vec::new();
         for (name, ino) in table.children(dir) {
             let child = table.get(ino)?;
-            let dirty = child.file.as_ref().is_some_and(|f| f.is_dirty());
-            if !(child.valid_until > now || child.local || dirty) {
+            if !child.answers_from_memory(now) {
                 return None;
             }
             children.push((name, ino, child.kind()));

@@ -62,6 +62,12 @@ impl Inode {
     pub fn kind(&self) -> Kind {
         self.stat.kind
     }
+
+    /// Whether a lookup of this inode's name is answered from memory: its attributes are within
+    /// the TTL, or it was made or changed here and not yet uploaded.
+    pub fn answers_from_memory(&self, now: Instant) -> bool {
+        self.valid_until > now || self.local || self.file.as_ref().is_some_and(|f| f.is_dirty())
+    }
 }
 
 /// All inodes, and the (parent, name) → inode index.

@@ -182,8 +182,7 @@ impl Filesystem {
         }
         if let Some(ino) = table.child(parent, name) {
             let c = table.get(ino).expect("index is consistent");
-            let dirty = c.file.as_ref().is_some_and(|f| f.is_dirty());
-            if c.valid_until > now || c.local || dirty {
+            if c.answers_from_memory(now) {
                 return Ok(Cached::Hit(ino));
             }
         } else if p.complete_until.is_some_and(|until| until > now) {

@@ -267,23 +267,21 @@ impl Part {
                         // sequential) must not make it hold everything before that read: past
                         // `PART_BUFFER`, bytes below every waiting read are let go (a later
                         // read of them fetches them again).
-                        let nearest = if frees {
-                            part.waiting.lock().unwrap().keys().next().copied()
-                        } else {
-                            None
-                        };
-                        {
+                        let over = {
                             let mut buffer = part.buffer.lock().unwrap();
                             buffer.push(chunk);
-                            if let Some(nearest) = nearest
-                                && buffer.held > PART_BUFFER
+                            frees && buffer.held > PART_BUFFER
+                        };
+                        let nearest = over
+                            .then(|| part.waiting.lock().unwrap().keys().next().copied())
+                            .flatten();
+                        if let Some(nearest) = nearest {
+                            let floor = nearest.saturating_sub(MAX_READ).min(start + filled);
+                            let mut buffer = part.buffer.lock().unwrap();
+                            if let Some((&first, _)) = buffer.chunks.first_key_value()
+                                && first < floor
                             {
-                                let floor = nearest.saturating_sub(MAX_READ).min(start + filled);
-                                if let Some((&first, _)) = buffer.chunks.first_key_value()
-                                    && first < floor
-                                {
-                                    buffer.take(first, floor);
-                                }
+                                buffer.take(first, floor);
                             }
                         }
                         drop(part);
