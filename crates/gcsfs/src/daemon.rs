@@ -88,11 +88,7 @@ pub async fn open_bucket(
     let gcs = GcsStore::connect(config)
         .await
         .map_err(|e| OpenError::new(bucket, e))?;
-    let retry = RetryConfig {
-        deadline: store_args.retry_deadline(),
-        stall_timeout: store_args.stall_timeout(),
-        ..Default::default()
-    };
+    let retry = retry_config(store_args);
     let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(Arc::new(gcs), retry));
     let (gated, keeper) = GatedStore::new(store.clone());
     let (bucket, prefix) = (bucket.to_string(), only_dir.to_string());
@@ -113,6 +109,15 @@ pub async fn open_bucket(
         store: Arc::new(gated),
         check,
     })
+}
+
+/// How store calls are retried, from `--retry-deadline-secs` and `--stall-timeout-secs`.
+pub fn retry_config(store_args: &StoreArgs) -> RetryConfig {
+    RetryConfig {
+        deadline: store_args.retry_deadline(),
+        stall_timeout: store_args.stall_timeout(),
+        ..Default::default()
+    }
 }
 
 /// The filesystem configuration `args` ask for.
@@ -161,7 +166,10 @@ pub async fn open_and_mount(
     mount::check_mountpoint(&args.mountpoint)?;
     let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
     let OpenedBucket { store, check } = open_bucket(store_args, &args.bucket, &only_dir).await?;
-    let config = fs_config(args);
+    let config = FsConfig {
+        write_wait_limit: retry_config(store_args).upload_wait_limit(),
+        ..fs_config(args)
+    };
     std::fs::create_dir_all(&config.temp_dir).map_err(|source| ServeError::TempDir {
         path: config.temp_dir.clone(),
         source,

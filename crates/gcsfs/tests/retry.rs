@@ -207,12 +207,13 @@ async fn conditional_write_is_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn conditional_stream_write_is_not_retried() {
+async fn a_stream_write_resumes_after_a_failed_request() {
+    // (Every path and fault: tests/upload_faults.rs.)
     let rig = rig();
-    rig.faults.push(Op::Write, Fault::Status(503));
+    rig.faults.push(Op::UploadChunk, Fault::Status(503));
     let chunks: Vec<StoreResult<Bytes>> = vec![Ok(Bytes::from_static(b"abc"))];
     let source = WriteSource::Stream(futures::stream::iter(chunks).boxed());
-    let err = rig
+    let meta = rig
         .store
         .write(
             &k("a"),
@@ -221,9 +222,16 @@ async fn conditional_stream_write_is_not_retried() {
             &WriteAttrs::default(),
         )
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transient);
-    assert_eq!(rig.faults.calls(Op::Write), 1);
+        .unwrap();
+    assert_eq!(meta.size, 3);
+    assert_eq!(rig.faults.calls(Op::UploadChunk), 2);
+    assert_eq!(rig.faults.calls(Op::UploadStatus), 1);
+    assert_eq!(
+        rig.faults.calls(Op::Write),
+        0,
+        "streams use a resumable session"
+    );
+    assert_eq!(&rig.mem.get(&k("a")).unwrap().1[..], b"abc");
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,7 +315,10 @@ async fn write_time_limit_grows_with_size() {
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert_eq!(rig.faults.calls(Op::Write), 1);
     assert!(rig.mem.keys().is_empty());
-    // 20 MiB at the 1 MiB/s floor: limit 30 s + 20 s, so the 40 s write completes.
+    // 20 MiB at the 1 MiB/s floor: limit 30 s + 20 s, so the 40 s request completes (data
+    // that large goes in a resumable session).
+    rig.faults
+        .push(Op::UploadChunk, Fault::Latency(Duration::from_secs(40)));
     let big = data(20 * 1024 * 1024);
     rig.store
         .write(
@@ -318,7 +329,7 @@ async fn write_time_limit_grows_with_size() {
         )
         .await
         .unwrap();
-    assert_eq!(rig.faults.calls(Op::Write), 2);
+    assert_eq!(rig.faults.calls(Op::UploadChunk), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -420,15 +431,22 @@ async fn a_pinned_read_of_a_replaced_generation_stops_resuming() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lost_answer_to_a_create_only_write_surfaces_as_precondition_failed() {
-    // The retry layer cannot tell "my first attempt committed" from "someone else created it":
-    // the caller sees PreconditionFailed although its data is live. This pins that behaviour.
+async fn a_lost_answer_to_a_create_only_write_is_recognised() {
+    // The first attempt committed, its answer was lost; the retry fails its precondition on
+    // the object the first attempt created, which holds exactly what was written: success.
     let rig = rig();
     rig.faults.push(Op::Write, Fault::StatusAfterCommit(503));
-    let err = write(&rig, "a", b"mine", Preconditions::create_only())
+    write(&rig, "a", b"mine", Preconditions::create_only())
+        .await
+        .unwrap();
+    assert_eq!(rig.faults.calls(Op::Write), 2);
+    assert_eq!(rig.faults.calls(Op::Stat), 1);
+    assert_eq!(&rig.mem.get(&k("a")).unwrap().1[..], b"mine");
+    // Someone else's object (other bytes) is a real conflict.
+    put(&rig, "b", data(4)).await;
+    let err = write(&rig, "b", b"mine", Preconditions::create_only())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
-    assert_eq!(rig.faults.calls(Op::Write), 2);
-    assert_eq!(&rig.mem.get(&k("a")).unwrap().1[..], b"mine");
+    assert_eq!(&rig.mem.get(&k("b")).unwrap().1[..], &data(4)[..]);
 }

@@ -31,6 +31,11 @@ pub struct FsConfig {
     pub streaming_writes: bool,
     /// Objects per listing page. Default 1000 (GCS's maximum).
     pub list_page_size: u32,
+    /// Longest a write of a streamed new file waits for its upload to take the bytes (and a
+    /// close, twice that for the upload to end) before it fails with EIO. The upload itself
+    /// gives up at the store's retry deadline; this is the backstop. Default 120 s; `gcsfs
+    /// mount` sets it from `--retry-deadline-secs` and `--stall-timeout-secs`.
+    pub write_wait_limit: Duration,
     /// Read-path tuning.
     pub read: ReadConfig,
 }
@@ -52,6 +57,7 @@ impl Default for FsConfig {
             read_only: false,
             streaming_writes: true,
             list_page_size: 1000,
+            write_wait_limit: Duration::from_secs(120),
             read: ReadConfig::default(),
         }
     }

@@ -9,6 +9,7 @@
 //! writer gets ESTALE and its data is kept under `<temp-dir>/gcsfs-conflicts/`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -27,6 +28,11 @@ pub(super) struct FileHandle {
     ino: InodeNo,
     cell: Arc<FileCell>,
     writable: bool,
+    /// Whether this handle changed the file's data (a write, or a truncate to a non-zero
+    /// size). Its flushes upload only then: a descriptor that changed nothing (a copy closed
+    /// by `dup2`, as a shell's `>` does, or an `O_TRUNC` open before the first write) leaves
+    /// the upload to a later flush or the release.
+    wrote: Arc<AtomicBool>,
     /// Generation and size seen at open (reads of clean data are pinned to it).
     generation: Option<Generation>,
     size: u64,
@@ -102,6 +108,7 @@ impl Filesystem {
             ino,
             cell: cell.clone(),
             writable,
+            wrote: Arc::default(),
             generation,
             size,
             reader: Arc::new(tokio::sync::Mutex::new(None)),
@@ -194,6 +201,7 @@ impl Filesystem {
             ino,
             cell,
             writable,
+            wrote: Arc::default(),
             generation: None,
             size: 0,
             reader: Arc::new(tokio::sync::Mutex::new(None)),
@@ -305,12 +313,14 @@ impl Filesystem {
             ino,
             cell,
             writable,
+            wrote,
             generation,
             ..
         } = self.file_handle(fh)?;
         if !writable {
             return Err(FsError::BadHandle);
         }
+        wrote.store(true, Ordering::Release);
         let mut st = cell.state.lock().await;
         // A new file written sequentially: in memory, then (past the threshold) streamed.
         let mut appended = None;
@@ -322,8 +332,12 @@ impl Filesystem {
             if head.len() >= STREAM_THRESHOLD {
                 let head = Bytes::from(st.head.take().expect("matched above"));
                 let key = self.key_of(ino)?;
-                let mut stream =
-                    Streaming::start(self.store.clone(), key, self.new_object_attrs(ino, false));
+                let mut stream = Streaming::start(
+                    self.store.clone(),
+                    key,
+                    self.new_object_attrs(ino, false),
+                    self.config.write_wait_limit,
+                );
                 stream.send(head).await?;
                 st.stream = Some(stream);
             }
@@ -413,15 +427,29 @@ impl Filesystem {
         Ok(())
     }
 
-    /// `flush` (each close of a file descriptor): uploads pending changes.
+    /// `flush` (each close of a file descriptor): uploads pending changes, if this handle made
+    /// any. A handle that changed nothing — read-only, or a writable one before its first write
+    /// (a descriptor copy closed after `dup2`) — neither uploads nor reports another handle's
+    /// upload error; the release of the last handle uploads what is still pending.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        let FileHandle { ino, cell, .. } = self.file_handle(fh)?;
+        let FileHandle {
+            ino,
+            cell,
+            writable,
+            wrote,
+            ..
+        } = self.file_handle(fh)?;
+        if !writable || !wrote.load(Ordering::Acquire) {
+            return Ok(());
+        }
         self.upload(ino, &cell).await
     }
 
-    /// `fsync`: uploads pending changes.
+    /// `fsync`/`fdatasync`: uploads the file's pending changes, whoever made them, and
+    /// returns once they are in the bucket (or with the reason they are not).
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await
+        let FileHandle { ino, cell, .. } = self.file_handle(fh)?;
+        self.upload(ino, &cell).await
     }
 
     /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
@@ -749,10 +777,15 @@ impl Filesystem {
                 .clone();
             (cell, idle.flatten())
         };
-        let pinned = match set.fh {
-            Some(fh) => self.file_handle(fh).ok().and_then(|h| h.generation),
-            None => None,
-        };
+        let handle = set.fh.and_then(|fh| self.file_handle(fh).ok());
+        let pinned = handle.as_ref().and_then(|h| h.generation);
+        if let Some(h) = &handle
+            && set.size.is_some_and(|size| size > 0)
+        {
+            // A truncate to 0 through a handle is what an `O_TRUNC` open sends: not yet a
+            // change worth a flush of its own (see `FileHandle::wrote`).
+            h.wrote.store(true, Ordering::Release);
+        }
         if set.size.is_some() {
             // Pages the kernel caches no longer stand for a generation in the bucket.
             cell.page_gate.close().await;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -78,25 +79,84 @@ pub struct WriteState {
     pub base_generation: Generation,
 }
 
-/// A resumable upload fed while the file is written.
+/// A resumable upload fed while a new file is written.
+///
+/// The upload runs as a task of its own (the store's resumable driver keeps every byte the
+/// service has not acknowledged, and gives up at its deadline). Its result is taken in exactly
+/// one place, [`UploadTask::outcome`], and kept for every later call. No call here waits
+/// longer than `wait_limit` for the upload.
 #[derive(Debug)]
 pub struct Streaming {
     tx: Option<mpsc::Sender<StoreResult<Bytes>>>,
-    task: tokio::task::JoinHandle<StoreResult<ObjectMeta>>,
+    upload: UploadTask,
     /// Bytes sent so far: the only offset the next write may start at to keep streaming.
     pub written: u64,
+    /// Longest a write waits for the upload to take its bytes, or `finish` for it to end.
+    wait_limit: Duration,
+}
+
+/// The task running a streamed upload, then its result.
+#[derive(Debug)]
+enum UploadTask {
+    Running(tokio::task::JoinHandle<StoreResult<ObjectMeta>>),
+    Ended(Result<ObjectMeta, Arc<StoreError>>),
+}
+
+impl UploadTask {
+    /// Waits for the task to end (the only place its handle is awaited) and returns its
+    /// result, the same on every call. Cancel-safe: a wait cut short leaves the task running.
+    async fn outcome(&mut self) -> Result<ObjectMeta, Arc<StoreError>> {
+        if let UploadTask::Running(handle) = self {
+            let result = match handle.await {
+                Ok(result) => result.map_err(Arc::new),
+                Err(e) => Err(Arc::new(StoreError::with_source(
+                    ErrorKind::Other,
+                    "the upload task ended without a result",
+                    e,
+                ))),
+            };
+            *self = UploadTask::Ended(result);
+        }
+        match self {
+            UploadTask::Ended(result) => result.clone(),
+            UploadTask::Running(_) => unreachable!("replaced above"),
+        }
+    }
+
+    /// Stops the task, if it runs, and records `error` as its result.
+    fn stop(&mut self, error: StoreError) {
+        if let UploadTask::Running(handle) = self {
+            handle.abort();
+            *self = UploadTask::Ended(Err(Arc::new(error)));
+        }
+    }
 }
 
 /// Bytes of a new file held in memory before its upload is streamed (small files are uploaded
 /// in one request at close instead).
 pub const STREAM_THRESHOLD: usize = 4 << 20;
 
-/// Chunks queued between writes and the upload (bounds memory per streaming file).
+/// Chunks queued between writes and the upload (the upload itself holds up to two requests'
+/// worth, `store::STREAM_CHUNK` each).
 const STREAM_QUEUE: usize = 8;
+
+/// The error a streamed file's calls return once its upload failed.
+fn upload_failed(e: Arc<StoreError>) -> FsError {
+    FsError::Store(StoreError::with_source(
+        e.kind(),
+        "the streamed upload failed",
+        e,
+    ))
+}
 
 impl Streaming {
     /// Starts a create-only upload of `key` fed by [`Streaming::send`].
-    pub fn start(store: Arc<dyn ObjectStore>, key: ObjectKey, attrs: WriteAttrs) -> Self {
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        key: ObjectKey,
+        attrs: WriteAttrs,
+        wait_limit: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<StoreResult<Bytes>>(STREAM_QUEUE);
         let source = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -114,51 +174,81 @@ impl Streaming {
         });
         Self {
             tx: Some(tx),
-            task,
+            upload: UploadTask::Running(task),
             written: 0,
+            wait_limit,
         }
     }
 
-    /// Appends `data`. If the upload has already failed, returns its error.
+    /// Appends `data`. If the upload has failed (or does not take the bytes within the wait
+    /// limit), returns its error, as every later call does.
     pub async fn send(&mut self, data: Bytes) -> FsResult<()> {
         let len = data.len() as u64;
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Ok(data)).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            self.written += len;
-            return Ok(());
+        if let Some(tx) = &self.tx {
+            match tokio::time::timeout(self.wait_limit, tx.send(Ok(data))).await {
+                Ok(Ok(())) => {
+                    self.written += len;
+                    return Ok(());
+                }
+                // The upload ended early: its result says why.
+                Ok(Err(_closed)) => {}
+                Err(_) => self.upload.stop(StoreError::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "the upload did not take the written bytes within {:?}",
+                        self.wait_limit
+                    ),
+                )),
+            }
+            self.tx = None;
         }
-        // The upload ended early: report why.
-        self.tx = None;
-        match (&mut self.task).await {
-            Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(_)) => Err(FsError::Stale("upload finished before the file was")),
-            Err(_) => Err(FsError::Stale("upload task ended")),
+        match self.upload.outcome().await {
+            Err(e) => Err(upload_failed(e)),
+            Ok(_) => Err(FsError::Stale("upload finished before the file was")),
         }
     }
 
-    /// Completes the upload and returns the new object.
+    /// Ends the upload with what was sent and returns the new object.
     pub async fn finish(mut self) -> FsResult<ObjectMeta> {
         self.tx = None;
-        match (&mut self.task).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(FsError::Stale("upload task ended")),
+        // The upload still has the request in flight and the last one to send.
+        let limit = self.wait_limit.saturating_mul(2);
+        match tokio::time::timeout(limit, self.upload.outcome()).await {
+            Ok(Ok(meta)) => Ok(meta),
+            Ok(Err(e)) => Err(upload_failed(e)),
+            Err(_) => {
+                let e = StoreError::new(
+                    ErrorKind::Transient,
+                    format!("the upload did not end within {limit:?}"),
+                );
+                self.upload.stop(e);
+                Err(FsError::TimedOut)
+            }
         }
     }
 
     /// Abandons the upload: nothing is created.
     pub async fn abort(mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx
-                .send(Err(StoreError::new(
-                    ErrorKind::Other,
-                    "file removed while written",
-                )))
-                .await;
+        // The producer's error makes the upload cancel its session without finishing it. Its
+        // channel must never just close here: that would end the object where it stands.
+        let queued = self.tx.take().is_some_and(|tx| {
+            tx.try_send(Err(StoreError::new(
+                ErrorKind::Other,
+                "file removed while written",
+            )))
+            .is_ok()
+        });
+        let abandoned = || StoreError::new(ErrorKind::Other, "abandoned");
+        if !queued {
+            self.upload.stop(abandoned());
+            return;
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(self.wait_limit, self.upload.outcome())
+            .await
+            .is_err()
+        {
+            self.upload.stop(abandoned());
+        }
     }
 }
 

@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::op::OpCounters;
+use super::op::{COUNT, OpCounters};
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
-    ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult,
+    UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 
 /// A failure to inject into one call.
@@ -47,12 +48,20 @@ pub enum Fault {
     /// Not queued: from now on every call of the operation waits this long (on the Tokio
     /// clock) before it proceeds. `Duration::ZERO` removes the delay.
     Latency(Duration),
+    /// [`Op::UploadChunk`] only: the service keeps the first `persist` bytes of the request
+    /// (rounded down to whole 256 KiB blocks, as GCS keeps them; never finalizing), then the
+    /// connection is reset (`Transient`). On any other operation the call fails with
+    /// `Transient` before reaching the inner store.
+    PartialChunk {
+        /// Bytes of the request the service keeps.
+        persist: u64,
+    },
 }
 
 #[derive(Debug, Default)]
 struct Script {
-    queues: [VecDeque<Fault>; 8],
-    latency: [Duration; 8],
+    queues: [VecDeque<Fault>; COUNT],
+    latency: [Duration; COUNT],
 }
 
 /// A store wrapper that fails calls as scripted.
@@ -167,9 +176,34 @@ async fn faulted<T>(
             let _ = call.await;
             Err(injected(op, status))
         }
-        Fault::ResetMidStream { .. } => Err(reset(op)),
+        Fault::ResetMidStream { .. } | Fault::PartialChunk { .. } => Err(reset(op)),
         Fault::Stall | Fault::StallMidStream { .. } => std::future::pending().await,
         Fault::Latency(_) => call.await, // never queued
+    }
+}
+
+/// The first `n` bytes of `data`.
+fn head_of(data: ChunkData, n: u64) -> ChunkData {
+    match data {
+        ChunkData::File { path, offset, len } => ChunkData::File {
+            path,
+            offset,
+            len: len.min(n),
+        },
+        ChunkData::Memory(parts) => {
+            let mut left = n;
+            let mut kept = Vec::new();
+            for p in parts {
+                if left == 0 {
+                    break;
+                }
+                // `take` <= p.len(), a usize.
+                let take = (p.len() as u64).min(left);
+                kept.push(p.slice(..take as usize));
+                left -= take;
+            }
+            ChunkData::Memory(kept)
+        }
     }
 }
 
@@ -283,6 +317,55 @@ impl ObjectStore for FaultStore {
     ) -> StoreResult<ObjectMeta> {
         let call = self.inner.patch_metadata(key, patch, preconditions);
         self.run(Op::Patch, call).await
+    }
+
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession> {
+        let call = self.inner.start_upload(key, preconditions, attrs, facts);
+        self.run(Op::StartUpload, call).await
+    }
+
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus> {
+        match self.enter(Op::UploadChunk).await {
+            None => self.inner.upload_chunk(session, offset, data, last).await,
+            Some(Fault::PartialChunk { persist }) => {
+                let block = crate::store::mem::UPLOAD_BLOCK;
+                let keep = persist.min(data.len()) / block * block;
+                if keep > 0 {
+                    // What the service kept before the connection broke; its answer is lost.
+                    let _ = self
+                        .inner
+                        .upload_chunk(session, offset, head_of(data, keep), None)
+                        .await;
+                }
+                Err(reset(Op::UploadChunk))
+            }
+            Some(fault) => {
+                let call = self.inner.upload_chunk(session, offset, data, last);
+                faulted(Op::UploadChunk, fault, call).await
+            }
+        }
+    }
+
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus> {
+        let call = self.inner.upload_status(session);
+        self.run(Op::UploadStatus, call).await
+    }
+
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()> {
+        let call = self.inner.cancel_upload(session);
+        self.run(Op::CancelUpload, call).await
     }
 }
 

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
-    ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult,
+    UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 
 /// The outcome of the start-up check, as calls see it.
@@ -140,6 +141,40 @@ impl ObjectStore for GatedStore {
     ) -> StoreResult<ObjectMeta> {
         self.pass().await?;
         self.inner.patch_metadata(key, patch, preconditions).await
+    }
+
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession> {
+        self.pass().await?;
+        self.inner
+            .start_upload(key, preconditions, attrs, facts)
+            .await
+    }
+
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus> {
+        self.pass().await?;
+        self.inner.upload_chunk(session, offset, data, last).await
+    }
+
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus> {
+        self.pass().await?;
+        self.inner.upload_status(session).await
+    }
+
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()> {
+        self.pass().await?;
+        self.inner.cancel_upload(session).await
     }
 }
 

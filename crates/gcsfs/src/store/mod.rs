@@ -6,7 +6,9 @@
 //!   through the JSON API).
 //! - `mem::MemStore` keeps objects in memory with GCS's semantics (generations, preconditions,
 //!   delimiter listings, pagination); `fault::FaultStore` wraps any store and injects failures.
-//! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline.
+//! - `retry::RetryStore` retries idempotent calls that failed transiently, under a deadline;
+//!   its writes go through `upload`, the one resumable-upload driver (resume exactly where
+//!   the service stopped, CRC32C checked at finalize, wrong objects deleted).
 //! - `gate::GatedStore` holds every call until a start-up check (the bucket exists) has passed.
 
 mod error;
@@ -17,6 +19,7 @@ pub mod mem;
 mod op;
 pub mod retry;
 mod types;
+mod upload;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use fault::{Fault, FaultStore};
@@ -25,9 +28,11 @@ pub use mem::MemStore;
 pub use op::Op;
 pub use retry::{RetryConfig, RetryStore};
 pub use types::{
-    ByteRange, ByteStream, Generation, ListPage, ListRequest, MetadataPatch, Metageneration,
-    ObjectKey, ObjectMeta, Preconditions, WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, Generation, ListPage, ListRequest, MetadataPatch,
+    Metageneration, ObjectFacts, ObjectKey, ObjectMeta, Preconditions, UploadSession, UploadStatus,
+    WriteAttrs, WriteSource,
 };
+pub use upload::{MAX_SESSIONS, SINGLE_REQUEST_MAX, STREAM_CHUNK};
 
 use async_trait::async_trait;
 
@@ -52,7 +57,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
         range: ByteRange,
     ) -> StoreResult<ByteStream>;
 
-    /// Replaces (or creates) the object with `source`'s data; returns the new generation's metadata.
+    /// Replaces (or creates) the object with `source`'s data; returns the new generation's
+    /// metadata. Every byte is checked by the service against the CRC32C of what was written
+    /// before the object is created; backends may use a resumable upload (below) for it.
     async fn write(
         &self,
         key: &ObjectKey,
@@ -90,4 +97,43 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
         patch: &MetadataPatch,
         preconditions: Preconditions,
     ) -> StoreResult<ObjectMeta>;
+
+    /// Starts a resumable upload of `key`: nothing is visible until [`upload_chunk`] finalizes
+    /// it. `preconditions` hold at finalize (a service may also check them now); `facts` are
+    /// checked at finalize. Starting creates nothing, so it may be repeated.
+    ///
+    /// [`upload_chunk`]: ObjectStore::upload_chunk
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession>;
+
+    /// Sends `data` as the object's bytes from `offset`, which must not be past what the
+    /// service holds; bytes below what it holds must be the same as before and are ignored.
+    /// A request that is not the last carries a whole number of 256 KiB blocks. The service
+    /// may keep only part of a request (then answers with what it holds), or part of it and
+    /// then fail: after a failure, [`upload_status`] tells where to go on from.
+    ///
+    /// `last` (the CRC32C of the whole object) makes this the object's end: the service
+    /// checks the checksum and then the preconditions, and creates the object (`Done`). A
+    /// finalized session answers every later request with the object it created.
+    ///
+    /// [`upload_status`]: ObjectStore::upload_status
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus>;
+
+    /// Where an upload stands, without sending data. `NotFound`: the session is gone
+    /// (cancelled, failed at finalize, or expired).
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus>;
+
+    /// Abandons an upload: nothing is created. `NotFound` if the session is unknown.
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()>;
 }

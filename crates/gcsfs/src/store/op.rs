@@ -22,11 +22,22 @@ pub enum Op {
     Compose,
     /// [`ObjectStore::patch_metadata`](super::ObjectStore::patch_metadata).
     Patch,
+    /// [`ObjectStore::start_upload`](super::ObjectStore::start_upload).
+    StartUpload,
+    /// [`ObjectStore::upload_chunk`](super::ObjectStore::upload_chunk).
+    UploadChunk,
+    /// [`ObjectStore::upload_status`](super::ObjectStore::upload_status).
+    UploadStatus,
+    /// [`ObjectStore::cancel_upload`](super::ObjectStore::cancel_upload).
+    CancelUpload,
 }
+
+/// How many operations there are.
+pub(crate) const COUNT: usize = 12;
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; COUNT] = [
         Op::Stat,
         Op::List,
         Op::Read,
@@ -35,9 +46,13 @@ impl Op {
         Op::Copy,
         Op::Compose,
         Op::Patch,
+        Op::StartUpload,
+        Op::UploadChunk,
+        Op::UploadStatus,
+        Op::CancelUpload,
     ];
 
-    /// A dense index (0..8) for per-operation tables.
+    /// A dense index (0..12) for per-operation tables.
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -53,6 +68,10 @@ impl Op {
             Op::Copy => "copy",
             Op::Compose => "compose",
             Op::Patch => "patch",
+            Op::StartUpload => "start_upload",
+            Op::UploadChunk => "upload_chunk",
+            Op::UploadStatus => "upload_status",
+            Op::CancelUpload => "cancel_upload",
         }
     }
 }
@@ -65,7 +84,7 @@ impl fmt::Display for Op {
 
 /// Per-operation call counters (lock-free).
 #[derive(Debug, Default)]
-pub(crate) struct OpCounters([std::sync::atomic::AtomicU64; 8]);
+pub(crate) struct OpCounters([std::sync::atomic::AtomicU64; COUNT]);
 
 impl OpCounters {
     /// Counts one call of `op`.

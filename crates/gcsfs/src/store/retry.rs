@@ -1,10 +1,15 @@
 //! [`RetryStore`]: the one retry layer, for every backend.
 //!
 //! - Only errors whose kind [is retryable](super::ErrorKind::is_retryable) (`Transient`,
-//!   `RateLimited`) are retried, and only on idempotent calls: `stat`, `list` and `read` always;
-//!   `write`, `delete`, `copy`, `compose` and `patch_metadata` only when they carry a
-//!   precondition (and, for `write`, when the source can be replayed). A mutation without a
-//!   precondition is tried exactly once.
+//!   `RateLimited`) are retried, and only on idempotent calls: `stat`, `list`, `read`,
+//!   `start_upload`, `upload_status` and `cancel_upload` always; `write`, `delete`, `copy`,
+//!   `compose` and `patch_metadata` only when they carry a precondition. A mutation without a
+//!   precondition is tried exactly once. `upload_chunk` is tried once: after a failure only
+//!   the upload's status says what to send next.
+//! - `write` sends data of known size up to [`SINGLE_REQUEST_MAX`] in one request, checks
+//!   the object created against it, and retries the request whole; larger data and streams go
+//!   through a resumable upload driven by [`super::upload`], which resumes where a failure
+//!   stopped it and keeps a stream's unacknowledged bytes until the service holds them.
 //! - Backoff is exponential with full jitter; no attempt starts after the deadline, and no more
 //!   than `max_attempts` attempts are made.
 //! - An attempt that makes no progress for `stall_timeout` is abandoned as `Transient`.
@@ -24,9 +29,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::upload::{SINGLE_REQUEST_MAX, Source, Upload};
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
-    ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult,
+    UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 
 /// How [`RetryStore`] retries.
@@ -46,9 +53,9 @@ pub struct RetryConfig {
     pub deadline: Duration,
     /// An attempt that makes no progress this long is abandoned as `Transient`: the whole call
     /// for `stat`, `list`, `delete`, `copy`, `compose`, `patch_metadata` and opening a read;
-    /// the wait for each chunk of a read stream; for a write from `Bytes` or `File`, the limit
-    /// is `stall_timeout + size / min_write_throughput`. Writes from a `Stream` have no limit
-    /// here (their pace is the producer's). Default: 30 s.
+    /// the wait for each chunk of a read stream; for each upload request, the limit is
+    /// `stall_timeout + size / min_write_throughput`. A stream's producer is never timed (its
+    /// pace is the application's). Default: 30 s.
     pub stall_timeout: Duration,
     /// Most attempts one operation makes, the first included. Default: 10.
     pub max_attempts: u32,
@@ -56,6 +63,37 @@ pub struct RetryConfig {
     /// time limit of writes of known size (see `stall_timeout`). 0 removes the limit.
     /// Default: 1 MiB/s.
     pub min_write_throughput: u64,
+}
+
+impl RetryConfig {
+    /// One attempt per call, no retries (a backend used bare, as in tests).
+    pub fn no_retries() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The longest a streamed upload can take to accept more bytes while it keeps within these
+    /// limits: the deadline, a last request of a whole streamed chunk, a status query and a
+    /// backoff. The filesystem's backstop for writers waiting on an upload.
+    pub fn upload_wait_limit(&self) -> Duration {
+        self.deadline
+            .saturating_add(self.transfer_limit(super::STREAM_CHUNK))
+            .saturating_add(self.stall_timeout)
+            .saturating_add(self.max_backoff)
+    }
+
+    /// The time limit of one request that sends `len` bytes.
+    pub fn transfer_limit(&self, len: u64) -> Duration {
+        let rate = self.min_write_throughput;
+        if rate == 0 {
+            return Duration::MAX;
+        }
+        let transfer =
+            Duration::try_from_secs_f64(len as f64 / rate as f64).unwrap_or(Duration::MAX);
+        self.stall_timeout.saturating_add(transfer)
+    }
 }
 
 impl Default for RetryConfig {
@@ -91,29 +129,6 @@ impl RetryStore {
         &self.config
     }
 
-    /// The time limit of one write attempt of `source` (`None`: unlimited).
-    ///
-    /// Takes what [`Extent::of`] found rather than the source: a `WriteSource` is not `Sync`, so
-    /// no reference to it may live across an `.await`.
-    async fn write_limit(&self, extent: Extent) -> Option<Duration> {
-        let size = match extent {
-            Extent::Size(size) => size,
-            // If the file cannot be examined the write itself will fail; the size is moot.
-            Extent::File(path) => tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0),
-            Extent::Unbounded => return None,
-        };
-        let rate = self.config.min_write_throughput;
-        if rate == 0 {
-            return None;
-        }
-        let transfer =
-            Duration::try_from_secs_f64(size as f64 / rate as f64).unwrap_or(Duration::MAX);
-        Some(self.config.stall_timeout.saturating_add(transfer))
-    }
-
     /// Runs `attempt` with this store's settings and a fresh budget.
     async fn run<T, F, Fut>(
         &self,
@@ -138,35 +153,15 @@ impl RetryStore {
     }
 }
 
-/// How much data a write sends, as far as its time limit is concerned.
-enum Extent {
-    /// This many bytes.
-    Size(u64),
-    /// The size of this file.
-    File(std::path::PathBuf),
-    /// Unknown (a stream): no limit.
-    Unbounded,
-}
-
-impl Extent {
-    fn of(source: &WriteSource) -> Self {
-        match source {
-            WriteSource::Bytes(b) => Extent::Size(b.len() as u64),
-            WriteSource::File { path, .. } => Extent::File(path.clone()),
-            WriteSource::Stream(_) => Extent::Unbounded,
-        }
-    }
-}
-
 /// Attempts made and time spent on one operation.
 #[derive(Debug)]
-struct Budget {
+pub(super) struct Budget {
     started: Instant,
-    attempts: u32,
+    pub(super) attempts: u32,
 }
 
 impl Budget {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             started: Instant::now(),
             attempts: 0,
@@ -221,7 +216,7 @@ impl Budget {
 }
 
 /// The error for an attempt abandoned after `limit` without progress.
-fn stalled(op: Op, key: &str, limit: Duration) -> StoreError {
+pub(super) fn stalled(op: Op, key: &str, limit: Duration) -> StoreError {
     StoreError::new(
         ErrorKind::Transient,
         format!("{op} {key}: no progress in {limit:?}"),
@@ -229,19 +224,19 @@ fn stalled(op: Op, key: &str, limit: Duration) -> StoreError {
 }
 
 /// One retried operation.
-struct Call<'a> {
-    config: &'a RetryConfig,
-    op: Op,
+pub(super) struct Call<'a> {
+    pub(super) config: &'a RetryConfig,
+    pub(super) op: Op,
     /// The object (or listing prefix) named in logs and errors.
-    key: &'a str,
-    idempotent: bool,
+    pub(super) key: &'a str,
+    pub(super) idempotent: bool,
     /// Time limit of each attempt.
-    limit: Option<Duration>,
+    pub(super) limit: Option<Duration>,
 }
 
 impl Call<'_> {
     /// Calls `attempt` until it succeeds, fails for good, or `budget` runs out.
-    async fn run<T, F, Fut>(&self, budget: &mut Budget, mut attempt: F) -> StoreResult<T>
+    pub(super) async fn run<T, F, Fut>(&self, budget: &mut Budget, mut attempt: F) -> StoreResult<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = StoreResult<T>>,
@@ -266,7 +261,7 @@ impl Call<'_> {
     }
 
     /// Waits before the next attempt after `err`, or returns the final error.
-    async fn backoff(&self, budget: &Budget, err: StoreError) -> StoreResult<()> {
+    pub(super) async fn backoff(&self, budget: &Budget, err: StoreError) -> StoreResult<()> {
         let Some(wait) = budget.next_wait(self.config) else {
             return Err(budget.give_up(self.op, self.key, err));
         };
@@ -427,28 +422,35 @@ impl ObjectStore for RetryStore {
         preconditions: Preconditions,
         attrs: &WriteAttrs,
     ) -> StoreResult<ObjectMeta> {
-        let limit = self.write_limit(Extent::of(&source)).await;
-        let replay = preconditions.is_conditional() && source.is_replayable();
-        let mut slot = Some(source);
-        let inner = &self.inner;
-        self.run(Op::Write, key.as_str(), replay, limit, || {
-            let source = if replay {
-                slot.as_ref().and_then(WriteSource::try_clone)
-            } else {
-                slot.take()
-            };
-            async move {
-                match source {
-                    Some(source) => inner.write(key, source, preconditions, attrs).await,
-                    // Unreachable: a source that is not replayable is only tried once.
-                    None => Err(StoreError::new(
-                        ErrorKind::Other,
-                        "write source already consumed",
-                    )),
-                }
+        let upload = Upload {
+            store: self.inner.as_ref(),
+            config: &self.config,
+            key,
+            attrs,
+        };
+        let source = match source {
+            WriteSource::Bytes(data) if data.len() as u64 <= SINGLE_REQUEST_MAX => {
+                return self.write_once(&upload, data, preconditions).await;
             }
-        })
-        .await
+            WriteSource::Bytes(data) => Source::bytes(data),
+            WriteSource::File { path, crc32c } => {
+                let size = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| local_file_error(&path, e))?
+                    .len();
+                if size <= SINGLE_REQUEST_MAX {
+                    let data = read_file(&path, crc32c).await?;
+                    return self.write_once(&upload, data, preconditions).await;
+                }
+                let crc = match crc32c {
+                    Some(crc) => crc,
+                    None => file_crc32c(&path).await?,
+                };
+                Source::file(path, size, crc)
+            }
+            WriteSource::Stream(stream) => Source::stream(stream),
+        };
+        upload.resumable(source, preconditions).await
     }
 
     async fn delete(&self, key: &ObjectKey, preconditions: Preconditions) -> StoreResult<()> {
@@ -503,4 +505,150 @@ impl ObjectStore for RetryStore {
         })
         .await
     }
+
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession> {
+        // Starting creates nothing visible: always safe to repeat.
+        let limit = Some(self.config.stall_timeout);
+        self.run(Op::StartUpload, key.as_str(), true, limit, || {
+            self.inner.start_upload(key, preconditions, attrs, facts)
+        })
+        .await
+    }
+
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus> {
+        // Tried once: after a failure, what to send next depends on what the service kept.
+        let limit = self.config.transfer_limit(data.len());
+        let key = session.key().as_str();
+        tokio::time::timeout(limit, self.inner.upload_chunk(session, offset, data, last))
+            .await
+            .unwrap_or_else(|_| Err(stalled(Op::UploadChunk, key, limit)))
+    }
+
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus> {
+        let limit = Some(self.config.stall_timeout);
+        let key = session.key().as_str();
+        self.run(Op::UploadStatus, key, true, limit, || {
+            self.inner.upload_status(session)
+        })
+        .await
+    }
+
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()> {
+        let limit = Some(self.config.stall_timeout);
+        let key = session.key().as_str();
+        self.run(Op::CancelUpload, key, true, limit, || {
+            self.inner.cancel_upload(session)
+        })
+        .await
+    }
+}
+
+impl RetryStore {
+    /// Uploads `data` in one request (retried whole when conditional), then checks that the
+    /// object created holds it; one that does not is deleted, and a conditional write tries
+    /// once more (create-only, since the object is gone then). A retry that fails its
+    /// precondition may have met the object its own earlier attempt created (that answer was
+    /// lost): the live object is taken as ours when it holds exactly `data`.
+    async fn write_once(
+        &self,
+        upload: &Upload<'_>,
+        data: Bytes,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        let expected = (data.len() as u64, crc32c::crc32c(&data));
+        let limit = Some(self.config.transfer_limit(expected.0));
+        let idempotent = preconditions.is_conditional();
+        let mut pre = preconditions;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let key = upload.key;
+            let written = self
+                .run(Op::Write, key.as_str(), idempotent, limit, || {
+                    self.inner
+                        .write(key, WriteSource::Bytes(data.clone()), pre, upload.attrs)
+                })
+                .await;
+            let meta = match written {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                    return match upload.ours(expected, pre).await {
+                        Some(meta) => Ok(meta),
+                        None => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
+            match upload.check_single(meta, expected).await {
+                Err(e) if idempotent && tries < 2 && e.kind() == ErrorKind::Transient => {
+                    pre = Preconditions::create_only();
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A local source file could not be read: the caller's problem, not the service's.
+fn local_file_error(path: &std::path::Path, e: std::io::Error) -> StoreError {
+    StoreError::with_source(
+        ErrorKind::Other,
+        format!("cannot read local file {}", path.display()),
+        e,
+    )
+}
+
+/// The whole of a small local file; checked against `crc32c` when given.
+async fn read_file(path: &std::path::Path, crc32c: Option<u32>) -> StoreResult<Bytes> {
+    let data = Bytes::from(
+        tokio::fs::read(path)
+            .await
+            .map_err(|e| local_file_error(path, e))?,
+    );
+    if let Some(want) = crc32c {
+        let have = crc32c::crc32c(&data);
+        if have != want {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                format!(
+                    "local file {} changed: crc32c {have:#010x}, {want:#010x} expected",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(data)
+}
+
+/// The CRC32C of a local file, computed off the async threads.
+async fn file_crc32c(path: &std::path::Path) -> StoreResult<u32> {
+    let owned = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut crc = 0u32;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(crc);
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| StoreError::with_source(ErrorKind::Other, "checksum task failed", e))?;
+    result.map_err(|e| local_file_error(path, e))
 }

@@ -261,3 +261,99 @@ pub struct ListRequest {
 
 /// A change to user metadata: `Some(v)` sets a key, `None` removes it.
 pub type MetadataPatch = BTreeMap<String, Option<String>>;
+
+/// A resumable upload in progress: the object it will create and the service's handle on it
+/// (for GCS, the session URI). The handle grants the right to upload, like a signed URL, so
+/// `Debug` shows only the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    key: ObjectKey,
+    id: String,
+}
+
+impl UploadSession {
+    /// A session of `key` known to the service as `id`.
+    pub fn new(key: ObjectKey, id: impl Into<String>) -> Self {
+        Self { key, id: id.into() }
+    }
+
+    /// The object the upload creates.
+    pub fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+
+    /// The service's handle on the session (never logged).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Debug for UploadSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadSession")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a resumable upload stands, as the service tells it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum UploadStatus {
+    /// Not finalized: the service holds the object's first `n` bytes.
+    Persisted(u64),
+    /// Finalized: the object the upload created.
+    Done(ObjectMeta),
+}
+
+/// What is known of a whole object when its upload starts; the service checks each fact given
+/// when the upload is finalized, and refuses to create an object that does not match.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ObjectFacts {
+    /// The object's size in bytes.
+    pub size: Option<u64>,
+    /// The CRC32C (Castagnoli) of the object's data.
+    pub crc32c: Option<u32>,
+}
+
+/// The data of one request of a resumable upload.
+pub enum ChunkData {
+    /// Bytes in memory, sent one buffer after the other (never copied into one).
+    Memory(Vec<Bytes>),
+    /// `len` bytes of a local file, from `offset`.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl ChunkData {
+    /// How many bytes the request carries.
+    pub fn len(&self) -> u64 {
+        match self {
+            ChunkData::Memory(parts) => parts.iter().map(|p| p.len() as u64).sum(),
+            ChunkData::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the request carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for ChunkData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkData::Memory(parts) => {
+                write!(f, "Memory({} bytes in {} buffers)", self.len(), parts.len())
+            }
+            ChunkData::File { path, offset, len } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("offset", offset)
+                .field("len", len)
+                .finish(),
+        }
+    }
+}

@@ -586,6 +586,12 @@ impl Model {
                 self.release(h);
                 r.map(|()| Vec::new())
             }
+            Then::Flushed if data.is_empty() => {
+                // A handle that wrote nothing does not upload when flushed (SEMANTICS.md: the
+                // copy of a descriptor closed after `dup2`); the release will.
+                self.handles.push(h);
+                Ok(Vec::new())
+            }
             Then::Flushed => {
                 self.handles.push(h.clone());
                 self.upload(h.file).map(|()| Vec::new())

@@ -40,6 +40,11 @@ fn sdk_kind(e: &google_cloud_storage::Error) -> ErrorKind {
     if e.is_timeout() || e.is_io() || e.is_connect() || e.is_transport() || e.is_exhausted() {
         return ErrorKind::Transient;
     }
+    // An answer that could not be read because the connection failed under it ("cannot
+    // deserialize the response" over a body cut short): the transport, not the service.
+    if find::<reqwest::Error>(e).is_some() || find::<std::io::Error>(e).is_some() {
+        return ErrorKind::Transient;
+    }
     ErrorKind::Other
 }
 
@@ -57,11 +62,9 @@ fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
     if e.is_builder() {
         return ErrorKind::InvalidArgument;
     }
-    if e.is_decode() {
-        // A body that is not the JSON we expect; retrying will not help.
-        return ErrorKind::Other;
-    }
-    // Timeouts, connection failures, a body cut short.
+    // Everything else is the transport failing: timeouts, connection failures, and a body cut
+    // short (`is_body`, and `is_decode` for a body that ended before it could be decoded; JSON
+    // we cannot parse is our own serde error, never a reqwest one). A new attempt may work.
     ErrorKind::Transient
 }
 
@@ -128,6 +131,12 @@ mod tests {
             kind(Error::deser(ReadError::UnexpectedSuccessCode(204))),
             ErrorKind::Other
         );
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_transient() {
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "body cut short");
+        assert_eq!(kind(Error::deser(cut)), ErrorKind::Transient);
     }
 
     #[test]

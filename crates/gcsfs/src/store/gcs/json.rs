@@ -282,7 +282,7 @@ fn preconditions(pre: Preconditions) -> Query {
 }
 
 /// The error for a non-2xx answer, with the service's own message when it sent one.
-fn status_error(status: StatusCode, body: &[u8], what: &str) -> StoreError {
+pub(super) fn status_error(status: StatusCode, body: &[u8], what: &str) -> StoreError {
     #[derive(serde::Deserialize)]
     struct Envelope {
         error: Detail,

@@ -1,14 +1,17 @@
 //! [`ObjectStore`] on Cloud Storage.
 //!
-//! - Object data (reads, uploads) goes through Google's official `google-cloud-storage` crate
+//! - Reads of object data go through Google's official `google-cloud-storage` crate
 //!   ([`data`]).
+//! - Uploads go over the JSON API with our own client ([`upload`]): multipart requests and the
+//!   calls of the resumable protocol, driven by `store::upload` (google-cloud-storage 1.21
+//!   resends wrong bytes when it resumes; see `store/upload.rs`).
 //! - Metadata calls (stat, list, delete, copy, compose, patch) go over the JSON API with our
 //!   own small client ([`json`]): the official crate offers them only over gRPC, which no
 //!   emulator speaks.
-//! - Both share one credentials object ([`auth`]); failures become [`StoreError`]s through
+//! - All share one credentials object ([`auth`]); failures become [`StoreError`]s through
 //!   the one status table ([`errors`]).
-//! - Nothing here retries, except the SDK resending chunks of a stream upload: the
-//!   `RetryStore` above retries whole calls.
+//! - Nothing here retries: the `RetryStore` above does. Used bare, `write` of a file or a
+//!   stream runs the resumable driver with one attempt per call.
 
 mod auth;
 mod config;
@@ -16,10 +19,10 @@ mod data;
 mod errors;
 mod json;
 mod resource;
+mod upload;
 mod url;
 
 pub use config::{DEFAULT_ENDPOINT, GcsAuth, GcsConfig};
-pub use data::STREAM_UPLOAD_RETRY_LIMIT;
 
 use std::sync::Arc;
 
@@ -27,12 +30,15 @@ use async_trait::async_trait;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 
+use super::upload::{Source, Upload};
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey,
-    ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Preconditions, RetryConfig, StoreError,
+    StoreResult, UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 use data::DataClient;
 use json::JsonClient;
+use upload::UploadClient;
 
 /// A Cloud Storage bucket as an [`ObjectStore`].
 #[derive(Clone, Debug)]
@@ -40,6 +46,7 @@ pub struct GcsStore {
     bucket: String,
     data: LazyData,
     json: JsonClient,
+    uploads: UploadClient,
 }
 
 /// The SDK client, being built in the background: building it loads the system's root
@@ -109,6 +116,13 @@ impl GcsStore {
         let json = JsonClient::new(
             config.endpoint(),
             bucket,
+            creds.clone(),
+            config.billing_project.clone(),
+            config.request_timeout,
+        )?;
+        let uploads = UploadClient::new(
+            config.endpoint(),
+            bucket,
             creds,
             config.billing_project.clone(),
             config.request_timeout,
@@ -117,6 +131,7 @@ impl GcsStore {
             bucket: bucket.to_owned(),
             data,
             json,
+            uploads,
         })
     }
 
@@ -162,11 +177,40 @@ impl ObjectStore for GcsStore {
         preconditions: Preconditions,
         attrs: &WriteAttrs,
     ) -> StoreResult<ObjectMeta> {
-        self.data
-            .get()
-            .await?
-            .write(key, source, preconditions, attrs)
-            .await
+        let source = match source {
+            WriteSource::Bytes(data) => {
+                return self
+                    .uploads
+                    .multipart(key, data, preconditions, attrs)
+                    .await;
+            }
+            WriteSource::File { path, crc32c } => {
+                let data = tokio::fs::read(&path).await.map_err(|e| {
+                    StoreError::with_source(
+                        ErrorKind::Other,
+                        format!("cannot read local file {}", path.display()),
+                        e,
+                    )
+                })?;
+                let (size, crc) = (data.len() as u64, crc32c::crc32c(&data));
+                if crc32c.is_some_and(|want| want != crc) {
+                    return Err(StoreError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("local file {} does not match its crc32c", path.display()),
+                    ));
+                }
+                Source::file(path, size, crc)
+            }
+            WriteSource::Stream(stream) => Source::stream(stream),
+        };
+        let config = RetryConfig::no_retries();
+        let upload = Upload {
+            store: self,
+            config: &config,
+            key,
+            attrs,
+        };
+        upload.resumable(source, preconditions).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
@@ -206,5 +250,37 @@ impl ObjectStore for GcsStore {
         preconditions: Preconditions,
     ) -> StoreResult<ObjectMeta> {
         self.json.patch_metadata(key, patch, preconditions).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession> {
+        self.uploads.start(key, preconditions, attrs, facts).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %session.key(), offset, len = data.len(), last = last.is_some()))]
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus> {
+        self.uploads.chunk(session, offset, data, last).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %session.key()))]
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus> {
+        self.uploads.status(session).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %session.key()))]
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()> {
+        self.uploads.cancel(session).await
     }
 }

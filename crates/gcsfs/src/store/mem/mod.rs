@@ -2,12 +2,14 @@
 //!
 //! Meant for tests and benchmarks of the layers above the store: generations, metagenerations,
 //! every precondition, delimiter listings with stable page tokens, ranged reads delivered in
-//! chunks, and streaming writes that create nothing when their source fails — the same contract
-//! as the GCS backend, checked by the shared conformance suite.
+//! chunks, streaming writes that create nothing when their source fails, and resumable upload
+//! sessions (whole 256 KiB blocks, resent bytes checked against those held, CRC32C and
+//! preconditions checked at finalize) — the same contract as the GCS backend, checked by the
+//! shared conformance suite.
 
 mod list;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -17,9 +19,9 @@ use futures::StreamExt;
 
 use super::op::OpCounters;
 use super::{
-    ByteRange, ByteStream, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
-    Metageneration, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult,
-    WriteAttrs, WriteSource,
+    ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
+    Metageneration, ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError,
+    StoreResult, UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 
 /// Size of the chunks a read stream yields (256 KiB), so consumers see several chunks.
@@ -27,6 +29,22 @@ pub const READ_CHUNK: usize = 256 * 1024;
 
 /// GCS's limit on the number of sources of one compose request.
 pub const MAX_COMPOSE_SOURCES: usize = 32;
+
+/// Every request of a resumable upload but the last carries a whole number of these.
+pub const UPLOAD_BLOCK: u64 = 256 * 1024;
+
+/// A resumable upload session.
+#[derive(Debug)]
+struct Session {
+    key: ObjectKey,
+    preconditions: Preconditions,
+    attrs: WriteAttrs,
+    facts: ObjectFacts,
+    /// The bytes held so far.
+    data: BytesMut,
+    /// Set once finalized: the object it created.
+    done: Option<ObjectMeta>,
+}
 
 /// One live object generation.
 #[derive(Clone, Debug)]
@@ -40,6 +58,10 @@ struct State {
     objects: BTreeMap<ObjectKey, Stored>,
     /// The last generation handed out; store-wide, so generations strictly increase.
     last_generation: i64,
+    /// Resumable uploads by id; a session that failed at finalize or was cancelled is removed.
+    sessions: HashMap<String, Session>,
+    /// The last session id handed out.
+    last_session: u64,
 }
 
 impl State {
@@ -112,6 +134,15 @@ impl MemStore {
         self.calls.get(op)
     }
 
+    /// How many resumable uploads are started and neither finalized, failed nor cancelled.
+    pub fn open_uploads(&self) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.done.is_none())
+            .count()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the map half-changed (every change is a
         // single insert or remove), so a poisoned lock is still consistent.
@@ -143,6 +174,49 @@ fn check(pre: &Preconditions, key: &ObjectKey, live: Option<&ObjectMeta>) -> Sto
         ));
     }
     Ok(())
+}
+
+fn no_session() -> StoreError {
+    StoreError::new(ErrorKind::NotFound, "no such upload session")
+}
+
+/// The bytes of one upload request.
+async fn chunk_bytes(data: ChunkData) -> StoreResult<Bytes> {
+    match data {
+        ChunkData::Memory(parts) => {
+            if parts.len() == 1 {
+                return Ok(parts.into_iter().next().expect("one part"));
+            }
+            let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for p in &parts {
+                buf.extend_from_slice(p);
+            }
+            Ok(buf.freeze())
+        }
+        ChunkData::File { path, offset, len } => {
+            let read = |e| {
+                StoreError::with_source(
+                    ErrorKind::InvalidArgument,
+                    format!("cannot read upload source {}", path.display()),
+                    e,
+                )
+            };
+            let data = tokio::fs::read(&path).await.map_err(read)?;
+            let end = offset.saturating_add(len);
+            if end > data.len() as u64 {
+                return Err(StoreError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "upload source {} has {} bytes, not {end}",
+                        path.display(),
+                        data.len()
+                    ),
+                ));
+            }
+            // Both bounds are <= data.len(), a usize.
+            Ok(Bytes::from(data).slice(offset as usize..end as usize))
+        }
+    }
 }
 
 /// Reads a write's whole source into memory.
@@ -343,6 +417,158 @@ impl ObjectStore for MemStore {
         meta.metageneration = Metageneration(meta.metageneration.0 + 1);
         meta.updated = SystemTime::now();
         Ok(meta.clone())
+    }
+
+    async fn start_upload(
+        &self,
+        key: &ObjectKey,
+        preconditions: Preconditions,
+        attrs: &WriteAttrs,
+        facts: ObjectFacts,
+    ) -> StoreResult<UploadSession> {
+        self.calls.bump(Op::StartUpload);
+        let mut state = self.lock();
+        // As GCS does, refuse at once an upload whose preconditions already fail.
+        check(&preconditions, key, state.objects.get(key).map(|s| &s.meta))?;
+        state.last_session += 1;
+        let id = format!("mem-upload-{}", state.last_session);
+        state.sessions.insert(
+            id.clone(),
+            Session {
+                key: key.clone(),
+                preconditions,
+                attrs: attrs.clone(),
+                facts,
+                data: BytesMut::new(),
+                done: None,
+            },
+        );
+        Ok(UploadSession::new(key.clone(), id))
+    }
+
+    async fn upload_chunk(
+        &self,
+        session: &UploadSession,
+        offset: u64,
+        data: ChunkData,
+        last: Option<u32>,
+    ) -> StoreResult<UploadStatus> {
+        self.calls.bump(Op::UploadChunk);
+        let data = chunk_bytes(data).await?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        let s = state
+            .sessions
+            .get_mut(session.id())
+            .ok_or_else(no_session)?;
+        if let Some(meta) = &s.done {
+            return Ok(UploadStatus::Done(meta.clone()));
+        }
+        let held = s.data.len() as u64;
+        let len = data.len() as u64;
+        if offset > held {
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "upload of {}: offset {offset} is past the {held} bytes held",
+                    s.key
+                ),
+            ));
+        }
+        if last.is_none() && !len.is_multiple_of(UPLOAD_BLOCK) {
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "upload of {}: {len} bytes is not a whole number of 256 KiB blocks",
+                    s.key
+                ),
+            ));
+        }
+        // Bytes below what is held must be the ones held: a client that resends anything else
+        // (as google-cloud-storage 1.21 does after a partial persist) is caught here.
+        // `offset` <= held, and both are lengths of in-memory buffers.
+        let overlap = (held - offset).min(len) as usize;
+        let start = offset as usize;
+        if s.data[start..start + overlap] != data[..overlap] {
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "upload of {}: bytes resent from {offset} differ from those held",
+                    s.key
+                ),
+            ));
+        }
+        s.data.extend_from_slice(&data[overlap..]);
+        let Some(crc) = last else {
+            return Ok(UploadStatus::Persisted(s.data.len() as u64));
+        };
+        // Finalize: the checksum and size first, then the preconditions. A failed finalize
+        // ends the session, as on GCS.
+        let held = s.data.len() as u64;
+        let have = crc32c::crc32c(&s.data);
+        let bad = if have != crc || s.facts.crc32c.is_some_and(|c| c != have) {
+            Some(format!(
+                "crc32c mismatch: data has {have:#010x}, declared {crc:#010x}{}",
+                s.facts
+                    .crc32c
+                    .map(|c| format!(" and {c:#010x} at start"))
+                    .unwrap_or_default()
+            ))
+        } else if s.facts.size.is_some_and(|n| n != held) {
+            Some(format!(
+                "size mismatch: {held} bytes, {} declared at start",
+                s.facts.size.unwrap_or_default()
+            ))
+        } else {
+            None
+        };
+        let key = s.key.clone();
+        if let Some(why) = bad {
+            state.sessions.remove(session.id());
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!("upload of {key}: {why}"),
+            ));
+        }
+        if let Err(e) = check(
+            &s.preconditions,
+            &key,
+            state.objects.get(&key).map(|o| &o.meta),
+        ) {
+            state.sessions.remove(session.id());
+            return Err(e);
+        }
+        let data = std::mem::take(&mut s.data).freeze();
+        let (content_type, metadata) = (s.attrs.content_type.clone(), s.attrs.metadata.clone());
+        let meta = state.put(&key, data, content_type, metadata);
+        if let Some(s) = state.sessions.get_mut(session.id()) {
+            s.done = Some(meta.clone());
+        }
+        Ok(UploadStatus::Done(meta))
+    }
+
+    async fn upload_status(&self, session: &UploadSession) -> StoreResult<UploadStatus> {
+        self.calls.bump(Op::UploadStatus);
+        let state = self.lock();
+        let s = state.sessions.get(session.id()).ok_or_else(no_session)?;
+        Ok(match &s.done {
+            Some(meta) => UploadStatus::Done(meta.clone()),
+            None => UploadStatus::Persisted(s.data.len() as u64),
+        })
+    }
+
+    async fn cancel_upload(&self, session: &UploadSession) -> StoreResult<()> {
+        self.calls.bump(Op::CancelUpload);
+        let mut state = self.lock();
+        match state.sessions.get(session.id()) {
+            None => Err(no_session()),
+            // A finalized upload has nothing left to cancel.
+            Some(s) if s.done.is_some() => Ok(()),
+            Some(_) => {
+                state.sessions.remove(session.id());
+                Ok(())
+            }
+        }
     }
 }
 
