@@ -10,16 +10,20 @@ use common::emulator::maybe_gcs_store;
 conformance_tests!(
     maybe_gcs_store(),
     gaps = [
-        Gap::GenerationMatchOnMediaUpload,
         Gap::MetagenerationMatchOnUpload,
         Gap::DeletePrecondition,
         Gap::CopyPrecondition,
         Gap::ComposePrecondition,
         Gap::PatchPrecondition,
         Gap::MetagenerationOnPatch,
-        Gap::ContentTypeOnUpload,
         Gap::PrefixPagination,
         Gap::PatchNullRemoves,
         Gap::ComposeMissingSource,
+        Gap::StatusQueryFinalizes,
+        Gap::UploadBlockSize,
+        Gap::UploadOffsetIgnored,
+        Gap::UploadChecksumForgotten,
+        Gap::FinalizedSessionForgotten,
+        Gap::CancelKeepsSession,
     ]
 );

@@ -24,16 +24,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use gcsfs::store::{
-    ByteRange, ErrorKind, Generation, ListRequest, MetadataPatch, Metageneration, ObjectKey,
-    ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult, WriteAttrs, WriteSource,
+    ByteRange, ChunkData, ErrorKind, Generation, ListRequest, MetadataPatch, Metageneration,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Preconditions, StoreError, StoreResult,
+    UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 
 /// A semantic of Cloud Storage that a backend (an emulator) does not reproduce.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Gap {
-    /// `ifGenerationMatch` is ignored on uploads (fake-gcs-server enforces it on multipart
-    /// uploads only, not on media or resumable ones).
-    GenerationMatchOnMediaUpload,
     /// `ifMetagenerationMatch` is ignored on uploads.
     MetagenerationMatchOnUpload,
     /// Preconditions are ignored on delete.
@@ -50,15 +48,28 @@ pub enum Gap {
     OldGenerationsKept,
     /// More than 32 compose sources are accepted.
     ComposeSourceLimit,
-    /// The content type given with an upload is not kept (fake-gcs-server takes it from the
-    /// untyped media part of a multipart upload, and overwrites it on resumable ones).
-    ContentTypeOnUpload,
     /// `max_results` bounds objects only and every prefix is repeated on every page.
     PrefixPagination,
     /// A metadata patch with `null` stores `""` instead of removing the key.
     PatchNullRemoves,
     /// Compose with a missing source answers 500 instead of 404.
     ComposeMissingSource,
+    /// A resumable upload's status query (`Content-Range: bytes */*`) finalizes the upload
+    /// with the bytes held, instead of answering how many are held.
+    StatusQueryFinalizes,
+    /// Requests of a resumable upload that are not the last may carry any number of bytes,
+    /// not only whole 256 KiB blocks.
+    UploadBlockSize,
+    /// A request's offset is not checked: its bytes are appended to those held, even when they
+    /// start below (resent) or past them.
+    UploadOffsetIgnored,
+    /// The CRC32C declared when an upload starts is forgotten once a request was answered
+    /// 308, and the one sent with the last request (`X-Goog-Hash`) is not checked.
+    UploadChecksumForgotten,
+    /// A finalized session is forgotten (404) instead of answering with its object.
+    FinalizedSessionForgotten,
+    /// Cancelling answers 499 but leaves the session usable.
+    CancelKeepsSession,
 }
 
 /// What a store factory may give the macro: a store, or `None` to skip.
@@ -100,23 +111,23 @@ macro_rules! conformance_tests {
     ($make:expr, gaps = $gaps:tt $(,)?) => {
         $crate::__conformance_cases! { ($make) $gaps
             stat_missing_is_not_found: [],
-            round_trip_keeps_data_metadata_and_content_type: [ContentTypeOnUpload],
+            round_trip_keeps_data_metadata_and_content_type: [],
             crc32c_matches_data: [],
             ranged_reads: [],
             read_pinned_to_live_generation: [],
             read_pinned_to_replaced_generation_is_not_found: [OldGenerationsKept],
-            overwrite_replaces_data_and_attributes: [ContentTypeOnUpload],
+            overwrite_replaces_data_and_attributes: [],
             generations_strictly_increase: [],
             write_create_only_when_missing_succeeds: [],
-            write_create_only_on_existing_fails: [GenerationMatchOnMediaUpload],
+            write_create_only_on_existing_fails: [],
             write_generation_match_succeeds: [],
-            write_generation_mismatch_fails: [GenerationMatchOnMediaUpload],
+            write_generation_mismatch_fails: [],
             write_metageneration_precondition: [MetagenerationMatchOnUpload],
             delete_then_stat_is_not_found: [],
             delete_missing_is_not_found: [],
             delete_generation_match_succeeds: [],
             delete_precondition_mismatch_fails: [DeletePrecondition],
-            copy_keeps_data_and_metadata: [ContentTypeOnUpload],
+            copy_keeps_data_and_metadata: [],
             copy_pinned_source_generation: [OldGenerationsKept],
             copy_missing_source_is_not_found: [],
             copy_destination_preconditions: [CopyPrecondition],
@@ -137,6 +148,17 @@ macro_rules! conformance_tests {
             write_from_file: [],
             write_from_stream: [],
             failing_stream_creates_nothing: [],
+            upload_session_round_trip: [],
+            upload_status_reports_bytes_held: [StatusQueryFinalizes],
+            upload_requests_are_whole_blocks: [UploadBlockSize],
+            upload_ignores_resent_bytes_it_holds: [UploadOffsetIgnored],
+            upload_refuses_resent_bytes_that_differ: [UploadOffsetIgnored],
+            upload_refuses_an_offset_past_what_it_holds: [UploadOffsetIgnored],
+            upload_checks_the_declared_crc32c: [],
+            upload_checks_the_last_crc32c: [UploadChecksumForgotten],
+            upload_checks_preconditions_at_finalize: [],
+            finalized_upload_answers_with_its_object: [FinalizedSessionForgotten],
+            cancelled_upload_creates_nothing: [CancelKeepsSession],
         }
     };
 }
@@ -1130,4 +1152,294 @@ pub async fn failing_stream_creates_nothing(store: Arc<dyn ObjectStore>) {
         old.generation
     );
     assert_eq!(read_all(&store, "old").await, b"keep me");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumable upload sessions
+
+/// 256 KiB: every request of an upload but the last carries a whole number of these.
+const BLOCK: usize = 256 * 1024;
+
+/// Starts an upload of `key`.
+async fn start(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    pre: Preconditions,
+    facts: ObjectFacts,
+) -> UploadSession {
+    store
+        .start_upload(
+            &k(key),
+            pre,
+            &attrs("text/plain", &[("via", "session")]),
+            facts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start upload of {key}: {e}"))
+}
+
+/// Sends `data` from `offset`; `last` is the whole object's CRC32C when this is its end.
+async fn send(
+    store: &Arc<dyn ObjectStore>,
+    session: &UploadSession,
+    offset: usize,
+    data: &[u8],
+    last: Option<u32>,
+) -> StoreResult<UploadStatus> {
+    let data = ChunkData::Memory(vec![Bytes::copy_from_slice(data)]);
+    store.upload_chunk(session, offset as u64, data, last).await
+}
+
+fn done(status: UploadStatus) -> ObjectMeta {
+    match status {
+        UploadStatus::Done(meta) => meta,
+        other => panic!("expected the upload to be finalized, got {other:?}"),
+    }
+}
+
+/// Requests of whole blocks, then a last one with the object's CRC32C: the object is
+/// created only then, with the data, content type and metadata given at the start.
+pub async fn upload_session_round_trip(store: Arc<dyn ObjectStore>) {
+    let data = pattern(2 * BLOCK + 1000, 20);
+    let crc = crc32c::crc32c(&data);
+    let session = start(
+        &store,
+        "up",
+        Preconditions::create_only(),
+        ObjectFacts::default(),
+    )
+    .await;
+    assert_eq!(session.key().as_str(), "up");
+    assert!(
+        !format!("{session:?}").contains(session.id()),
+        "the session URI is a credential: never in Debug"
+    );
+    let held = send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    assert_eq!(held, UploadStatus::Persisted(BLOCK as u64));
+    assert_eq!(err_kind(store.stat(&k("up")).await), ErrorKind::NotFound);
+    let held = send(&store, &session, BLOCK, &data[BLOCK..2 * BLOCK], None)
+        .await
+        .unwrap();
+    assert_eq!(held, UploadStatus::Persisted(2 * BLOCK as u64));
+    let meta = done(
+        send(&store, &session, 2 * BLOCK, &data[2 * BLOCK..], Some(crc))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(meta.crc32c, Some(crc));
+    assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        meta.metadata.get("via").map(String::as_str),
+        Some("session")
+    );
+    assert!(
+        read_all(&store, "up").await == data,
+        "uploaded data differs"
+    );
+    // An empty last request ends an upload whose bytes were all sent.
+    let session = start(
+        &store,
+        "up2",
+        Preconditions::create_only(),
+        ObjectFacts::default(),
+    )
+    .await;
+    send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    let meta = done(
+        send(
+            &store,
+            &session,
+            BLOCK,
+            b"",
+            Some(crc32c::crc32c(&data[..BLOCK])),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(meta.size, BLOCK as u64);
+}
+
+/// A status query says how many bytes are held, and changes nothing.
+pub async fn upload_status_reports_bytes_held(store: Arc<dyn ObjectStore>) {
+    let data = pattern(BLOCK + 10, 21);
+    let session = start(&store, "st", Preconditions::NONE, ObjectFacts::default()).await;
+    assert_eq!(
+        store.upload_status(&session).await.unwrap(),
+        UploadStatus::Persisted(0)
+    );
+    send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.upload_status(&session).await.unwrap(),
+        UploadStatus::Persisted(BLOCK as u64)
+    );
+    assert_eq!(err_kind(store.stat(&k("st")).await), ErrorKind::NotFound);
+    let meta = done(
+        send(
+            &store,
+            &session,
+            BLOCK,
+            &data[BLOCK..],
+            Some(crc32c::crc32c(&data)),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(meta.size, data.len() as u64);
+}
+
+/// A request that is not the last must carry whole 256 KiB blocks.
+pub async fn upload_requests_are_whole_blocks(store: Arc<dyn ObjectStore>) {
+    let session = start(&store, "bl", Preconditions::NONE, ObjectFacts::default()).await;
+    let got = send(&store, &session, 0, &pattern(1000, 22), None).await;
+    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
+}
+
+/// Bytes resent below what the service holds (the same ones) are ignored: the upload goes on
+/// from its end.
+pub async fn upload_ignores_resent_bytes_it_holds(store: Arc<dyn ObjectStore>) {
+    let data = pattern(3 * BLOCK, 23);
+    let session = start(&store, "rs", Preconditions::NONE, ObjectFacts::default()).await;
+    send(&store, &session, 0, &data[..2 * BLOCK], None)
+        .await
+        .unwrap();
+    let held = send(&store, &session, BLOCK, &data[BLOCK..3 * BLOCK], None)
+        .await
+        .unwrap();
+    assert_eq!(held, UploadStatus::Persisted(3 * BLOCK as u64));
+    let meta = done(
+        send(
+            &store,
+            &session,
+            3 * BLOCK,
+            b"",
+            Some(crc32c::crc32c(&data)),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(read_all(&store, "rs").await == data);
+}
+
+/// Resent bytes that differ from the ones held are refused (what google-cloud-storage 1.21
+/// sends after a partial persist, #6683).
+pub async fn upload_refuses_resent_bytes_that_differ(store: Arc<dyn ObjectStore>) {
+    let data = pattern(2 * BLOCK, 24);
+    let session = start(&store, "rd", Preconditions::NONE, ObjectFacts::default()).await;
+    send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    // The chunk's tail sent as if it were the bytes from 0.
+    let got = send(&store, &session, 0, &data[BLOCK..], None).await;
+    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
+    assert_eq!(err_kind(store.stat(&k("rd")).await), ErrorKind::NotFound);
+}
+
+/// A request may not start past the bytes the service holds.
+pub async fn upload_refuses_an_offset_past_what_it_holds(store: Arc<dyn ObjectStore>) {
+    let data = pattern(2 * BLOCK, 25);
+    let session = start(&store, "gap", Preconditions::NONE, ObjectFacts::default()).await;
+    let got = send(&store, &session, BLOCK, &data[..BLOCK], None).await;
+    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
+}
+
+/// The CRC32C declared at the start is checked at finalize: an upload whose data does not
+/// match creates nothing and replaces nothing.
+pub async fn upload_checks_the_declared_crc32c(store: Arc<dyn ObjectStore>) {
+    let data = pattern(BLOCK + 3, 26);
+    let old = put(&store, "cs", b"old").await;
+    let facts = ObjectFacts {
+        size: Some(data.len() as u64),
+        crc32c: Some(crc32c::crc32c(b"other data")),
+    };
+    let session = start(
+        &store,
+        "cs",
+        Preconditions::generation(old.generation),
+        facts,
+    )
+    .await;
+    let got = send(&store, &session, 0, &data, Some(crc32c::crc32c(&data))).await;
+    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
+    assert_eq!(read_all(&store, "cs").await, b"old");
+}
+
+/// The CRC32C sent with the last request is checked too (the one that covers a stream).
+pub async fn upload_checks_the_last_crc32c(store: Arc<dyn ObjectStore>) {
+    let data = pattern(BLOCK + 3, 27);
+    let session = start(&store, "cl", Preconditions::NONE, ObjectFacts::default()).await;
+    send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    let wrong = crc32c::crc32c(&data) ^ 1;
+    let got = send(&store, &session, BLOCK, &data[BLOCK..], Some(wrong)).await;
+    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
+    assert_eq!(err_kind(store.stat(&k("cl")).await), ErrorKind::NotFound);
+}
+
+/// Preconditions hold at finalize: an object created meanwhile by someone else stays.
+pub async fn upload_checks_preconditions_at_finalize(store: Arc<dyn ObjectStore>) {
+    let data = pattern(BLOCK + 3, 28);
+    let session = start(
+        &store,
+        "pc",
+        Preconditions::create_only(),
+        ObjectFacts::default(),
+    )
+    .await;
+    send(&store, &session, 0, &data[..BLOCK], None)
+        .await
+        .unwrap();
+    put(&store, "pc", b"theirs").await;
+    let got = send(
+        &store,
+        &session,
+        BLOCK,
+        &data[BLOCK..],
+        Some(crc32c::crc32c(&data)),
+    )
+    .await;
+    assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
+    assert_eq!(read_all(&store, "pc").await, b"theirs");
+}
+
+/// A finalized session answers a status query, and a repeated last request, with the object
+/// it created (what recovers a lost answer).
+pub async fn finalized_upload_answers_with_its_object(store: Arc<dyn ObjectStore>) {
+    let data = pattern(1000, 29);
+    let crc = crc32c::crc32c(&data);
+    let session = start(
+        &store,
+        "fin",
+        Preconditions::create_only(),
+        ObjectFacts::default(),
+    )
+    .await;
+    let meta = done(send(&store, &session, 0, &data, Some(crc)).await.unwrap());
+    let again = done(store.upload_status(&session).await.unwrap());
+    assert_eq!(again.generation, meta.generation);
+    let again = done(send(&store, &session, 0, &data, Some(crc)).await.unwrap());
+    assert_eq!(again.generation, meta.generation);
+}
+
+/// A cancelled upload creates nothing and its session is gone.
+pub async fn cancelled_upload_creates_nothing(store: Arc<dyn ObjectStore>) {
+    let data = pattern(BLOCK, 30);
+    let session = start(&store, "cx", Preconditions::NONE, ObjectFacts::default()).await;
+    send(&store, &session, 0, &data, None).await.unwrap();
+    store.cancel_upload(&session).await.unwrap();
+    assert_eq!(
+        err_kind(store.upload_status(&session).await),
+        ErrorKind::NotFound
+    );
+    let got = send(&store, &session, BLOCK, b"", Some(crc32c::crc32c(&data))).await;
+    assert_eq!(err_kind(got), ErrorKind::NotFound);
+    assert_eq!(err_kind(store.stat(&k("cx")).await), ErrorKind::NotFound);
 }
