@@ -39,6 +39,10 @@ pub enum FsError {
     /// The operation ran out of time (e.g. the drain deadline at shutdown).
     #[error("timed out")]
     TimedOut,
+    /// Data written through this handle was lost with a failed streamed upload (the reason
+    /// inside); every later write, flush and fsync through the handle returns it.
+    #[error("written data lost: {0}")]
+    Lost(#[source] std::sync::Arc<FsError>),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("local staging file: {0}")]
@@ -78,6 +82,7 @@ impl FsError {
                 ErrorKind::Other => libc::EIO,
             },
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            FsError::Lost(e) => e.errno(),
         }
     }
 
@@ -100,6 +105,7 @@ impl FsError {
     pub fn store_kind(&self) -> Option<ErrorKind> {
         match self {
             FsError::Store(e) => Some(e.kind()),
+            FsError::Lost(e) => e.store_kind(),
             _ => None,
         }
     }
@@ -141,6 +147,14 @@ mod tests {
                 libc::ENOSPC,
             ),
             (FsError::Io(std::io::Error::other("x")), libc::EIO),
+            (
+                FsError::Lost(std::sync::Arc::new(FsError::Stale("x"))),
+                libc::ESTALE,
+            ),
+            (
+                FsError::Lost(std::sync::Arc::new(store(ErrorKind::Transient))),
+                libc::EIO,
+            ),
         ];
         for (err, errno) in table {
             assert_eq!(err.errno(), errno, "{err:?}");

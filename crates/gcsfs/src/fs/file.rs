@@ -8,8 +8,8 @@
 //! new file), so a concurrent change by another writer is detected and never overwritten: the
 //! writer gets ESTALE and its data is kept under `<temp-dir>/gcsfs-conflicts/`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -33,6 +33,10 @@ pub(super) struct FileHandle {
     /// by `dup2`, as a shell's `>` does, or an `O_TRUNC` open before the first write) leaves
     /// the upload to a later flush or the release.
     wrote: Arc<AtomicBool>,
+    /// Set when the file's streamed upload failed while this handle was open: the data it
+    /// wrote is gone, and every later write, flush and fsync through it says so (a write at
+    /// another offset must not quietly start a file of zeros where the lost bytes were).
+    lost: Arc<OnceLock<Arc<FsError>>>,
     /// Generation and size seen at open (reads of clean data are pinned to it).
     generation: Option<Generation>,
     size: u64,
@@ -109,6 +113,7 @@ impl Filesystem {
             cell: cell.clone(),
             writable,
             wrote: Arc::default(),
+            lost: Arc::default(),
             generation,
             size,
             reader: Arc::new(tokio::sync::Mutex::new(None)),
@@ -202,6 +207,7 @@ impl Filesystem {
             cell,
             writable,
             wrote: Arc::default(),
+            lost: Arc::default(),
             generation: None,
             size: 0,
             reader: Arc::new(tokio::sync::Mutex::new(None)),
@@ -314,11 +320,15 @@ impl Filesystem {
             cell,
             writable,
             wrote,
+            lost,
             generation,
             ..
         } = self.file_handle(fh)?;
         if !writable {
             return Err(FsError::BadHandle);
+        }
+        if let Some(e) = lost.get() {
+            return Err(FsError::Lost(e.clone()));
         }
         wrote.store(true, Ordering::Release);
         let mut st = cell.state.lock().await;
@@ -332,19 +342,22 @@ impl Filesystem {
             if head.len() >= STREAM_THRESHOLD {
                 let head = Bytes::from(st.head.take().expect("matched above"));
                 let key = self.key_of(ino)?;
-                let mut stream = Streaming::start(
+                let stream = st.stream.insert(Streaming::start(
                     self.store.clone(),
                     key,
                     self.new_object_attrs(ino, false),
                     self.config.write_wait_limit,
-                );
-                stream.send(head).await?;
-                st.stream = Some(stream);
+                ));
+                if stream.send(head).await.is_err() {
+                    return Err(self.settle_failed_stream(ino, &mut st).await);
+                }
             }
         } else if let Some(stream) = st.stream.as_mut()
             && stream.written == offset
         {
-            stream.send(Bytes::copy_from_slice(data)).await?;
+            if stream.send(Bytes::copy_from_slice(data)).await.is_err() {
+                return Err(self.settle_failed_stream(ino, &mut st).await);
+            }
             appended = Some(stream.written);
         }
         let size = match appended {
@@ -437,8 +450,12 @@ impl Filesystem {
             cell,
             writable,
             wrote,
+            lost,
             ..
         } = self.file_handle(fh)?;
+        if let Some(e) = lost.get() {
+            return Err(FsError::Lost(e.clone()));
+        }
         if !writable || !wrote.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -448,7 +465,12 @@ impl Filesystem {
     /// `fsync`/`fdatasync`: uploads the file's pending changes, whoever made them, and
     /// returns once they are in the bucket (or with the reason they are not).
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        let FileHandle { ino, cell, .. } = self.file_handle(fh)?;
+        let FileHandle {
+            ino, cell, lost, ..
+        } = self.file_handle(fh)?;
+        if let Some(e) = lost.get() {
+            return Err(FsError::Lost(e.clone()));
+        }
         self.upload(ino, &cell).await
     }
 
@@ -677,20 +699,43 @@ impl Filesystem {
                 self.published(ino, old, new);
                 Ok(())
             }
-            Err(e) => {
-                // The streamed bytes were only in the upload: they are gone. Say so loudly.
-                let path = self.path_of(ino);
-                tracing::error!(path, error = %e, "streaming upload of a new file failed; its data was not saved");
-                self.mark_clean(ino);
-                self.mark_not_local(ino);
-                match e.store_kind() {
-                    Some(ErrorKind::PreconditionFailed) => {
-                        Err(FsError::Stale("another writer created this file first"))
-                    }
-                    _ => Err(e),
-                }
+            Err(e) => Err(self.stream_lost(ino, e)),
+        }
+    }
+
+    /// Settles a streamed upload that failed (a send was refused): the error, as every handle
+    /// open on the file will report it from now on.
+    async fn settle_failed_stream(&self, ino: InodeNo, st: &mut WriteState) -> FsError {
+        match self.settle_stream(ino, st).await {
+            Err(e) => e,
+            // Not reached: a refused send means the upload ended without an object.
+            Ok(()) => FsError::Stale("the streamed upload ended before the file did"),
+        }
+    }
+
+    /// A streamed upload failed with `e`: its bytes were only in the upload, so they are gone.
+    /// Says so loudly, leaves nothing dirty, and makes every handle open on the file report it
+    /// (see `FileHandle::lost`).
+    fn stream_lost(&self, ino: InodeNo, e: FsError) -> FsError {
+        let path = self.path_of(ino);
+        tracing::error!(path, error = %e, "streaming upload of a new file failed; its data was not saved");
+        self.mark_clean(ino);
+        self.mark_not_local(ino);
+        let e = Arc::new(match e.store_kind() {
+            Some(ErrorKind::PreconditionFailed) => {
+                FsError::Stale("another writer created this file first")
+            }
+            _ => e,
+        });
+        for h in self.handles.lock().unwrap().values() {
+            if let Handle::File(f) = h
+                && f.ino == ino
+                && f.writable
+            {
+                let _ = f.lost.set(e.clone());
             }
         }
+        FsError::Lost(e)
     }
 
     fn mark_clean(&self, ino: InodeNo) {
