@@ -307,6 +307,59 @@ pub(super) fn status_error(status: StatusCode, body: &[u8], what: &str) -> Store
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-connection HTTP server on loopback that answers every request with `answer` and
+    /// then closes the connection; returns its endpoint.
+    async fn serve_once(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(answer).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        endpoint
+    }
+
+    async fn client(endpoint: &str) -> JsonClient {
+        let creds = google_cloud_auth::credentials::anonymous::Builder::new().build();
+        JsonClient::new(endpoint, "b", creds, None, Duration::from_secs(5)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_is_transient() {
+        // The connection closes 480 bytes before the announced end of the body: a new attempt
+        // may well work, so it is retried (an idempotent stat or list was failing at once).
+        let endpoint = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n\
+              {\"name\":\"k\",\"generation\":\"1\"",
+        )
+        .await;
+        let key = ObjectKey::new("k").unwrap();
+        let e = client(&endpoint).await.get(&key, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_that_is_not_json_is_other() {
+        let endpoint = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\nnot json!",
+        )
+        .await;
+        let key = ObjectKey::new("k").unwrap();
+        let e = client(&endpoint).await.get(&key, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Other, "{e:?}");
+    }
 
     #[test]
     fn precondition_parameters() {

@@ -92,13 +92,9 @@ impl UploadClient {
         let metadata = object_json(key, attrs, facts);
         let boundary = format!("gcsfs-{:032x}", rand::random::<u128>());
         let media_type = attrs.content_type.as_deref().unwrap_or(OCTET_STREAM);
-        let head = Bytes::from(format!(
-            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n\
-             --{boundary}\r\nContent-Type: {media_type}\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let len = head.len() + data.len() + tail.len();
-        let body = futures::stream::iter([head, data, tail].map(Ok::<_, std::io::Error>));
+        let parts = multipart_body(&boundary, &metadata, media_type, data);
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let body = futures::stream::iter(parts.map(Ok::<_, std::io::Error>));
         let mut query = preconditions(pre);
         query.push(("uploadType", "multipart".into()));
         let rb = self
@@ -306,6 +302,18 @@ async fn body(data: ChunkData) -> StoreResult<reqwest::Body> {
     }
 }
 
+/// A `multipart/related` body: the object resource as JSON, then the data, each part typed
+/// (Google's own testbench refuses an untyped media part). `boundary` must not occur in
+/// either; a random one does not.
+fn multipart_body(boundary: &str, metadata: &str, media_type: &str, data: Bytes) -> [Bytes; 3] {
+    let head = Bytes::from(format!(
+        "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n\
+         --{boundary}\r\nContent-Type: {media_type}\r\n\r\n"
+    ));
+    let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+    [head, data, tail]
+}
+
 /// The object resource sent with an upload: name, content type, custom metadata, and the
 /// facts the service checks at finalize.
 fn object_json(key: &ObjectKey, attrs: &WriteAttrs, facts: ObjectFacts) -> String {
@@ -392,6 +400,23 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(bare, serde_json::json!({"name": "a/b"}));
+    }
+
+    #[test]
+    fn multipart_parts_are_typed() {
+        let parts = multipart_body(
+            "B",
+            r#"{"name":"k"}"#,
+            "text/plain",
+            Bytes::from_static(b"DATA"),
+        );
+        let body: Vec<u8> = parts.concat();
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(
+            text,
+            "--B\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{\"name\":\"k\"}\r\n\
+             --B\r\nContent-Type: text/plain\r\n\r\nDATA\r\n--B--\r\n"
+        );
     }
 
     #[test]
