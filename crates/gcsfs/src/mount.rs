@@ -4,8 +4,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::MountOption;
+use tokio::time::Instant;
 
 use crate::fs::{DrainFailure, Filesystem};
 use crate::fuse::FuseAdapter;
@@ -166,10 +168,12 @@ pub fn mount(
 }
 
 impl Mounted {
+    /// The mounted filesystem.
     pub fn filesystem(&self) -> &Arc<Filesystem> {
         &self.fs
     }
 
+    /// Where it is mounted (as given).
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -186,48 +190,116 @@ impl Mounted {
         let _ = rx.wait_for(|e| *e).await;
     }
 
-    /// Stops taking writes, uploads every dirty file (bounded by `deadline` if given), unmounts.
-    /// Returns the files that could not be uploaded.
-    pub async fn shutdown(mut self, deadline: Option<std::time::Duration>) -> Vec<DrainFailure> {
-        let fs = self.fs.clone();
-        let drain = fs.drain();
-        let failures = match deadline {
-            Some(d) => match tokio::time::timeout(d, drain).await {
-                Ok(f) => f,
-                Err(_) => fs.dirty_paths_timed_out(),
-            },
-            None => drain.await,
+    /// Stops taking writes, uploads every dirty file and unmounts, all by `deadline`. Returns
+    /// the files that could not be uploaded (each is logged with its path).
+    ///
+    /// The drain gets everything but the unmount's reserve ([`drain_deadline`]); whatever is
+    /// still dirty when it runs out counts as not uploaded. A mount that is busy (a file open
+    /// outside gcsfs's control) or whose unmount is not done by `deadline` is detached
+    /// (`umount -l`) and its session is not waited for: the caller may exit at once.
+    pub async fn shutdown(self, deadline: Instant) -> Vec<DrainFailure> {
+        let Mounted {
+            fs,
+            unmounter,
+            session_thread,
+            mut ended,
+            mountpoint,
+            announced,
+        } = self;
+        let drain_until = drain_deadline(Instant::now(), deadline);
+        let failures = match tokio::time::timeout_at(drain_until, fs.drain()).await {
+            Ok(failures) => failures,
+            Err(_) => {
+                tracing::warn!("the drain ran out of time; files still dirty are not uploaded");
+                fs.dirty_paths_timed_out()
+            }
         };
-        let detached = if *self.ended.borrow() {
+        let detached = if *ended.borrow() {
             // Unmounted from outside: nothing to undo.
             false
         } else {
-            match self.unmounter.unmount() {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
-                    lazy_unmount(&self.mountpoint);
-                    true
-                }
-            }
+            unmount_by(unmounter, &mountpoint, deadline).await
         };
-        if let Some(t) = self.session_thread.take() {
+        if let Some(thread) = session_thread {
             if detached {
                 // After a lazy unmount the kernel keeps the connection, and so the session,
                 // alive until every file still open on it is closed, which may be never (e.g. a
-                // sleeping process). Do not wait: every dirty file was drained and new writes
-                // are refused; when this process exits, the holders get ENOTCONN.
-                drop(t);
+                // sleeping process). Do not wait: the drain is over and new writes are refused;
+                // when this process exits, the holders get ENOTCONN.
+                drop(thread);
             } else {
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                let over = tokio::time::timeout_at(deadline, ended.wait_for(|e| *e))
+                    .await
+                    .is_ok();
+                if over {
+                    // The thread has said it is done: joining it does not wait.
+                    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                } else {
+                    tracing::warn!(
+                        "the FUSE session still runs after unmounting (the mount is used \
+                         elsewhere, e.g. in another mount namespace); not waiting for it"
+                    );
+                }
             }
         }
-        if self.announced {
-            tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        if announced {
+            tracing::info!(mountpoint = %mountpoint.display(), detached, "unmounted");
         } else {
-            tracing::debug!(mountpoint = %self.mountpoint.display(), "kernel mount removed");
+            tracing::debug!(mountpoint = %mountpoint.display(), detached, "kernel mount removed");
         }
         failures
+    }
+}
+
+/// The most time kept back from the drain for unmounting.
+pub const UNMOUNT_RESERVE: Duration = Duration::from_secs(1);
+
+/// Until when a shutdown starting at `now` that must be over by `deadline` may drain: all
+/// of the time left but a reserve for unmounting, a quarter of it and at most
+/// [`UNMOUNT_RESERVE`]. Never before `now`, never after `deadline`.
+pub fn drain_deadline(now: Instant, deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(now);
+    let reserve = UNMOUNT_RESERVE.min(left / 4);
+    now + (left - reserve)
+}
+
+/// Unmounts on a thread of its own (the unmount call may wait for the kernel, or for
+/// `fusermount3`), waiting for it until `deadline`. If it fails (e.g. `EBUSY`: a file is still
+/// open) or is not done by then, the mount is detached instead (`umount -l`). Returns whether
+/// it was detached.
+async fn unmount_by(
+    mut unmounter: fuser::SessionUnmounter,
+    mountpoint: &Path,
+    deadline: Instant,
+) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("gcsfs-unmount".into())
+        .spawn(move || {
+            let _ = tx.send(unmounter.unmount());
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the unmount thread; unmounting lazily");
+        lazy_unmount(mountpoint);
+        return true;
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(()))) => false,
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "unmount failed; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
+        Ok(Err(_)) => {
+            tracing::warn!("the unmount thread ended without an answer; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
+        Err(_) => {
+            tracing::warn!("unmounting is not done by the deadline; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
     }
 }
 
@@ -310,6 +382,31 @@ mod tests {
         assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         assert_eq!(unescape_mountinfo("/odd\\x"), "/odd\\x");
+    }
+
+    #[test]
+    fn the_drain_leaves_a_quarter_of_the_time_left_at_most_a_second_for_unmounting() {
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (time left, time the drain gets)
+        for (left, drain) in [
+            (secs(8), secs(7)),
+            (secs(60), secs(59)),
+            (secs(4), secs(3)),
+            (secs(2), ms(1500)),
+            (ms(400), ms(300)),
+            (ms(3), ms(3) - ms(3) / 4),
+            (Duration::ZERO, Duration::ZERO),
+        ] {
+            assert_eq!(
+                drain_deadline(now, now + left),
+                now + drain,
+                "{left:?} left"
+            );
+        }
+        // A deadline already passed: no time to drain, and never a time before now.
+        assert_eq!(drain_deadline(now + secs(5), now), now + secs(5));
     }
 
     #[test]
