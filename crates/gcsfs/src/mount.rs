@@ -42,6 +42,12 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mount point {path} holds a dead FUSE mount that could not be removed")]
+    DeadMount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("FUSE mount at {path} failed: {source}")]
     Fuse {
         path: PathBuf,
@@ -50,20 +56,11 @@ pub enum MountError {
     },
 }
 
-/// Checks that `path` exists, is a directory and is not already a mount point.
+/// Checks that `path` exists, is a directory and is not already a mount point. A dead FUSE
+/// mount on it (its daemon is gone: every access fails with `ENOTCONN`, "Transport endpoint is
+/// not connected") is unmounted first, with a warning; a live mount point is refused.
 pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(MountError::Missing(path.into()));
-        }
-        Err(e) => {
-            return Err(MountError::Io {
-                path: path.into(),
-                source: e,
-            });
-        }
-    };
+    let meta = metadata_past_dead_mounts(path)?;
     if !meta.is_dir() {
         return Err(MountError::NotDir(path.into()));
     }
@@ -79,6 +76,118 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
         return Err(MountError::Busy(path.into()));
     }
     Ok(())
+}
+
+/// The most dead mounts stacked on one mount point that [`check_mountpoint`] removes.
+const DEAD_MOUNTS_MAX: usize = 8;
+
+/// The metadata of `path`, after unmounting the dead FUSE mounts on it, if any.
+fn metadata_past_dead_mounts(path: &Path) -> Result<std::fs::Metadata, MountError> {
+    let mut removed = 0;
+    loop {
+        let error = match std::fs::metadata(path) {
+            Ok(meta) => return Ok(meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MountError::Missing(path.into()));
+            }
+            Err(e) => e,
+        };
+        let dead = (error.raw_os_error() == Some(libc::ENOTCONN) && removed < DEAD_MOUNTS_MAX)
+            .then(|| top_mount(path))
+            .flatten()
+            .filter(|m| m.fstype.starts_with("fuse"));
+        let Some(dead) = dead else {
+            return Err(MountError::Io {
+                path: path.into(),
+                source: error,
+            });
+        };
+        detach_dead_mount(path).map_err(|source| MountError::DeadMount {
+            path: path.into(),
+            source,
+        })?;
+        tracing::warn!(
+            mountpoint = %path.display(),
+            fstype = dead.fstype,
+            source = dead.source,
+            "cleaned up a dead FUSE mount (Transport endpoint is not connected) left at the \
+             mount point, e.g. by a daemon that crashed"
+        );
+        removed += 1;
+    }
+}
+
+/// `umount -l` of a dead FUSE mount; where that is not permitted (not root), `fusermount3 -uz`
+/// (or `fusermount -uz`), which may unmount the user's own FUSE mounts.
+fn detach_dead_mount(path: &Path) -> std::io::Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            for helper in ["fusermount3", "fusermount"] {
+                let status = std::process::Command::new(helper)
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if status.is_ok_and(|s| s.success()) {
+                    return Ok(());
+                }
+            }
+            Err(nix::errno::Errno::EPERM.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One line of `/proc/self/mountinfo`: the parts gcsfs looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    /// `major:minor` of the mounted filesystem.
+    dev: String,
+    /// Where it is mounted (unescaped).
+    mountpoint: String,
+    /// Its type, e.g. `fuse.gcsfs`, `fuse`, `ext4`.
+    fstype: String,
+    /// Its source, e.g. `gcsfs:bucket`.
+    source: String,
+}
+
+/// Parses one line of `/proc/self/mountinfo`:
+/// `id parent major:minor root mountpoint options [optional...] - fstype source superoptions`.
+fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let (before, after) = line.split_once(" - ")?;
+    let mut fields = before.split(' ');
+    let dev = fields.nth(2)?;
+    let mountpoint = fields.nth(1)?;
+    let mut after = after.split(' ');
+    let fstype = after.next()?;
+    let source = after.next().unwrap_or("");
+    Some(MountEntry {
+        dev: dev.to_string(),
+        mountpoint: unescape_mountinfo(mountpoint),
+        fstype: fstype.to_string(),
+        source: unescape_mountinfo(source),
+    })
+}
+
+/// The mount on top at `path` (the last one listed there in `/proc/self/mountinfo`), found
+/// without touching `path` itself: its parent is resolved, not the mount point, which may not
+/// answer.
+fn top_mount(path: &Path) -> Option<MountEntry> {
+    let absolute = std::path::absolute(path).ok()?;
+    let want = match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent).ok()?.join(name),
+        _ => absolute,
+    };
+    let want = want.to_string_lossy();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .rev()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.mountpoint == want)
 }
 
 /// A live mount: the FUSE session runs on its own threads until [`Mounted::shutdown`] or an
@@ -339,13 +448,11 @@ fn set_read_ahead(mountpoint: &Path, bytes: u64) -> u64 {
 fn mount_device(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_string_lossy();
-    info.lines().rev().find_map(|line| {
-        // id parent major:minor root mountpoint options ...
-        let mut fields = line.split(' ');
-        let dev = fields.nth(2)?;
-        let mountpoint = fields.nth(1)?;
-        (unescape_mountinfo(mountpoint) == want).then(|| dev.to_string())
-    })
+    info.lines()
+        .rev()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.mountpoint == want)
+        .map(|m| m.dev)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
@@ -407,6 +514,56 @@ mod tests {
         }
         // A deadline already passed: no time to drain, and never a time before now.
         assert_eq!(drain_deadline(now + secs(5), now), now + secs(5));
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let line = "36 35 0:52 / /tmp/a\\040b rw,nosuid,nodev,relatime shared:1 master:2 - \
+                    fuse.gcsfs gcsfs:bkt rw,user_id=0,group_id=0";
+        assert_eq!(
+            parse_mountinfo_line(line),
+            Some(MountEntry {
+                dev: "0:52".into(),
+                mountpoint: "/tmp/a b".into(),
+                fstype: "fuse.gcsfs".into(),
+                source: "gcsfs:bkt".into(),
+            })
+        );
+        let plain = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw";
+        let root = parse_mountinfo_line(plain).unwrap();
+        assert_eq!(
+            (root.mountpoint.as_str(), root.fstype.as_str()),
+            ("/", "ext4")
+        );
+        assert_eq!(parse_mountinfo_line("garbage"), None);
+    }
+
+    #[test]
+    fn the_top_mount_of_the_root_is_found_without_resolving_it() {
+        let top = top_mount(Path::new("/")).expect("/ is mounted");
+        assert!(!top.fstype.is_empty());
+        assert_eq!(top_mount(Path::new("/no/such/dir/here")), None);
+    }
+
+    #[test]
+    fn a_mount_point_that_fails_otherwise_is_an_io_error_and_nothing_is_unmounted() {
+        // ENOTDIR, not ENOTCONN: reported as it is.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let below = file.path().join("x");
+        let err = check_mountpoint(&below).unwrap_err();
+        assert!(matches!(err, MountError::Io { .. }), "{err}");
+        let err = check_mountpoint(file.path()).unwrap_err();
+        assert!(matches!(err, MountError::NotDir(_)), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        check_mountpoint(dir.path()).unwrap();
+        assert!(matches!(
+            check_mountpoint(&dir.path().join("missing")),
+            Err(MountError::Missing(_))
+        ));
+        assert!(matches!(
+            check_mountpoint(Path::new("/proc")),
+            Err(MountError::Busy(_))
+        ));
     }
 
     #[test]
