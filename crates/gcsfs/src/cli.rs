@@ -88,16 +88,6 @@ pub struct RunCommand {
     /// What to mount and how (`run` always stays in the foreground).
     #[command(flatten)]
     pub mount: MountArgs,
-    /// Total time from SIGTERM/SIGINT to exit: stopping COMMAND, uploading what it wrote and
-    /// unmounting. Default: 8 s (Cloud Run sends SIGKILL 10 s after SIGTERM).
-    #[arg(
-        long = "drain-timeout",
-        help_heading = "Run",
-        env = "GCSFS_DRAIN_TIMEOUT",
-        value_name = "SECS",
-        default_value_t = 8
-    )]
-    pub drain_timeout_secs: u64,
     /// How long COMMAND gets to exit after the forwarded signal before it is killed; part of
     /// --drain-timeout (the smaller of the two applies). Default: 5 s.
     #[arg(
@@ -120,14 +110,17 @@ pub struct RunCommand {
 }
 
 impl RunCommand {
-    /// `--drain-timeout` as a duration.
+    /// `--drain-timeout` as a duration (see [`MountArgs::drain_timeout`]).
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.drain_timeout_secs)
+        self.mount.drain_timeout()
     }
 
     /// `--child-stop-timeout`, capped at `--drain-timeout`.
     pub fn child_stop_timeout(&self) -> Duration {
-        Duration::from_secs(self.child_stop_timeout_secs.min(self.drain_timeout_secs))
+        Duration::from_secs(
+            self.child_stop_timeout_secs
+                .min(self.mount.drain_timeout_secs),
+        )
     }
 }
 
@@ -310,6 +303,17 @@ pub struct MountArgs {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub fuse_threads: u16,
+    /// Total time from SIGTERM/SIGINT (or, for `mount`, an unmount from outside) to exit:
+    /// for `run` stopping COMMAND, then uploading what was written and unmounting; files not
+    /// uploaded by then are logged and the exit status is non-zero. Default: 8 s (Cloud Run
+    /// sends SIGKILL 10 s after SIGTERM).
+    #[arg(
+        long = "drain-timeout",
+        env = "GCSFS_DRAIN_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 8
+    )]
+    pub drain_timeout_secs: u64,
 }
 
 impl MountArgs {
@@ -331,6 +335,12 @@ impl MountArgs {
     /// `--metadata-cache-negative-ttl-secs` as a duration.
     pub fn metadata_cache_negative_ttl(&self) -> Duration {
         Duration::from_secs(self.metadata_cache_negative_ttl_secs)
+    }
+
+    /// `--drain-timeout` as a duration: from the stop signal to the exit, drain and unmount
+    /// included.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
     }
 
     /// Every `-o` option in the order given, fstab-only options left out.
@@ -576,7 +586,7 @@ pub fn run_run(args: RunCommand) -> anyhow::Result<ExitCode> {
         .build()?;
     let outcome = rt.block_on(crate::run::run(&args));
     // Nothing is left to wait for once the mount is gone; don't hang on a stuck blocking task.
-    rt.shutdown_timeout(Duration::from_millis(500));
+    rt.shutdown_timeout(crate::daemon::RUNTIME_SHUTDOWN);
     Ok(ExitCode::from(outcome?.exit_code()))
 }
 
@@ -855,6 +865,7 @@ mod tests {
         assert_eq!(mount.prefetch_memory_mb, 64);
         assert!(mount.streaming_writes);
         assert_eq!(mount.fuse_threads, 4);
+        assert_eq!(mount.drain_timeout(), Duration::from_secs(8));
 
         let r = run(&["b-1", "/m", "--", "app"]);
         assert_eq!(r.drain_timeout(), Duration::from_secs(8));
@@ -964,6 +975,7 @@ mod tests {
         assert_eq!(m.prefetch_memory_mb, 32);
         assert!(!m.streaming_writes);
         assert_eq!(m.fuse_threads, 2);
+        assert_eq!(m.drain_timeout(), Duration::from_secs(9));
 
         // A flag on the command line wins over its variable; false-y values turn flags off.
         let m = mount(&["--file-mode", "0640", "other-bucket", "/x"]).mount;
@@ -1233,8 +1245,22 @@ mod tests {
         rejected(&["mount", "--rename-dir-limit", "-5", "bkt", "/m"]);
         rejected(&["mount", "--metadata-cache-ttl-secs", "1m", "bkt", "/m"]);
         rejected(&["run", "--drain-timeout", "x", "bkt", "/m", "--", "app"]);
+        rejected(&["mount", "--drain-timeout", "-1", "bkt", "/m"]);
         rejected(&["--log-format", "xml", "mount", "bkt", "/m"]);
         rejected(&["--log-severity", "verbose", "mount", "bkt", "/m"]);
+    }
+
+    #[test]
+    fn mount_and_run_share_the_drain_timeout() {
+        let m = mount(&["--drain-timeout", "2", "bkt", "/m"]);
+        assert_eq!(m.mount.drain_timeout(), Duration::from_secs(2));
+        let r = run(&["--drain-timeout=0", "bkt", "/m", "--", "app"]);
+        assert_eq!(r.drain_timeout(), Duration::ZERO);
+        assert_eq!(
+            r.child_stop_timeout(),
+            Duration::ZERO,
+            "capped at the drain"
+        );
     }
 
     #[test]

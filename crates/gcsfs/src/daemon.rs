@@ -6,8 +6,10 @@ use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
 use crate::cli::{MountArgs, MountCommand, StoreArgs};
 use crate::fs::{DrainFailure, Filesystem, FsConfig, Ownership, ReadConfig, SystemClock};
@@ -188,7 +190,8 @@ pub async fn open_and_mount(
         }
         Err(e) => {
             if let Ok(m) = mounted {
-                m.shutdown(None).await;
+                // Nothing was written: the store's calls waited for the check.
+                m.shutdown(Instant::now() + args.drain_timeout()).await;
             }
             Err(e.into())
         }
@@ -224,16 +227,22 @@ pub enum ServeError {
     Spawn(#[source] std::io::Error),
 }
 
-/// Serves `mounted` until SIGINT/SIGTERM or an external unmount, then drains and unmounts.
-pub async fn serve_until_stopped(mounted: Mounted) -> anyhow_free::Result<()> {
+/// Serves `mounted` until SIGINT/SIGTERM or an external unmount, then drains and unmounts
+/// within `drain_timeout` (`--drain-timeout`) of it.
+pub async fn serve_until_stopped(
+    mounted: Mounted,
+    drain_timeout: Duration,
+) -> anyhow_free::Result<()> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: uploading dirty files and unmounting"),
-        _ = int.recv() => tracing::info!("SIGINT: uploading dirty files and unmounting"),
-        _ = mounted.ended() => tracing::info!("unmounted from outside; uploading dirty files"),
-    }
-    check_drained(mounted.shutdown(None).await)
+    let message = tokio::select! {
+        _ = term.recv() => "SIGTERM: uploading dirty files and unmounting",
+        _ = int.recv() => "SIGINT: uploading dirty files and unmounting",
+        _ = mounted.ended() => "unmounted from outside; uploading dirty files",
+    };
+    let deadline = Instant::now() + drain_timeout;
+    tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "{message}");
+    check_drained(mounted.shutdown(deadline).await)
 }
 
 /// Turns drain failures into the exit error (each failure was already logged with its path).
@@ -266,15 +275,22 @@ pub fn mount_main(cmd: MountCommand, log_file: Option<&Path>) -> anyhow_free::Re
         .thread_name("gcsfs-worker")
         .build()
         .map_err(ServeError::Spawn)?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let mounted = open_and_mount(&cmd.store, &cmd.mount).await?;
         if detached {
             let_go_of_stdio(log_file.is_none());
         }
         report_ready();
-        serve_until_stopped(mounted).await
-    })
+        serve_until_stopped(mounted, cmd.mount.drain_timeout()).await
+    });
+    // The mount is gone (or detached): nothing is left to wait for, so a blocking task that is
+    // stuck (a staging file on a hung disk) does not hold up the exit.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    served
 }
+
+/// How long the runtime may take to wind down once the mount is gone.
+pub const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 /// In a detached mount, once the mount is up: a stdout or stderr that is a terminal or a pipe
 /// is pointed at `/dev/null`. The `gcsfs mount` that started this process has returned: the

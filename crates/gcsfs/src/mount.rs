@@ -4,8 +4,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::MountOption;
+use tokio::time::Instant;
 
 use crate::fs::{DrainFailure, Filesystem};
 use crate::fuse::FuseAdapter;
@@ -40,6 +42,12 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mount point {path} holds a dead FUSE mount that could not be removed")]
+    DeadMount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("FUSE mount at {path} failed: {source}")]
     Fuse {
         path: PathBuf,
@@ -48,20 +56,11 @@ pub enum MountError {
     },
 }
 
-/// Checks that `path` exists, is a directory and is not already a mount point.
+/// Checks that `path` exists, is a directory and is not already a mount point. A dead FUSE
+/// mount on it (its daemon is gone: every access fails with `ENOTCONN`, "Transport endpoint is
+/// not connected") is unmounted first, with a warning; a live mount point is refused.
 pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(MountError::Missing(path.into()));
-        }
-        Err(e) => {
-            return Err(MountError::Io {
-                path: path.into(),
-                source: e,
-            });
-        }
-    };
+    let meta = metadata_past_dead_mounts(path)?;
     if !meta.is_dir() {
         return Err(MountError::NotDir(path.into()));
     }
@@ -77,6 +76,118 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
         return Err(MountError::Busy(path.into()));
     }
     Ok(())
+}
+
+/// The most dead mounts stacked on one mount point that [`check_mountpoint`] removes.
+const DEAD_MOUNTS_MAX: usize = 8;
+
+/// The metadata of `path`, after unmounting the dead FUSE mounts on it, if any.
+fn metadata_past_dead_mounts(path: &Path) -> Result<std::fs::Metadata, MountError> {
+    let mut removed = 0;
+    loop {
+        let error = match std::fs::metadata(path) {
+            Ok(meta) => return Ok(meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MountError::Missing(path.into()));
+            }
+            Err(e) => e,
+        };
+        let dead = (error.raw_os_error() == Some(libc::ENOTCONN) && removed < DEAD_MOUNTS_MAX)
+            .then(|| top_mount(path))
+            .flatten()
+            .filter(|m| m.fstype.starts_with("fuse"));
+        let Some(dead) = dead else {
+            return Err(MountError::Io {
+                path: path.into(),
+                source: error,
+            });
+        };
+        detach_dead_mount(path).map_err(|source| MountError::DeadMount {
+            path: path.into(),
+            source,
+        })?;
+        tracing::warn!(
+            mountpoint = %path.display(),
+            fstype = dead.fstype,
+            source = dead.source,
+            "cleaned up a dead FUSE mount (Transport endpoint is not connected) left at the \
+             mount point, e.g. by a daemon that crashed"
+        );
+        removed += 1;
+    }
+}
+
+/// `umount -l` of a dead FUSE mount; where that is not permitted (not root), `fusermount3 -uz`
+/// (or `fusermount -uz`), which may unmount the user's own FUSE mounts.
+fn detach_dead_mount(path: &Path) -> std::io::Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            for helper in ["fusermount3", "fusermount"] {
+                let status = std::process::Command::new(helper)
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if status.is_ok_and(|s| s.success()) {
+                    return Ok(());
+                }
+            }
+            Err(nix::errno::Errno::EPERM.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One line of `/proc/self/mountinfo`: the parts gcsfs looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    /// `major:minor` of the mounted filesystem.
+    dev: String,
+    /// Where it is mounted (unescaped).
+    mountpoint: String,
+    /// Its type, e.g. `fuse.gcsfs`, `fuse`, `ext4`.
+    fstype: String,
+    /// Its source, e.g. `gcsfs:bucket`.
+    source: String,
+}
+
+/// Parses one line of `/proc/self/mountinfo`:
+/// `id parent major:minor root mountpoint options [optional...] - fstype source superoptions`.
+fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let (before, after) = line.split_once(" - ")?;
+    let mut fields = before.split(' ');
+    let dev = fields.nth(2)?;
+    let mountpoint = fields.nth(1)?;
+    let mut after = after.split(' ');
+    let fstype = after.next()?;
+    let source = after.next().unwrap_or("");
+    Some(MountEntry {
+        dev: dev.to_string(),
+        mountpoint: unescape_mountinfo(mountpoint),
+        fstype: fstype.to_string(),
+        source: unescape_mountinfo(source),
+    })
+}
+
+/// The mount on top at `path` (the last one listed there in `/proc/self/mountinfo`), found
+/// without touching `path` itself: its parent is resolved, not the mount point, which may not
+/// answer.
+fn top_mount(path: &Path) -> Option<MountEntry> {
+    let absolute = std::path::absolute(path).ok()?;
+    let want = match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent).ok()?.join(name),
+        _ => absolute,
+    };
+    let want = want.to_string_lossy();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .rev()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.mountpoint == want)
 }
 
 /// A live mount: the FUSE session runs on its own threads until [`Mounted::shutdown`] or an
@@ -166,10 +277,12 @@ pub fn mount(
 }
 
 impl Mounted {
+    /// The mounted filesystem.
     pub fn filesystem(&self) -> &Arc<Filesystem> {
         &self.fs
     }
 
+    /// Where it is mounted (as given).
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -186,48 +299,116 @@ impl Mounted {
         let _ = rx.wait_for(|e| *e).await;
     }
 
-    /// Stops taking writes, uploads every dirty file (bounded by `deadline` if given), unmounts.
-    /// Returns the files that could not be uploaded.
-    pub async fn shutdown(mut self, deadline: Option<std::time::Duration>) -> Vec<DrainFailure> {
-        let fs = self.fs.clone();
-        let drain = fs.drain();
-        let failures = match deadline {
-            Some(d) => match tokio::time::timeout(d, drain).await {
-                Ok(f) => f,
-                Err(_) => fs.dirty_paths_timed_out(),
-            },
-            None => drain.await,
+    /// Stops taking writes, uploads every dirty file and unmounts, all by `deadline`. Returns
+    /// the files that could not be uploaded (each is logged with its path).
+    ///
+    /// The drain gets everything but the unmount's reserve ([`drain_deadline`]); whatever is
+    /// still dirty when it runs out counts as not uploaded. A mount that is busy (a file open
+    /// outside gcsfs's control) or whose unmount is not done by `deadline` is detached
+    /// (`umount -l`) and its session is not waited for: the caller may exit at once.
+    pub async fn shutdown(self, deadline: Instant) -> Vec<DrainFailure> {
+        let Mounted {
+            fs,
+            unmounter,
+            session_thread,
+            mut ended,
+            mountpoint,
+            announced,
+        } = self;
+        let drain_until = drain_deadline(Instant::now(), deadline);
+        let failures = match tokio::time::timeout_at(drain_until, fs.drain()).await {
+            Ok(failures) => failures,
+            Err(_) => {
+                tracing::warn!("the drain ran out of time; files still dirty are not uploaded");
+                fs.dirty_paths_timed_out()
+            }
         };
-        let detached = if *self.ended.borrow() {
+        let detached = if *ended.borrow() {
             // Unmounted from outside: nothing to undo.
             false
         } else {
-            match self.unmounter.unmount() {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
-                    lazy_unmount(&self.mountpoint);
-                    true
-                }
-            }
+            unmount_by(unmounter, &mountpoint, deadline).await
         };
-        if let Some(t) = self.session_thread.take() {
+        if let Some(thread) = session_thread {
             if detached {
                 // After a lazy unmount the kernel keeps the connection, and so the session,
                 // alive until every file still open on it is closed, which may be never (e.g. a
-                // sleeping process). Do not wait: every dirty file was drained and new writes
-                // are refused; when this process exits, the holders get ENOTCONN.
-                drop(t);
+                // sleeping process). Do not wait: the drain is over and new writes are refused;
+                // when this process exits, the holders get ENOTCONN.
+                drop(thread);
             } else {
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                let over = tokio::time::timeout_at(deadline, ended.wait_for(|e| *e))
+                    .await
+                    .is_ok();
+                if over {
+                    // The thread has said it is done: joining it does not wait.
+                    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                } else {
+                    tracing::warn!(
+                        "the FUSE session still runs after unmounting (the mount is used \
+                         elsewhere, e.g. in another mount namespace); not waiting for it"
+                    );
+                }
             }
         }
-        if self.announced {
-            tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        if announced {
+            tracing::info!(mountpoint = %mountpoint.display(), detached, "unmounted");
         } else {
-            tracing::debug!(mountpoint = %self.mountpoint.display(), "kernel mount removed");
+            tracing::debug!(mountpoint = %mountpoint.display(), detached, "kernel mount removed");
         }
         failures
+    }
+}
+
+/// The most time kept back from the drain for unmounting.
+pub const UNMOUNT_RESERVE: Duration = Duration::from_secs(1);
+
+/// Until when a shutdown starting at `now` that must be over by `deadline` may drain: all
+/// of the time left but a reserve for unmounting, a quarter of it and at most
+/// [`UNMOUNT_RESERVE`]. Never before `now`, never after `deadline`.
+pub fn drain_deadline(now: Instant, deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(now);
+    let reserve = UNMOUNT_RESERVE.min(left / 4);
+    now + (left - reserve)
+}
+
+/// Unmounts on a thread of its own (the unmount call may wait for the kernel, or for
+/// `fusermount3`), waiting for it until `deadline`. If it fails (e.g. `EBUSY`: a file is still
+/// open) or is not done by then, the mount is detached instead (`umount -l`). Returns whether
+/// it was detached.
+async fn unmount_by(
+    mut unmounter: fuser::SessionUnmounter,
+    mountpoint: &Path,
+    deadline: Instant,
+) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("gcsfs-unmount".into())
+        .spawn(move || {
+            let _ = tx.send(unmounter.unmount());
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the unmount thread; unmounting lazily");
+        lazy_unmount(mountpoint);
+        return true;
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(()))) => false,
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "unmount failed; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
+        Ok(Err(_)) => {
+            tracing::warn!("the unmount thread ended without an answer; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
+        Err(_) => {
+            tracing::warn!("unmounting is not done by the deadline; unmounting lazily");
+            lazy_unmount(mountpoint);
+            true
+        }
     }
 }
 
@@ -267,13 +448,11 @@ fn set_read_ahead(mountpoint: &Path, bytes: u64) -> u64 {
 fn mount_device(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_string_lossy();
-    info.lines().rev().find_map(|line| {
-        // id parent major:minor root mountpoint options ...
-        let mut fields = line.split(' ');
-        let dev = fields.nth(2)?;
-        let mountpoint = fields.nth(1)?;
-        (unescape_mountinfo(mountpoint) == want).then(|| dev.to_string())
-    })
+    info.lines()
+        .rev()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.mountpoint == want)
+        .map(|m| m.dev)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
@@ -310,6 +489,81 @@ mod tests {
         assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         assert_eq!(unescape_mountinfo("/odd\\x"), "/odd\\x");
+    }
+
+    #[test]
+    fn the_drain_leaves_a_quarter_of_the_time_left_at_most_a_second_for_unmounting() {
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (time left, time the drain gets)
+        for (left, drain) in [
+            (secs(8), secs(7)),
+            (secs(60), secs(59)),
+            (secs(4), secs(3)),
+            (secs(2), ms(1500)),
+            (ms(400), ms(300)),
+            (ms(3), ms(3) - ms(3) / 4),
+            (Duration::ZERO, Duration::ZERO),
+        ] {
+            assert_eq!(
+                drain_deadline(now, now + left),
+                now + drain,
+                "{left:?} left"
+            );
+        }
+        // A deadline already passed: no time to drain, and never a time before now.
+        assert_eq!(drain_deadline(now + secs(5), now), now + secs(5));
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let line = "36 35 0:52 / /tmp/a\\040b rw,nosuid,nodev,relatime shared:1 master:2 - \
+                    fuse.gcsfs gcsfs:bkt rw,user_id=0,group_id=0";
+        assert_eq!(
+            parse_mountinfo_line(line),
+            Some(MountEntry {
+                dev: "0:52".into(),
+                mountpoint: "/tmp/a b".into(),
+                fstype: "fuse.gcsfs".into(),
+                source: "gcsfs:bkt".into(),
+            })
+        );
+        let plain = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw";
+        let root = parse_mountinfo_line(plain).unwrap();
+        assert_eq!(
+            (root.mountpoint.as_str(), root.fstype.as_str()),
+            ("/", "ext4")
+        );
+        assert_eq!(parse_mountinfo_line("garbage"), None);
+    }
+
+    #[test]
+    fn the_top_mount_of_the_root_is_found_without_resolving_it() {
+        let top = top_mount(Path::new("/")).expect("/ is mounted");
+        assert!(!top.fstype.is_empty());
+        assert_eq!(top_mount(Path::new("/no/such/dir/here")), None);
+    }
+
+    #[test]
+    fn a_mount_point_that_fails_otherwise_is_an_io_error_and_nothing_is_unmounted() {
+        // ENOTDIR, not ENOTCONN: reported as it is.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let below = file.path().join("x");
+        let err = check_mountpoint(&below).unwrap_err();
+        assert!(matches!(err, MountError::Io { .. }), "{err}");
+        let err = check_mountpoint(file.path()).unwrap_err();
+        assert!(matches!(err, MountError::NotDir(_)), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        check_mountpoint(dir.path()).unwrap();
+        assert!(matches!(
+            check_mountpoint(&dir.path().join("missing")),
+            Err(MountError::Missing(_))
+        ));
+        assert!(matches!(
+            check_mountpoint(Path::new("/proc")),
+            Err(MountError::Busy(_))
+        ));
     }
 
     #[test]

@@ -41,10 +41,6 @@ pub const FORWARDED: [Signal; 6] = [
 /// How long the mount may take to answer its first request after mounting.
 const MOUNT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long unmounting may take after the drain before `gcsfs run` exits anyway (its exit then
-/// ends the FUSE session).
-const UNMOUNT_GRACE: Duration = Duration::from_secs(2);
-
 /// Why `gcsfs run` could not do its job (COMMAND's own failures are its exit status instead).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -149,15 +145,28 @@ pub async fn run(cmd: &RunCommand) -> Result<RunOutcome, RunError> {
         mounted = &mut opening => mounted.map_err(|e| daemon::ServeError::Join(e.to_string()))??,
         sig = next_stop(&mut signals) => {
             tracing::warn!(signal = sig.as_str(), "{sig} before the mount was ready; not starting the command");
-            if let Ok(Ok(mounted)) = opening.await {
-                mounted.shutdown(Some(cmd.drain_timeout())).await;
+            let deadline = Instant::now() + cmd.drain_timeout();
+            // Let the mount finish, so that it can be taken down again, but only until the
+            // deadline: the bucket check can take up to --retry-deadline-secs.
+            match tokio::time::timeout_at(deadline, &mut opening).await {
+                Ok(Ok(Ok(mounted))) => {
+                    mounted.shutdown(deadline).await;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    opening.abort();
+                    tracing::warn!(
+                        "the mount was not ready by the drain deadline; exiting without it \
+                         (a mount made meanwhile is left dead; the next mount there removes it)"
+                    );
+                }
             }
             return Ok(RunOutcome { child: None, stopped_before_start: Some(sig), not_uploaded: 0 });
         }
     };
     if let Err(source) = wait_until_answers(mounted.mountpoint()).await {
         let path = mounted.mountpoint().to_path_buf();
-        mounted.shutdown(Some(cmd.drain_timeout())).await;
+        mounted.shutdown(Instant::now() + cmd.drain_timeout()).await;
         return Err(RunError::NoAnswer { path, source });
     }
     // A stop signal that came during the last steps of mounting: the command is not started.
@@ -166,7 +175,7 @@ pub async fn run(cmd: &RunCommand) -> Result<RunOutcome, RunError> {
             signal = sig.as_str(),
             "{sig} before the command started; unmounting"
         );
-        let failures = mounted.shutdown(Some(cmd.drain_timeout())).await;
+        let failures = mounted.shutdown(Instant::now() + cmd.drain_timeout()).await;
         return Ok(RunOutcome {
             child: None,
             stopped_before_start: Some(sig),
@@ -177,7 +186,7 @@ pub async fn run(cmd: &RunCommand) -> Result<RunOutcome, RunError> {
     let child = match spawn(&cmd.command, mounted.mountpoint()) {
         Ok(pid) => pid,
         Err(source) => {
-            mounted.shutdown(Some(cmd.drain_timeout())).await;
+            mounted.shutdown(Instant::now() + cmd.drain_timeout()).await;
             return Err(RunError::Spawn {
                 command: cmd.command[0].clone(),
                 source,
@@ -196,27 +205,15 @@ pub async fn run(cmd: &RunCommand) -> Result<RunOutcome, RunError> {
     Ok(finish(mounted, exit, drain_deadline).await)
 }
 
-/// Drains and unmounts within `deadline`, and logs the result.
+/// Drains and unmounts by `deadline` (a mount still busy then is detached), and logs the
+/// result.
 async fn finish(mounted: Mounted, exit: ChildExit, deadline: Instant) -> RunOutcome {
     let remaining = deadline.saturating_duration_since(Instant::now());
     tracing::info!(
         remaining_ms = remaining.as_millis() as u64,
         "uploading dirty files and unmounting"
     );
-    let fs = mounted.filesystem().clone();
-    // The drain is bounded by `remaining`; unmounting waits for the FUSE session to end, which a
-    // process outside the command's group holding a file open can delay indefinitely.
-    let not_uploaded =
-        match tokio::time::timeout(remaining + UNMOUNT_GRACE, mounted.shutdown(Some(remaining)))
-            .await
-        {
-            Ok(failures) => failures.len(),
-            Err(_) => {
-                tracing::warn!("the mount is still busy after the drain; exiting without waiting");
-                // The drain's own list is lost with its future; what is dirty now is lost.
-                fs.dirty_paths_timed_out().len()
-            }
-        };
+    let not_uploaded = mounted.shutdown(deadline).await.len();
     let outcome = RunOutcome {
         child: Some(exit),
         stopped_before_start: None,

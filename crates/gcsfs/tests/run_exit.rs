@@ -2,15 +2,18 @@
 //! the exit status is the command's (128 + signal when it died of one); SIGTERM is forwarded and
 //! what the command left dirty is uploaded before the exit.
 
+mod private_emulator;
 mod run_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use private_emulator::PrivateEmulator;
 use run_support::{
-    KillGroupOnDrop, Running, gcsfs_debug, gcsfs_run, is_mounted, new_bucket, wait_for,
+    KillGroupOnDrop, Running, gcsfs_debug, gcsfs_run, is_mounted, new_bucket, not_uploaded_paths,
+    wait_for,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -209,4 +212,159 @@ fn sigterm_is_forwarded_and_an_open_dirty_file_is_uploaded_before_the_exit() {
         Some(&b"unclosed data\n"[..]),
         "{err}"
     );
+}
+
+/// SIGTERM when uploads cannot succeed (the store is gone, and each upload would retry for a
+/// minute) and a process outside the command's group keeps a dirty file open: `gcsfs run`
+/// still exits by `--drain-timeout` (drain, unmount and all: the busy mount is detached), names
+/// the file, and exits 1 although the command exited 0.
+#[test]
+fn sigterm_with_the_store_gone_exits_by_the_drain_timeout() {
+    let _shared = emulator_or_skip!();
+    fuse_or_skip!();
+    const DRAIN_TIMEOUT: u64 = 3;
+    // Generous: it bounds a shutdown that waits for the retries, it does not measure speed.
+    const MARGIN: Duration = Duration::from_secs(5);
+    let mut emulator = PrivateEmulator::start();
+    let bucket = new_bucket(&emulator.endpoint, "deadline");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let ready = dir.path().join("ready");
+    // The holder has a session (and process group) of its own, so it outlives the command's
+    // group; it writes to its stdout in the mount and never closes it (and lets go of the
+    // stderr pipe, which the test reads to its end). The command exits 0 on SIGTERM.
+    let script = r#"
+        trap 'exit 0' TERM
+        setsid sh -c 'exec >"$MNT_DIR/held.txt" 2>/dev/null; printf "unsaved data\n"; exec sleep 1000' &
+        echo $! > "$1"
+        sleep 1000 & wait
+    "#;
+    let mut c = gcsfs_run(&gcsfs_debug(), &emulator.endpoint, &bucket, &mnt);
+    c.args(["--retry-deadline-secs", "60", "--drain-timeout"])
+        .arg(DRAIN_TIMEOUT.to_string())
+        .args(["--", "sh", "-c", script, "sh"])
+        .arg(&ready);
+    let running = Running::start(c, &mnt);
+    wait_for("the command to be ready", LIMIT, || {
+        std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let _holder = KillGroupOnDrop(
+        std::fs::read_to_string(&ready)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    let held = mnt.join("held.txt");
+    wait_for("the holder to write", LIMIT, || {
+        std::fs::metadata(&held).is_ok_and(|m| m.len() == 13)
+    });
+    // (The shell's `exec >file` closes a duplicate of the new file, which uploads it empty.)
+    let before = run_support::bucket_objects(&emulator.endpoint, &bucket);
+    assert!(
+        before.get("held.txt").is_none_or(Vec::is_empty),
+        "held.txt was uploaded before the store went away"
+    );
+    emulator.kill();
+
+    let start = Instant::now();
+    running.signal(Signal::SIGTERM);
+    let (status, _, err) = running.wait(LIMIT);
+    let took = start.elapsed();
+    eprintln!("gcsfs run exited {took:?} after SIGTERM with {status}");
+    assert!(
+        took < Duration::from_secs(DRAIN_TIMEOUT) + MARGIN,
+        "exit took {took:?}; stderr:\n{err}"
+    );
+    assert_eq!(status.code(), Some(1), "stderr:\n{err}");
+    assert!(
+        not_uploaded_paths(&err).contains("/held.txt"),
+        "held.txt is not named as not uploaded; stderr:\n{err}"
+    );
+    assert!(!is_mounted(&mnt), "the mount is left behind");
+}
+
+/// A copy of the mount in another mount namespace (a process started with `unshare -m` after
+/// mounting, as a sandboxed service would be) keeps the FUSE session alive after gcsfs has
+/// unmounted its own: `gcsfs run` does not wait for that session past `--drain-timeout`.
+#[test]
+fn a_mount_kept_alive_in_another_namespace_does_not_hold_up_the_exit() {
+    let endpoint = emulator_or_skip!();
+    fuse_or_skip!();
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipped: unshare (util-linux) is not installed");
+        return;
+    }
+    const DRAIN_TIMEOUT: u64 = 2;
+    // Generous: it bounds a shutdown that waits for the session, it does not measure speed.
+    const MARGIN: Duration = Duration::from_secs(5);
+    let bucket = new_bucket(&endpoint, "namespace");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let ready = dir.path().join("ready");
+    let script = r#"
+        trap 'exit 0' TERM
+        echo $$ > "$1"
+        sleep 1000 & wait
+    "#;
+    let mut c = gcsfs_run(&gcsfs_debug(), &endpoint, &bucket, &mnt);
+    c.args(["--drain-timeout", &DRAIN_TIMEOUT.to_string()])
+        .args(["--", "sh", "-c", script, "sh"])
+        .arg(&ready);
+    let running = Running::start(c, &mnt);
+    wait_for("the command to be ready", LIMIT, || {
+        std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n'))
+    });
+    // A private copy of this mount namespace, mount included, held by a process of its own.
+    let mut other = KillOnDrop(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "1000"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start unshare"),
+    );
+    let info = format!("/proc/{}/mountinfo", other.0.id());
+    let want = mnt.to_string_lossy().into_owned();
+    wait_for("the other namespace to hold the mount", LIMIT, || {
+        assert!(
+            other.0.try_wait().unwrap().is_none(),
+            "unshare exited early"
+        );
+        let holds = |info: String| info.lines().any(|l| l.split(' ').nth(4) == Some(&want));
+        let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        // Its own namespace: another mount namespace id, and the mount in it.
+        std::fs::read_link(format!("/proc/{}/ns/mnt", other.0.id())).ok()
+            != std::fs::read_link("/proc/self/ns/mnt").ok()
+            && holds(ours)
+            && std::fs::read_to_string(&info).is_ok_and(holds)
+    });
+
+    let start = Instant::now();
+    running.signal(Signal::SIGTERM);
+    let (status, _, err) = running.wait(LIMIT);
+    let took = start.elapsed();
+    drop(other);
+    eprintln!("gcsfs run exited {took:?} after SIGTERM with {status}");
+    assert!(
+        took < Duration::from_secs(DRAIN_TIMEOUT) + MARGIN,
+        "exit took {took:?}; stderr:\n{err}"
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(
+        err.contains("the FUSE session still runs after unmounting"),
+        "stderr:\n{err}"
+    );
+    assert!(!is_mounted(&mnt), "the mount is left behind");
+}
+
+/// Kills (SIGKILL) and reaps a child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -329,6 +329,11 @@ impl Mount {
     }
 
     fn start(&mut self) {
+        self.start_until(is_mounted);
+    }
+
+    /// Starts the daemon and waits until `ready(mount point)`.
+    fn start_until(&mut self, ready: impl Fn(&Path) -> bool) {
         assert!(self.child.is_none(), "already mounted");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -345,7 +350,7 @@ impl Mount {
         let mut child = spawn(&mut cmd);
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if is_mounted(&self.mountpoint) {
+            if ready(&self.mountpoint) {
                 break;
             }
             if let Some(status) = child.try_wait().expect("wait") {
@@ -423,6 +428,50 @@ impl Mount {
         );
         self.start();
     }
+}
+
+impl Mount {
+    /// Kills the daemon with SIGKILL and reaps it, leaving its mount behind, dead: every access
+    /// to the mount point fails with `ENOTCONN` ("Transport endpoint is not connected").
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the daemon again, with the same options and directories, whatever is left on the
+    /// mount point (e.g. a dead mount after [`Mount::crash`]), and waits until a live mount
+    /// there answers.
+    pub fn start_again(&mut self) {
+        self.start_until(|path| is_mounted(path) && answers(path));
+    }
+}
+
+/// Whether `path` is a mount point that answers: its `stat` succeeds and shows another device
+/// than its parent's. Only for a mount that is live or dead, never hung (`stat` would hang).
+pub fn answers(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().expect("a mount point has a parent");
+    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+        (Ok(m), Ok(p)) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// How many FUSE file systems are mounted at `path` (per `/proc/self/mountinfo`).
+pub fn fuse_mounts_at(path: &Path) -> usize {
+    let want = std::fs::canonicalize(path.parent().expect("parent"))
+        .expect("parent resolves")
+        .join(path.file_name().expect("file name"));
+    let want = want.to_string_lossy();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter(|line| {
+            let mountpoint = line.split(' ').nth(4).unwrap_or("");
+            let fstype = line.split(" - ").nth(1).unwrap_or("").split(' ').next();
+            mountpoint == want && fstype.is_some_and(|t| t.starts_with("fuse"))
+        })
+        .count()
 }
 
 impl Drop for Mount {
