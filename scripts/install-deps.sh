@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing gcsfs needs, and only what is missing: Debian packages
 # (fuse3, curl, ca-certificates, pkg-config, build tools, jq for docker/check.sh, Go), the Rust toolchain with rustfmt
-# and clippy, and fake-gcs-server. Idempotent and quiet; run as root (or with sudo available)
+# and clippy, fake-gcs-server and toxiproxy. Idempotent and quiet; run as root (or with sudo available)
 # on Debian or Ubuntu.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,3 +46,12 @@ fi
 # shellcheck source=scripts/lib/emulator.sh
 . scripts/lib/emulator.sh
 emulator_install
+
+# toxiproxy, for the network-fault tests (tests/fuse_faults.rs): Go's `server` binary.
+toxiproxy_version=v2.12.0
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/server" ]; then
+  echo "install-deps: installing toxiproxy $toxiproxy_version"
+  go install "github.com/Shopify/toxiproxy/v2/cmd/server@$toxiproxy_version"
+fi

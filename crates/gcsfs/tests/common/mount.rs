@@ -107,6 +107,19 @@ impl Bucket {
         }
     }
 
+    /// The same bucket reached at `endpoint` (e.g. a proxy in front of the emulator).
+    pub fn via(&self, endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            name: self.name.clone(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// Every object whose name starts with `prefix`, by name (all pages).
     pub fn list(&self, prefix: &str) -> BTreeMap<String, Listed> {
         self.rt.block_on(async {

@@ -54,28 +54,45 @@ fn listening(host: &str) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// A loopback address (`127.0.0.N`) on whose port 80 nobody listens yet, from `127.0.0.31` up;
+/// never the same one twice in a process. Panics when they are used up.
+pub fn free_host() -> String {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < HOSTS, "no free loopback address left for a test server");
+        let host = format!("127.0.0.{}", FIRST_HOST + n);
+        if !listening(&host) {
+            return host;
+        }
+    }
+}
+
 impl PrivateEmulator {
     /// Starts an emulator on the first free address from `127.0.0.31`; panics if none starts.
     pub fn start() -> Self {
-        static NEXT: AtomicU8 = AtomicU8::new(0);
+        Self::start_as(None)
+    }
+
+    /// Starts an emulator that is reached through `front` (`127.0.0.N`, a proxy in front of
+    /// it): the resumable-upload URLs it hands out point there, so upload requests pass the
+    /// proxy too.
+    pub fn start_behind(front: &str) -> Self {
+        Self::start_as(Some(front))
+    }
+
+    fn start_as(front: Option<&str>) -> Self {
         let bin = binary();
         loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            assert!(
-                n < HOSTS,
-                "no free loopback address for an emulator of our own"
-            );
-            let host = format!("127.0.0.{}", FIRST_HOST + n);
-            if listening(&host) {
-                continue;
-            }
+            let host = free_host();
+            let public = front.unwrap_or(&host).to_owned();
             let log = std::env::temp_dir().join(format!("gcsfs-private-emulator-{host}.log"));
             let out = std::fs::File::create(&log).expect("emulator log");
             let mut child = Command::new(&bin)
                 .args(["-scheme", "http", "-host", &host, "-port", "80"])
                 .args(["-backend", "memory", "-external-url"])
-                .arg(format!("http://{host}:80"))
-                .args(["-public-host", &host])
+                .arg(format!("http://{public}:80"))
+                .args(["-public-host", &public])
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("log fd"))
                 .stderr(out)
