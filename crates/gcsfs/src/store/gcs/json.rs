@@ -106,7 +106,9 @@ impl JsonClient {
         let r: ListResponse = self
             .call_json(rb, query, || format!("list {:?}", req.prefix))
             .await?;
-        r.into_page()
+        let page = r.into_page()?;
+        check_listing(req, &page)?;
+        Ok(page)
     }
 
     /// DELETE o/{name}.
@@ -269,6 +271,34 @@ impl JsonClient {
     }
 }
 
+/// Refuses a listing page that names something outside what was asked: an object whose key
+/// does not start with the prefix, or a prefix that is not longer than it or does not end with
+/// the delimiter. The layers above cut names out of keys by the prefix's length, and trust
+/// this.
+fn check_listing(req: &ListRequest, page: &ListPage) -> StoreResult<()> {
+    let outside = |name: &str| {
+        StoreError::new(
+            ErrorKind::Other,
+            format!(
+                "list {:?}: the answer names {name:?}, outside the prefix",
+                req.prefix
+            ),
+        )
+    };
+    for o in &page.objects {
+        if !o.key.as_str().starts_with(&req.prefix) {
+            return Err(outside(o.key.as_str()));
+        }
+    }
+    for p in &page.prefixes {
+        let delimited = req.delimiter.as_deref().is_none_or(|d| p.ends_with(d));
+        if !p.starts_with(&req.prefix) || p.len() <= req.prefix.len() || !delimited {
+            return Err(outside(p));
+        }
+    }
+    Ok(())
+}
+
 /// Preconditions as JSON API query parameters.
 fn preconditions(pre: Preconditions) -> Query {
     let mut q = Query::new();
@@ -359,6 +389,39 @@ mod tests {
         let key = ObjectKey::new("k").unwrap();
         let e = client(&endpoint).await.get(&key, None).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Other, "{e:?}");
+    }
+
+    #[test]
+    fn a_listing_naming_something_outside_the_prefix_is_refused() {
+        let req = ListRequest {
+            prefix: "d/".into(),
+            delimiter: Some("/".into()),
+            ..ListRequest::default()
+        };
+        let meta = |k: &str| {
+            serde_json::from_value::<super::super::resource::ObjectResource>(serde_json::json!({
+                "name": k, "generation": "1", "metageneration": "1",
+                "updated": "2026-01-01T00:00:00Z"
+            }))
+            .unwrap()
+            .into_meta()
+            .unwrap()
+        };
+        let page = |objects: Vec<ObjectMeta>, prefixes: &[&str]| ListPage {
+            objects,
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            next_page_token: None,
+        };
+        assert!(check_listing(&req, &page(vec![meta("d/a")], &["d/x/"])).is_ok());
+        for bad in [
+            page(vec![meta("e/a")], &[]),
+            page(vec![], &["d/"]),
+            page(vec![], &["e/x/"]),
+            page(vec![], &["d/x"]),
+        ] {
+            let e = check_listing(&req, &bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Other, "{bad:?}");
+        }
     }
 
     #[test]
