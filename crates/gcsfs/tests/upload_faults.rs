@@ -240,6 +240,35 @@ async fn the_lost_answer_to_the_last_request_is_recovered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_that_gave_up_after_its_object_was_created_is_recognised_when_repeated() {
+    // The last request created the object, its answer was lost, and every status query failed
+    // until the deadline: the call fails. The filesystem keeps the data and writes it again
+    // later, still based on the old generation: that second call fails its precondition on
+    // the object the first one created, which holds exactly these bytes — it is ours. (A
+    // stream is never written twice: its bytes are gone with its failed upload.)
+    for path in [Small, Large] {
+        let rig = rig();
+        let old = data(41, 1000);
+        let base = rig.write(Small, &old, Preconditions::NONE).await.unwrap();
+        let bytes = data(14, path.len());
+        let pre = Preconditions::generation(base.generation);
+        rig.fault_data_request(path, path.requests() - 1, Fault::StatusAfterCommit(503));
+        rig.faults
+            .push_n(Op::UploadStatus, Fault::Status(503), 1000);
+        rig.faults.push_n(Op::Write, Fault::Status(503), 1000);
+        let first = rig.write(path, &bytes, pre).await;
+        assert_eq!(first.unwrap_err().kind(), ErrorKind::Transient, "{path:?}");
+        assert!(
+            rig.stored().unwrap() == bytes,
+            "{path:?}: the first call's object"
+        );
+        rig.faults.clear();
+        let again = rig.write(path, &bytes, pre).await;
+        assert_written(&rig, again, &bytes, &format!("{path:?}, repeated"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_412_at_finalize_fails_and_creates_nothing() {
     for path in ALL_PATHS {
         let rig = rig();

@@ -557,19 +557,9 @@ impl Filesystem {
                 self.published(ino, old, new);
                 Ok(())
             }
+            // (An upload whose answer was lost, met again by its own retry, is recognised by
+            // the store and never ends here.)
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                // A retried upload whose first attempt succeeded but whose answer was lost also
-                // ends here: if the live object is byte-for-byte our data, it was ours.
-                let landed = match staged.crc32c() {
-                    Ok(crc) => self.our_upload_landed(&object_key, staged.size, crc).await,
-                    Err(_) => None,
-                };
-                if let Some(new) = landed {
-                    let old = std::mem::replace(&mut st.base_generation, new.generation);
-                    cell.set_dirty(false);
-                    self.published(ino, old, new);
-                    return Ok(());
-                }
                 let staged = st.staged.take().expect("checked above");
                 cell.set_dirty(false);
                 let kept = self.keep_conflict(&key, staged);
@@ -591,17 +581,6 @@ impl Filesystem {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Whether the live object of `key` holds exactly our data (same size and CRC32C).
-    async fn our_upload_landed(
-        &self,
-        key: &ObjectKey,
-        size: u64,
-        crc32c: u32,
-    ) -> Option<crate::store::ObjectMeta> {
-        let live = self.store.stat(key).await.ok()?;
-        (live.size == size && live.crc32c == Some(crc32c)).then_some(live)
     }
 
     /// Uploads a new file held in memory in one create-only request.
@@ -629,16 +608,6 @@ impl Filesystem {
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                let crc = crc32c::crc32c(&data);
-                if let Some(new) = self
-                    .our_upload_landed(&object_key, data.len() as u64, crc)
-                    .await
-                {
-                    let old = std::mem::replace(&mut st.base_generation, new.generation);
-                    cell.set_dirty(false);
-                    self.published(ino, old, new);
-                    return Ok(());
-                }
                 cell.set_dirty(false);
                 let mut staged = Staged::empty(&self.config.temp_dir)?;
                 staged.write_at(0, &data)?;

@@ -339,22 +339,6 @@ impl Staged {
         Ok(buf)
     }
 
-    /// CRC32C (Castagnoli) of the staged contents.
-    pub fn crc32c(&self) -> FsResult<u32> {
-        let mut crc = 0u32;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        while off < self.size {
-            let n = self.file().read_at(&mut buf, off)?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            off += n as u64;
-        }
-        Ok(crc)
-    }
-
     pub fn set_len(&mut self, len: u64) -> FsResult<()> {
         self.file().set_len(len)?;
         self.size = len;

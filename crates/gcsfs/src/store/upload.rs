@@ -306,12 +306,18 @@ impl Upload<'_> {
         loop {
             sessions += 1;
             let facts = source.facts();
-            let session = self
+            let started = self
                 .retried(&mut budget, Op::StartUpload, || {
                     self.store
                         .start_upload(self.key, preconditions, self.attrs, facts)
                 })
-                .await?;
+                .await;
+            let session = match started {
+                Ok(session) => session,
+                Err(e) => {
+                    return self.unless_ours(e, source.expected(), preconditions).await;
+                }
+            };
             let sent = self
                 .send_all(&session, &mut source, preconditions, &mut budget)
                 .await;
@@ -333,7 +339,7 @@ impl Upload<'_> {
                 }
                 Outcome::Failed(e) => {
                     self.cancel(&session).await;
-                    return Err(e);
+                    return self.unless_ours(e, source.expected(), preconditions).await;
                 }
             };
             // Start over only when every byte is at hand, the write is conditional (so a
@@ -450,6 +456,24 @@ impl Upload<'_> {
             return Outcome::Created(live);
         }
         Outcome::Lost(error)
+    }
+
+    /// Fails with `error`, unless it is a failed precondition met by the object this very write
+    /// created: an earlier attempt's answer was lost (possibly in an earlier call that gave up,
+    /// whose object then replaced the generation this one is based on).
+    async fn unless_ours(
+        &self,
+        error: StoreError,
+        expected: Option<(u64, u32)>,
+        preconditions: Preconditions,
+    ) -> StoreResult<ObjectMeta> {
+        if error.kind() == ErrorKind::PreconditionFailed
+            && let Some(expected) = expected
+            && let Some(meta) = self.ours(expected, preconditions).await
+        {
+            return Ok(meta);
+        }
+        Err(error)
     }
 
     /// The live object, if it is the one a write of `expected` (size, CRC32C) under
