@@ -294,6 +294,16 @@ pub struct MountArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub streaming_writes: bool,
+    /// Files uploaded at once when draining at shutdown (and, later, by the write-back
+    /// workers). Default: 16.
+    #[arg(
+        long,
+        env = "GCSFS_UPLOAD_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub upload_concurrency: u16,
     /// Threads serving FUSE requests. Default: 4.
     #[arg(
         long,
@@ -864,6 +874,7 @@ mod tests {
         assert_eq!(mount.max_read_ahead_mb, 128);
         assert_eq!(mount.prefetch_memory_mb, 64);
         assert!(mount.streaming_writes);
+        assert_eq!(mount.upload_concurrency, 16);
         assert_eq!(mount.fuse_threads, 4);
         assert_eq!(mount.drain_timeout(), Duration::from_secs(8));
 

@@ -137,6 +137,7 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
         metadata_ttl: args.metadata_cache_ttl(),
         negative_ttl: args.metadata_cache_negative_ttl(),
         rename_dir_limit: args.rename_dir_limit,
+        upload_concurrency: usize::from(args.upload_concurrency),
         read_only: args.read_only(),
         streaming_writes: args.streaming_writes,
         read: ReadConfig {

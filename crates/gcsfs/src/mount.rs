@@ -316,7 +316,8 @@ impl Mounted {
             announced,
         } = self;
         let drain_until = drain_deadline(Instant::now(), deadline);
-        let failures = match tokio::time::timeout_at(drain_until, fs.drain()).await {
+        // The drain keeps to its deadline by itself; this bound is a backstop.
+        let failures = match tokio::time::timeout_at(deadline, fs.drain(drain_until)).await {
             Ok(failures) => failures,
             Err(_) => {
                 tracing::warn!("the drain ran out of time; files still dirty are not uploaded");

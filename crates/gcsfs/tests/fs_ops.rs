@@ -967,7 +967,9 @@ async fn drain_uploads_every_dirty_file_and_refuses_new_writes() {
         open.push((e.attr.ino, o.fh));
     }
     assert!(f.fs.has_dirty());
-    let failures = f.fs.drain().await;
+    let failures =
+        f.fs.drain(tokio::time::Instant::now() + Duration::from_secs(60))
+            .await;
     assert!(failures.is_empty(), "{failures:?}");
     for i in 0..5 {
         assert_eq!(

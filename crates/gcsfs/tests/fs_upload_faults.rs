@@ -321,7 +321,10 @@ async fn a_failed_stream_keeps_failing_every_call_and_leaves_nothing_dirty() {
     let again = rig.fs.write(o.fh, (at + 1) * MIB as u64, &chunk).await;
     assert!(again.is_err());
     assert_eq!(rig.fs.flush(o.fh).await.unwrap_err().errno(), libc::EACCES);
-    let failures = rig.fs.drain().await;
+    let failures = rig
+        .fs
+        .drain(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await;
     assert!(
         failures.is_empty(),
         "a file whose data is lost is not retried: {failures:?}"
@@ -341,7 +344,10 @@ async fn a_staged_file_whose_upload_failed_is_uploaded_by_the_drain() {
     rig.faults.push(Op::Write, Fault::Status(403));
     assert_eq!(rig.fs.flush(fh).await.unwrap_err().errno(), libc::EACCES);
     assert!(rig.fs.has_dirty(), "the data stays, staged");
-    let failures = rig.fs.drain().await;
+    let failures = rig
+        .fs
+        .drain(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await;
     assert!(failures.is_empty(), "{failures:?}");
     let mut want = data(5, MIB);
     want[10..17].copy_from_slice(b"changed");

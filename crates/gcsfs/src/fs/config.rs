@@ -31,6 +31,8 @@ pub struct FsConfig {
     pub streaming_writes: bool,
     /// Objects per listing page. Default 1000 (GCS's maximum).
     pub list_page_size: u32,
+    /// Files uploaded at once by the drain (`--upload-concurrency`). Default 16.
+    pub upload_concurrency: usize,
     /// Longest a write of a streamed new file waits for its upload to take the bytes (and a
     /// close, twice that for the upload to end) before it fails with EIO. The upload itself
     /// gives up at the store's retry deadline; this is the backstop. Default 120 s; `gcsfs
@@ -58,6 +60,7 @@ impl Default for FsConfig {
             streaming_writes: true,
             list_page_size: 1000,
             write_wait_limit: Duration::from_secs(120),
+            upload_concurrency: 16,
             read: ReadConfig::default(),
         }
     }

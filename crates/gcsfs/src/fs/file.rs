@@ -69,9 +69,11 @@ impl Filesystem {
     /// Opens file `ino` with open(2) `flags`.
     pub async fn open(&self, ino: InodeNo, flags: i32) -> FsResult<OpenReply> {
         let writable = flags & ACCMODE != libc::O_RDONLY;
-        if writable {
-            self.check_writable()?;
-        }
+        let _change = if writable {
+            Some(self.check_writable()?)
+        } else {
+            None
+        };
         // Make sure the attributes (and so the generation we pin) are fresh.
         self.getattr(ino).await?;
         let (cell, generation, size, keep_cache) = {
@@ -146,7 +148,7 @@ impl Filesystem {
         mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, OpenReply)> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         match names::check_component(name) {
             Ok(()) => {}
             Err(BadName::TooLong) => return Err(FsError::NameTooLong),
@@ -314,7 +316,7 @@ impl Filesystem {
 
     /// Writes `data` at `offset` into the file's staging copy.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         let FileHandle {
             ino,
             cell,
@@ -765,9 +767,11 @@ impl Filesystem {
         };
         let changes_meta =
             set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || set.mtime.is_some();
-        if set.size.is_some() || changes_meta {
-            self.check_writable()?;
-        }
+        let _change = if set.size.is_some() || changes_meta {
+            Some(self.check_writable()?)
+        } else {
+            None
+        };
         if kind == Kind::Dir {
             // Directories have no object to hold attributes (implicit ones have none at all):
             // changes are accepted and not kept, as gcsfuse does.

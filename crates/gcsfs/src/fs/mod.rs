@@ -19,6 +19,7 @@ mod attr;
 mod clock;
 mod config;
 mod dir;
+mod drain;
 mod error;
 mod file;
 mod inode;
@@ -43,7 +44,7 @@ pub use page_cache::KernelCache;
 pub use read::ReadConfig;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,7 +103,8 @@ pub struct Filesystem {
     /// Names known not to exist, until when (`negative_ttl`).
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
-    shutting_down: AtomicBool,
+    /// Changes in progress, and whether new ones are taken (closed by the drain).
+    writes: drain::WriteGate,
     /// Stores random reads' blocks into the kernel's page cache, once attached.
     page_feeder: OnceLock<page_cache::PageFeeder>,
     /// The kernel's read-ahead on the mount, in bytes (0: not known).
@@ -127,7 +129,7 @@ impl Filesystem {
                 std::num::NonZeroUsize::new(NEGATIVE_CACHE_ENTRIES).expect("non-zero"),
             )),
             prefetch_budget,
-            shutting_down: AtomicBool::new(false),
+            writes: drain::WriteGate::default(),
             page_feeder: OnceLock::new(),
             kernel_readahead: AtomicU64::new(0),
         }
@@ -174,14 +176,13 @@ impl Filesystem {
         (!self.config.negative_ttl.is_zero()).then(|| self.now() + self.config.negative_ttl)
     }
 
-    fn check_writable(&self) -> FsResult<()> {
+    /// Lets a change in: refused on a read-only mount, and once the drain has closed the gate
+    /// (see `drain.rs`). The change is in progress while the ticket is held.
+    fn check_writable(&self) -> FsResult<drain::WriteTicket<'_>> {
         if self.config.read_only {
             return Err(FsError::ReadOnly);
         }
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(FsError::ShuttingDown);
-        }
-        Ok(())
+        self.writes.enter()
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -213,25 +214,6 @@ impl Filesystem {
             namelen: names::NAME_MAX as u32,
             frsize: 4096,
         }
-    }
-
-    /// Stops taking new writes and uploads every file with unsaved changes. Returns the files
-    /// that could not be uploaded (each is also logged).
-    pub async fn drain(&self) -> Vec<DrainFailure> {
-        self.shutting_down.store(true, Ordering::Release);
-        let cells = self.inodes.lock().unwrap().with_file_state();
-        let mut failures = Vec::new();
-        for (ino, cell) in cells {
-            if !cell.is_dirty() {
-                continue;
-            }
-            if let Err(error) = self.upload(ino, &cell).await {
-                let path = self.path_of(ino);
-                tracing::error!(path, %error, "could not upload file at shutdown");
-                failures.push(DrainFailure { path, error });
-            }
-        }
-        failures
     }
 
     /// Whether any file has changes not yet uploaded.

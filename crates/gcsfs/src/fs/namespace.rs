@@ -76,7 +76,7 @@ impl Filesystem {
 
     /// Creates directory `name` (a marker object `name/`).
     pub async fn mkdir(&self, parent: InodeNo, name: &str, mode: u32) -> FsResult<Entry> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         check_new_name(name)?;
         let _ = mode;
         let prefix = self.dir_key(parent)?;
@@ -113,7 +113,7 @@ impl Filesystem {
 
     /// Removes empty directory `name`.
     pub async fn rmdir(&self, parent: InodeNo, name: &str) -> FsResult<()> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let key = {
             let table = self.inodes.lock().unwrap();
@@ -157,7 +157,7 @@ impl Filesystem {
 
     /// Removes file or symlink `name`.
     pub async fn unlink(&self, parent: InodeNo, name: &str) -> FsResult<()> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let (key, generation, local, open_cell) = {
             let table = self.inodes.lock().unwrap();
@@ -207,7 +207,7 @@ impl Filesystem {
     /// Creates symlink `name` → `target`, stored as gcloud and gcsfuse do: the object's data is
     /// the target and metadata `goog-reserved-file-is-symlink: true` marks it.
     pub async fn symlink(&self, parent: InodeNo, name: &str, target: &str) -> FsResult<Entry> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         check_new_name(name)?;
         let prefix = self.dir_key(parent)?;
         if self.resolve(parent, name).await.is_ok() {
@@ -279,7 +279,7 @@ impl Filesystem {
         new_name: &str,
         flags: u32,
     ) -> FsResult<()> {
-        self.check_writable()?;
+        let _change = self.check_writable()?;
         check_new_name(new_name)?;
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(FsError::NotSupported("RENAME_EXCHANGE"));
