@@ -382,6 +382,42 @@ async fn a_lost_session_starts_over_when_every_byte_is_at_hand() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn sessions_lost_again_and_again_end_at_the_deadline() {
+    // Each session takes the first 4 MiB (progress, the first time only) and is then lost:
+    // starting over re-sends bytes already sent once, which earns no fresh deadline, so the
+    // upload gives up by the deadline (or the session cap) instead of looping.
+    let rig = rig();
+    let bytes = data(15, Large.len());
+    for _ in 0..1000 {
+        rig.faults.push(
+            Op::UploadChunk,
+            Fault::PartialChunk {
+                persist: 4 * MIB as u64,
+            },
+        );
+        rig.faults.push(Op::UploadStatus, Fault::Status(404));
+    }
+    let started = tokio::time::Instant::now();
+    let err = rig
+        .write(Large, &bytes, Preconditions::create_only())
+        .await
+        .unwrap_err();
+    // Given up (attempts or deadline), or out of sessions with the session's own error.
+    assert!(
+        matches!(err.kind(), ErrorKind::Transient | ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(60 + 5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(rig.faults.calls(Op::StartUpload) <= u64::from(gcsfs::store::MAX_SESSIONS));
+    assert!(rig.stored().is_none());
+    assert_eq!(rig.mem.open_uploads(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn status_queries_are_retried_too() {
     for path in [Large, Stream] {
         let rig = rig();

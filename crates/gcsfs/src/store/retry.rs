@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::upload::{SINGLE_REQUEST_MAX, Source, Upload};
+use super::upload::{SINGLE_REQUEST_MAX, Source, Upload, file_size, read_file};
 use super::{
     ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
     ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op, Preconditions, StoreError, StoreResult,
@@ -428,29 +428,19 @@ impl ObjectStore for RetryStore {
             key,
             attrs,
         };
-        let source = match source {
+        match source {
             WriteSource::Bytes(data) if data.len() as u64 <= SINGLE_REQUEST_MAX => {
                 return self.write_once(&upload, data, preconditions).await;
             }
-            WriteSource::Bytes(data) => Source::bytes(data),
-            WriteSource::File { path, crc32c } => {
-                let size = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| local_file_error(&path, e))?
-                    .len();
-                if size <= SINGLE_REQUEST_MAX {
-                    let data = read_file(&path, crc32c).await?;
-                    return self.write_once(&upload, data, preconditions).await;
-                }
-                let crc = match crc32c {
-                    Some(crc) => crc,
-                    None => file_crc32c(&path).await?,
-                };
-                Source::file(path, size, crc)
+            WriteSource::File { path, crc32c } if file_size(&path).await? <= SINGLE_REQUEST_MAX => {
+                let data = read_file(&path, crc32c).await?;
+                return self.write_once(&upload, data, preconditions).await;
             }
-            WriteSource::Stream(stream) => Source::stream(stream),
-        };
-        upload.resumable(source, preconditions).await
+            source => {
+                let source = Source::of(source).await?;
+                upload.resumable(source, preconditions).await
+            }
+        }
     }
 
     async fn delete(&self, key: &ObjectKey, preconditions: Preconditions) -> StoreResult<()> {
@@ -599,56 +589,4 @@ impl RetryStore {
             }
         }
     }
-}
-
-/// A local source file could not be read: the caller's problem, not the service's.
-fn local_file_error(path: &std::path::Path, e: std::io::Error) -> StoreError {
-    StoreError::with_source(
-        ErrorKind::Other,
-        format!("cannot read local file {}", path.display()),
-        e,
-    )
-}
-
-/// The whole of a small local file; checked against `crc32c` when given.
-async fn read_file(path: &std::path::Path, crc32c: Option<u32>) -> StoreResult<Bytes> {
-    let data = Bytes::from(
-        tokio::fs::read(path)
-            .await
-            .map_err(|e| local_file_error(path, e))?,
-    );
-    if let Some(want) = crc32c {
-        let have = crc32c::crc32c(&data);
-        if have != want {
-            return Err(StoreError::new(
-                ErrorKind::Other,
-                format!(
-                    "local file {} changed: crc32c {have:#010x}, {want:#010x} expected",
-                    path.display()
-                ),
-            ));
-        }
-    }
-    Ok(data)
-}
-
-/// The CRC32C of a local file, computed off the async threads.
-async fn file_crc32c(path: &std::path::Path) -> StoreResult<u32> {
-    let owned = path.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&owned)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut crc = 0u32;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(crc);
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| StoreError::with_source(ErrorKind::Other, "checksum task failed", e))?;
-    result.map_err(|e| local_file_error(path, e))
 }

@@ -15,14 +15,15 @@
 //! - After a failed request the driver asks the service what it holds (the status query) and
 //!   goes on from exactly there, dropping exactly the head it holds. A finalized answer is
 //!   final. A session the service lost is started over when the data is at hand and the write
-//!   is conditional (at most [`MAX_SESSIONS`] sessions).
+//!   is conditional (at most [`MAX_SESSIONS`] sessions, within the deadline).
 //! - Every object the service reports created is checked against what was sent (size and
 //!   CRC32C, and that the last request was sent at all). One that does not match — which only
 //!   a service that finalizes early or skips the checksum can produce, as the emulator does —
 //!   is deleted at once with its generation as precondition, and the writer is told.
 //! - Every call has a time limit, and retries end at the deadline of [`RetryConfig`], which
-//!   starts again whenever the service acknowledges bytes. Only waiting for a stream's
-//!   producer (the application writing) is unbounded.
+//!   starts again whenever the service acknowledges bytes it had not held before (in any
+//!   session of the upload: sending the same bytes again into a new session is not progress).
+//!   Only waiting for a stream's producer (the application writing) is unbounded.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ use super::retry::{Budget, Call, stalled};
 use super::{
     ByteStream, ChunkData, ErrorKind, ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op,
     Preconditions, RetryConfig, StoreError, StoreResult, UploadSession, UploadStatus, WriteAttrs,
+    WriteSource,
 };
 
 /// Bytes per request of a streamed upload: a whole number of 256 KiB blocks. A streamed upload
@@ -45,8 +47,9 @@ pub const STREAM_CHUNK: u64 = 8 << 20;
 pub const SINGLE_REQUEST_MAX: u64 = 8 << 20;
 
 /// How many sessions one upload may use, the first included: a session the service lost, or
-/// whose bytes it refused, is started over (data at hand and a conditional write only).
-pub const MAX_SESSIONS: u32 = 3;
+/// whose bytes it refused, is started over (data at hand and a conditional write only) while
+/// the deadline allows; this caps it too.
+pub const MAX_SESSIONS: u32 = 8;
 
 /// Where an upload's bytes come from.
 pub(crate) enum Source {
@@ -102,6 +105,23 @@ impl Source {
             data: WholeData::File(path),
             size,
             crc32c,
+        })
+    }
+
+    /// The source of `write`'s data: a file's size is found, and its CRC32C computed unless
+    /// given (the service then checks it).
+    pub(crate) async fn of(source: WriteSource) -> StoreResult<Self> {
+        Ok(match source {
+            WriteSource::Bytes(data) => Source::bytes(data),
+            WriteSource::File { path, crc32c } => {
+                let size = file_size(&path).await?;
+                let crc = match crc32c {
+                    Some(crc) => crc,
+                    None => file_crc32c(&path).await?,
+                };
+                Source::file(path, size, crc)
+            }
+            WriteSource::Stream(stream) => Source::stream(stream),
         })
     }
 
@@ -303,6 +323,9 @@ impl Upload<'_> {
     ) -> StoreResult<ObjectMeta> {
         let mut budget = Budget::new();
         let mut sessions = 0;
+        // The most bytes any session of this upload had acknowledged: only going past it is
+        // progress that earns a fresh deadline.
+        let mut high_water = 0u64;
         loop {
             sessions += 1;
             let facts = source.facts();
@@ -319,7 +342,13 @@ impl Upload<'_> {
                 }
             };
             let sent = self
-                .send_all(&session, &mut source, preconditions, &mut budget)
+                .send_all(
+                    &session,
+                    &mut source,
+                    preconditions,
+                    &mut budget,
+                    &mut high_water,
+                )
                 .await;
             let error = match sent {
                 Outcome::Created(meta) => {
@@ -362,6 +391,7 @@ impl Upload<'_> {
         source: &mut Source,
         preconditions: Preconditions,
         budget: &mut Budget,
+        high_water: &mut u64,
     ) -> Outcome {
         let mut held = 0u64;
         let mut sent_last = false;
@@ -379,7 +409,7 @@ impl Upload<'_> {
             let failure = match source.while_sending(send).await {
                 Ok(Ok(UploadStatus::Done(meta))) => return Outcome::Created(meta),
                 Ok(Ok(UploadStatus::Persisted(n))) if n > held && n <= end => {
-                    *budget = Budget::new();
+                    progress(budget, high_water, n);
                     held = n;
                     source.acknowledged(n);
                     continue;
@@ -421,9 +451,7 @@ impl Upload<'_> {
             {
                 Ok(UploadStatus::Done(meta)) => return Outcome::Created(meta),
                 Ok(UploadStatus::Persisted(n)) if n >= held && n <= end => {
-                    if n > held {
-                        *budget = Budget::new();
-                    }
+                    progress(budget, high_water, n);
                     held = n;
                     source.acknowledged(n);
                 }
@@ -614,4 +642,73 @@ impl Upload<'_> {
             ),
         )
     }
+}
+
+/// The service holds `n` bytes: past the `high_water` mark, that is progress, and the deadline
+/// starts again.
+fn progress(budget: &mut Budget, high_water: &mut u64, n: u64) {
+    if n > *high_water {
+        *high_water = n;
+        *budget = Budget::new();
+    }
+}
+
+/// A local source file could not be read: the caller's problem, not the service's.
+fn local_file_error(path: &std::path::Path, e: std::io::Error) -> StoreError {
+    StoreError::with_source(
+        ErrorKind::Other,
+        format!("cannot read local file {}", path.display()),
+        e,
+    )
+}
+
+/// The whole of a small local file; checked against `crc32c` when given.
+pub(crate) async fn read_file(path: &std::path::Path, crc32c: Option<u32>) -> StoreResult<Bytes> {
+    let data = Bytes::from(
+        tokio::fs::read(path)
+            .await
+            .map_err(|e| local_file_error(path, e))?,
+    );
+    if let Some(want) = crc32c {
+        let have = crc32c::crc32c(&data);
+        if have != want {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                format!(
+                    "local file {} changed: crc32c {have:#010x}, {want:#010x} expected",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(data)
+}
+
+/// The CRC32C of a local file, computed off the async threads.
+async fn file_crc32c(path: &std::path::Path) -> StoreResult<u32> {
+    let owned = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut crc = 0u32;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(crc);
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| StoreError::with_source(ErrorKind::Other, "checksum task failed", e))?;
+    result.map_err(|e| local_file_error(path, e))
+}
+
+/// The size of a local file.
+pub(crate) async fn file_size(path: &std::path::Path) -> StoreResult<u64> {
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .map_err(|e| local_file_error(path, e))
 }

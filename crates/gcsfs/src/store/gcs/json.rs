@@ -300,7 +300,7 @@ fn check_listing(req: &ListRequest, page: &ListPage) -> StoreResult<()> {
 }
 
 /// Preconditions as JSON API query parameters.
-fn preconditions(pre: Preconditions) -> Query {
+pub(super) fn preconditions(pre: Preconditions) -> Query {
     let mut q = Query::new();
     if let Some(g) = pre.if_generation_match {
         q.push(("ifGenerationMatch", g.0.to_string()));

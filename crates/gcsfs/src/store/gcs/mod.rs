@@ -184,24 +184,7 @@ impl ObjectStore for GcsStore {
                     .multipart(key, data, preconditions, attrs)
                     .await;
             }
-            WriteSource::File { path, crc32c } => {
-                let data = tokio::fs::read(&path).await.map_err(|e| {
-                    StoreError::with_source(
-                        ErrorKind::Other,
-                        format!("cannot read local file {}", path.display()),
-                        e,
-                    )
-                })?;
-                let (size, crc) = (data.len() as u64, crc32c::crc32c(&data));
-                if crc32c.is_some_and(|want| want != crc) {
-                    return Err(StoreError::new(
-                        ErrorKind::InvalidArgument,
-                        format!("local file {} does not match its crc32c", path.display()),
-                    ));
-                }
-                Source::file(path, size, crc)
-            }
-            WriteSource::Stream(stream) => Source::stream(stream),
+            other => Source::of(other).await?,
         };
         let config = RetryConfig::no_retries();
         let upload = Upload {

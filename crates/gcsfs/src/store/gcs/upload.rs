@@ -19,7 +19,7 @@ use reqwest::{RequestBuilder, Response};
 
 use super::auth::auth_headers;
 use super::errors::from_reqwest;
-use super::json::status_error;
+use super::json::{preconditions, status_error};
 use super::resource::ObjectResource;
 use super::url::encode_segment;
 use crate::store::{
@@ -334,18 +334,6 @@ fn object_json(key: &ObjectKey, attrs: &WriteAttrs, facts: ObjectFacts) -> Strin
 /// A CRC32C as the JSON API writes it: base64 of the big-endian bytes.
 fn encode_crc32c(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
-}
-
-/// Preconditions as query parameters.
-fn preconditions(pre: Preconditions) -> Vec<(&'static str, String)> {
-    let mut q = Vec::new();
-    if let Some(g) = pre.if_generation_match {
-        q.push(("ifGenerationMatch", g.0.to_string()));
-    }
-    if let Some(m) = pre.if_metageneration_match {
-        q.push(("ifMetagenerationMatch", m.0.to_string()));
-    }
-    q
 }
 
 #[cfg(test)]
