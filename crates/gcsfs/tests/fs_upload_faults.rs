@@ -356,22 +356,16 @@ async fn a_staged_file_whose_upload_failed_is_uploaded_by_the_drain() {
     assert!(rig.tmp.path().exists());
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_outage_fails_a_streamed_write_within_the_deadline() {
-    // Every store call fails for an hour; the retry deadline is 3 s. The application's write
-    // or close must fail within the deadline plus one request's limit, not hang.
-    let retry = RetryConfig {
-        deadline: Duration::from_secs(3),
-        ..RetryConfig::default()
-    };
-    let rig = rig(retry);
+/// Creates `name` and writes 24 MiB to it in order (streamed) while every store call meets
+/// `fault`; returns the first error of the writes and the close, and how long it took.
+async fn stream_into(rig: &Rig, name: &str, fault: Fault) -> (FsError, Duration) {
     let (e, o) = rig
         .fs
-        .create(InodeNo::ROOT, "out", 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, name, 0o644, libc::O_WRONLY)
         .await
         .unwrap();
     for op in Op::ALL {
-        rig.faults.push_n(op, Fault::Status(503), 100_000);
+        rig.faults.push_n(op, fault, 100_000);
     }
     let started = tokio::time::Instant::now();
     let chunk = data(6, MIB);
@@ -386,10 +380,22 @@ async fn an_outage_fails_a_streamed_write_within_the_deadline() {
         Some(e) => e,
         None => rig.fs.flush(o.fh).await.unwrap_err(),
     };
-    assert_eq!(err.errno(), libc::EIO, "{err:?}");
     let took = started.elapsed();
-    assert!(took <= Duration::from_secs(3 + 10), "took {took:?}");
     let _ = rig.fs.release(e.attr.ino, o.fh).await;
+    (err, took)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_fails_a_streamed_write_within_the_deadline() {
+    // Every store call fails for an hour; the retry deadline is 3 s. The application's write
+    // or close must fail within the deadline plus one request's limit, not hang.
+    let rig = rig(RetryConfig {
+        deadline: Duration::from_secs(3),
+        ..RetryConfig::default()
+    });
+    let (err, took) = stream_into(&rig, "out", Fault::Status(503)).await;
+    assert_eq!(err.errno(), libc::EIO, "{err:?}");
+    assert!(took <= Duration::from_secs(3 + 10), "took {took:?}");
     assert!(get(&rig.mem, "out").await.is_none());
 }
 
@@ -403,31 +409,10 @@ async fn a_stalled_service_fails_a_streamed_write_within_its_bound() {
     };
     let bound = retry.upload_wait_limit();
     let rig = rig(retry);
-    let (e, o) = rig
-        .fs
-        .create(InodeNo::ROOT, "stall", 0o644, libc::O_WRONLY)
-        .await
-        .unwrap();
-    for op in Op::ALL {
-        rig.faults.push_n(op, Fault::Stall, 100_000);
-    }
-    let started = tokio::time::Instant::now();
-    let chunk = data(7, MIB);
-    let mut failed = None;
-    for i in 0..24u64 {
-        if let Err(e) = rig.fs.write(o.fh, i * MIB as u64, &chunk).await {
-            failed = Some(e);
-            break;
-        }
-    }
-    let err = match failed {
-        Some(e) => e,
-        None => rig.fs.flush(o.fh).await.unwrap_err(),
-    };
+    let (err, took) = stream_into(&rig, "stall", Fault::Stall).await;
     assert_eq!(err.errno(), libc::EIO, "{err:?}");
-    let took = started.elapsed();
     assert!(took <= bound * 2, "took {took:?}, bound {bound:?}");
-    let _ = rig.fs.release(e.attr.ino, o.fh).await;
+    assert!(get(&rig.mem, "stall").await.is_none());
 }
 
 #[tokio::test]
