@@ -108,6 +108,8 @@ impl State {
 pub struct MemStore {
     state: Mutex<State>,
     calls: OpCounters,
+    /// Every read's key and range, in order.
+    reads: Mutex<Vec<(ObjectKey, ByteRange)>>,
 }
 
 impl MemStore {
@@ -132,6 +134,11 @@ impl MemStore {
     /// How many times `op` was called on this store (failed calls included).
     pub fn calls(&self, op: Op) -> u64 {
         self.calls.get(op)
+    }
+
+    /// Every read so far (key and range), in the order they were made.
+    pub fn reads(&self) -> Vec<(ObjectKey, ByteRange)> {
+        self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many resumable uploads are started and neither finalized, failed nor cancelled.
@@ -285,6 +292,10 @@ impl ObjectStore for MemStore {
         range: ByteRange,
     ) -> StoreResult<ByteStream> {
         self.calls.bump(Op::Read);
+        self.reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.clone(), range));
         let data = {
             let state = self.lock();
             let stored = state.objects.get(key).ok_or_else(|| not_found(key))?;
