@@ -17,6 +17,9 @@ use gcsfs::store::mem::MemStore;
 use gcsfs::store::{ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSource};
 use tokio::runtime::Runtime;
 
+/// The process the tests act as: root, the mount's default owner.
+const ME: gcsfs::fs::Caller = gcsfs::fs::Caller { uid: 0, gid: 0 };
+
 /// Entries in the big directory.
 const DIR_ENTRIES: usize = 10_000;
 /// Local-only (created, not yet uploaded) files merged into the listing.
@@ -164,7 +167,7 @@ fn bench_readdir(c: &mut Criterion) {
         for i in 0..LOCAL_FILES {
             let name = format!("new-{i:03}");
             open.push(
-                g.fs.create(g.dir, &name, 0o644, libc::O_WRONLY)
+                g.fs.create(g.dir, &name, 0o644, libc::O_WRONLY, ME)
                     .await
                     .unwrap(),
             );
@@ -208,8 +211,10 @@ fn bench_write(c: &mut Criterion) {
                         let mut total = Duration::ZERO;
                         for it in 0..iters {
                             let name = format!("w-{round}-{it}");
-                            let (entry, open) =
-                                fs.create(dir, &name, 0o644, libc::O_WRONLY).await.unwrap();
+                            let (entry, open) = fs
+                                .create(dir, &name, 0o644, libc::O_WRONLY, ME)
+                                .await
+                                .unwrap();
                             let start = Instant::now();
                             let mut offset = 0;
                             while offset < FILE_SIZE {

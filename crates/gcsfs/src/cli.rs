@@ -364,18 +364,38 @@ impl MountArgs {
     }
 
     /// fuser's mount configuration: the `-o` options, who may use the mount (`allow_other`,
-    /// `allow_root`; only the owner otherwise) and `--fuse-threads`.
+    /// `allow_root`; only the owner otherwise), the kernel's permission checks (see
+    /// [`MountArgs::check_permissions`]) and `--fuse-threads`.
     pub fn fuser_config(&self) -> fuser::Config {
         let mut config = fuser::Config::default();
+        let mut checks = false;
         for option in self.mount_options() {
             match option {
                 MountOption::AllowOther => config.acl = fuser::SessionACL::All,
                 MountOption::AllowRoot => config.acl = fuser::SessionACL::RootAndOwner,
+                MountOption::DefaultPermissions => checks = true,
                 other => config.mount_options.extend(other.to_fuser()),
             }
         }
+        if checks || self.check_permissions() {
+            config
+                .mount_options
+                .push(fuser::MountOption::DefaultPermissions);
+        }
         config.n_threads = Some(usize::from(self.fuse_threads));
         config
+    }
+
+    /// Whether the kernel checks permission bits on the mount (`default_permissions`): when
+    /// given, and always when other users can reach the mount (`allow_other`, `allow_root`),
+    /// so that one user's files are not another's.
+    pub fn check_permissions(&self) -> bool {
+        self.mount_options().iter().any(|o| {
+            matches!(
+                o,
+                MountOption::DefaultPermissions | MountOption::AllowOther | MountOption::AllowRoot
+            )
+        })
     }
 
     /// Whether the mount is read-only: the last of `-o ro` / `-o rw` wins; read-write if neither.
@@ -1118,13 +1138,23 @@ mod tests {
             config.mount_options,
             [
                 fuser::MountOption::RO,
+                fuser::MountOption::RW,
                 fuser::MountOption::DefaultPermissions,
-                fuser::MountOption::RW
             ]
         );
+        assert!(m.check_permissions());
         let m = mount(&["-o", "allow_root", "--fuse-threads", "8", "bkt", "/m"]).mount;
         assert_eq!(m.fuser_config().acl, fuser::SessionACL::RootAndOwner);
         assert_eq!(m.fuser_config().n_threads, Some(8));
+        // Other users can reach it: the kernel checks permissions, whether asked or not.
+        assert!(m.check_permissions());
+        assert_eq!(
+            m.fuser_config().mount_options,
+            [fuser::MountOption::DefaultPermissions]
+        );
+        let m = mount(&["bkt", "/m"]).mount;
+        assert!(!m.check_permissions());
+        assert!(m.fuser_config().mount_options.is_empty());
 
         let m = mount(&[
             "--options",

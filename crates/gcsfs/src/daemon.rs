@@ -139,6 +139,7 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
         rename_dir_limit: args.rename_dir_limit,
         upload_concurrency: usize::from(args.upload_concurrency),
         read_only: args.read_only(),
+        check_permissions: args.check_permissions(),
         streaming_writes: args.streaming_writes,
         read: ReadConfig {
             max_window: args.max_read_ahead_mb << 20,

@@ -137,6 +137,14 @@ fn time(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// The process a request comes from (new entries belong to it).
+fn caller(req: &Request) -> fs::Caller {
+    fs::Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 fn ino(i: INodeNo) -> fs::InodeNo {
     fs::InodeNo(i.0)
 }
@@ -249,7 +257,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -260,11 +268,12 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        let caller = caller(req);
         let fs = self.fs.clone();
         self.spawn(
             "mkdir",
             parent.0,
-            async move { fs.mkdir(ino(parent), &name, mode).await },
+            async move { fs.mkdir(ino(parent), &name, mode, caller).await },
             move |r| reply_entry(reply, r),
         );
     }
@@ -299,7 +308,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -309,11 +318,12 @@ impl fuser::Filesystem for FuseAdapter {
             (Ok(n), Ok(t)) => (n, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
+        let caller = caller(req);
         let fs = self.fs.clone();
         self.spawn(
             "symlink",
             parent.0,
-            async move { fs.symlink(ino(parent), &name, &target).await },
+            async move { fs.symlink(ino(parent), &name, &target, caller).await },
             move |r| reply_entry(reply, r),
         );
     }
@@ -534,7 +544,7 @@ impl fuser::Filesystem for FuseAdapter {
                                 INodeNo(e.ino.0),
                                 e.offset,
                                 &e.name,
-                                &ttl,
+                                if e.cacheable { &ttl } else { &Duration::ZERO },
                                 &file_attr(a),
                                 Generation(0),
                             ),
@@ -584,7 +594,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -596,11 +606,12 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        let caller = caller(req);
         let fs = self.fs.clone();
         self.spawn(
             "create",
             parent.0,
-            async move { fs.create(ino(parent), &name, mode, flags).await },
+            async move { fs.create(ino(parent), &name, mode, flags, caller).await },
             move |r| match r {
                 Ok((e, o)) => reply.created(
                     &e.ttl,

@@ -14,6 +14,9 @@ use gcsfs::store::{
 };
 use tokio::time::Instant;
 
+/// The process the tests act as: root, the mount's default owner.
+const ME: gcsfs::fs::Caller = gcsfs::fs::Caller { uid: 0, gid: 0 };
+
 fn fs_over(store: Arc<dyn ObjectStore>, tmp: &tempfile::TempDir, concurrency: usize) -> Filesystem {
     Filesystem::new(
         store,
@@ -49,7 +52,7 @@ async fn the_drain_uploads_files_in_parallel() {
     let mut open = Vec::new();
     for i in 0..64 {
         let (e, o) = fs
-            .create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY)
+            .create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
         fs.write(o.fh, 0, format!("data {i}").as_bytes())
@@ -73,7 +76,7 @@ async fn the_drain_uploads_files_in_parallel() {
     }
     // The gate is closed: a new change is refused.
     let late = fs
-        .create(InodeNo::ROOT, "late", 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, "late", 0o644, libc::O_WRONLY, ME)
         .await;
     assert_eq!(late.unwrap_err().errno(), libc::EROFS);
     assert!(fs.is_shutting_down());
@@ -90,7 +93,7 @@ async fn files_not_saved_by_the_deadline_are_named() {
     let fs = fs_over(faults.clone(), &tmp, 2);
     for i in 0..6 {
         let (_, o) = fs
-            .create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY)
+            .create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
         fs.write(o.fh, 0, b"x").await.unwrap();
@@ -133,7 +136,9 @@ async fn a_write_racing_the_drain_is_saved_or_refused_never_lost() {
                 let mut acknowledged = Vec::new();
                 for i in 0.. {
                     let name = format!("w{w}-{i}");
-                    let (_, o) = match fs.create(InodeNo::ROOT, &name, 0o644, libc::O_WRONLY).await
+                    let (_, o) = match fs
+                        .create(InodeNo::ROOT, &name, 0o644, libc::O_WRONLY, ME)
+                        .await
                     {
                         Ok(created) => created,
                         Err(e) => {

@@ -14,6 +14,9 @@ use gcsfs::store::{
     ByteRange, Fault, ObjectKey, ObjectStore, Op, Preconditions, WriteAttrs, WriteSource,
 };
 
+/// The process the tests act as: root, the mount's default owner.
+const ME: gcsfs::fs::Caller = gcsfs::fs::Caller { uid: 0, gid: 0 };
+
 struct Fixture {
     store: Arc<MemStore>,
     fs: Filesystem,
@@ -102,7 +105,7 @@ async fn list(fs: &Filesystem, ino: InodeNo) -> Vec<(String, Kind)> {
 
 async fn write_file(fs: &Filesystem, parent: InodeNo, name: &str, data: &[u8]) -> InodeNo {
     let (entry, open) = fs
-        .create(parent, name, 0o644, libc::O_WRONLY)
+        .create(parent, name, 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     fs.write(open.fh, 0, data).await.unwrap();
@@ -247,7 +250,7 @@ async fn large_directory_lists_every_entry_once_across_pages() {
 async fn local_new_files_are_listed_before_upload() {
     let f = fixture();
     let (entry, open) =
-        f.fs.create(InodeNo::ROOT, "pending", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "pending", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     assert!(get(&f.store, "pending").await.is_none());
@@ -264,13 +267,16 @@ async fn local_new_files_are_listed_before_upload() {
 async fn directory_kept_by_pending_files_is_listed_and_wins_its_name() {
     let f = fixture();
     let top =
-        f.fs.mkdir(InodeNo::ROOT, "top", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "top", 0o755, ME)
             .await
             .unwrap()
             .attr
             .ino;
-    let d = f.fs.mkdir(top, "d", 0o755).await.unwrap().attr.ino;
-    let (entry, open) = f.fs.create(d, "new", 0o644, libc::O_WRONLY).await.unwrap();
+    let d = f.fs.mkdir(top, "d", 0o755, ME).await.unwrap().attr.ino;
+    let (entry, open) =
+        f.fs.create(d, "new", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
     f.fs.write(open.fh, 0, b"mine").await.unwrap();
     // Another client removes both markers: the bucket has nothing under `top/` any more.
     for marker in ["top/d/", "top/"] {
@@ -302,7 +308,7 @@ async fn directory_kept_by_pending_files_is_listed_and_wins_its_name() {
     let file = f.fs.lookup(top, "d\n").await.unwrap().attr.ino;
     assert_eq!(read_file(&f.fs, file).await.unwrap(), b"theirs");
     assert_eq!(
-        f.fs.create(top, "d", 0o644, libc::O_WRONLY)
+        f.fs.create(top, "d", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap_err()
             .errno(),
@@ -348,7 +354,7 @@ async fn two_writers_one_wins_other_gets_estale_and_data_is_kept() {
 async fn new_file_racing_a_remote_create_gets_estale() {
     let f = fixture();
     let (entry, open) =
-        f.fs.create(InodeNo::ROOT, "race", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "race", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(open.fh, 0, b"local").await.unwrap();
@@ -447,14 +453,14 @@ async fn pinned_generation_read_gets_estale_never_a_mix() {
 async fn mkdir_rmdir_and_not_empty() {
     let f = fixture();
     let d =
-        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755, ME)
             .await
             .unwrap()
             .attr
             .ino;
     assert!(get(&f.store, "d/").await.is_some());
     assert_eq!(
-        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755, ME)
             .await
             .unwrap_err()
             .errno(),
@@ -794,7 +800,7 @@ async fn journal_left_on_a_finished_dir_rename_is_harmless() {
     assert_eq!(list(&f.fs, b).await.len(), 21);
     // A new `A`, renamed onto the (non-empty) `B` that names it: not a resume.
     let a =
-        f.fs.mkdir(InodeNo::ROOT, "A", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "A", 0o755, ME)
             .await
             .unwrap()
             .attr
@@ -859,7 +865,7 @@ async fn dir_rename_onto_a_directory_filled_meanwhile_is_not_empty() {
 async fn symlinks_standard_and_legacy() {
     let f = fixture();
     let e =
-        f.fs.symlink(InodeNo::ROOT, "ln", "target/file")
+        f.fs.symlink(InodeNo::ROOT, "ln", "target/file", ME)
             .await
             .unwrap();
     assert_eq!(e.attr.kind, Kind::Symlink);
@@ -958,7 +964,7 @@ async fn drain_uploads_every_dirty_file_and_refuses_new_writes() {
     let mut open = Vec::new();
     for i in 0..5 {
         let (e, o) =
-            f.fs.create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY)
+            f.fs.create(InodeNo::ROOT, &format!("f{i}"), 0o644, libc::O_WRONLY, ME)
                 .await
                 .unwrap();
         f.fs.write(o.fh, 0, format!("data{i}").as_bytes())
@@ -978,7 +984,7 @@ async fn drain_uploads_every_dirty_file_and_refuses_new_writes() {
         );
     }
     assert_eq!(
-        f.fs.create(InodeNo::ROOT, "late", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "late", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap_err()
             .errno(),
@@ -1015,7 +1021,7 @@ async fn only_dir_mounts_a_subtree() {
 async fn unlinked_open_file_is_not_uploaded() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "tmp", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "tmp", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"scratch").await.unwrap();
@@ -1028,7 +1034,7 @@ async fn unlinked_open_file_is_not_uploaded() {
 async fn sequential_new_file_streams_then_falls_back_on_seek() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "s", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "s", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     let ino = e.attr.ino;
@@ -1071,7 +1077,7 @@ async fn small_new_file_is_one_create_only_upload() {
 async fn small_new_file_losing_a_create_race_keeps_its_data() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "r2", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "r2", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"mine").await.unwrap();
@@ -1090,7 +1096,7 @@ async fn small_new_file_losing_a_create_race_keeps_its_data() {
 async fn streamed_file_losing_a_create_race_is_estale() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "r", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "r", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, &vec![3u8; 5 << 20]).await.unwrap();
@@ -1104,7 +1110,7 @@ async fn streamed_file_losing_a_create_race_is_estale() {
 async fn streamed_file_unlinked_while_open_creates_nothing() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "gone", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "gone", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, &vec![3u8; 5 << 20]).await.unwrap();
@@ -1158,7 +1164,7 @@ async fn listed_or_new_directories_answer_missing_names_without_the_store() {
     let full = lookup_path(&f.fs, "full").await.unwrap();
     list(&f.fs, full).await;
     let d =
-        f.fs.mkdir(InodeNo::ROOT, "new", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "new", 0o755, ME)
             .await
             .unwrap()
             .attr
@@ -1195,7 +1201,7 @@ async fn small_directory_is_listed_again_instead_of_probed_after_the_negative_tt
         Duration::from_secs(5),
     );
     let d =
-        f.fs.mkdir(InodeNo::ROOT, "d", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755, ME)
             .await
             .unwrap()
             .attr
@@ -1379,12 +1385,12 @@ async fn open_file_keeps_working_after_unlink() {
 async fn renamed_directory_keeps_nested_directories_as_directories() {
     let f = fixture();
     let a =
-        f.fs.mkdir(InodeNo::ROOT, "a", 0o755)
+        f.fs.mkdir(InodeNo::ROOT, "a", 0o755, ME)
             .await
             .unwrap()
             .attr
             .ino;
-    let c = f.fs.mkdir(a, "c", 0o755).await.unwrap().attr.ino;
+    let c = f.fs.mkdir(a, "c", 0o755, ME).await.unwrap().attr.ino;
     write_file(&f.fs, c, "deep", b"d").await;
     f.fs.rename(InodeNo::ROOT, "a", InodeNo::ROOT, "moved", 0)
         .await
@@ -1397,7 +1403,7 @@ async fn renamed_directory_keeps_nested_directories_as_directories() {
 async fn mtime_set_before_close_of_a_new_file_is_kept() {
     let f = fixture();
     let (e, o) =
-        f.fs.create(InodeNo::ROOT, "p", 0o644, libc::O_WRONLY)
+        f.fs.create(InodeNo::ROOT, "p", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"data").await.unwrap();

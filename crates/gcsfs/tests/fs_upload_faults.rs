@@ -115,6 +115,9 @@ enum Path {
 
 use Path::*;
 
+/// The process the tests act as: root, the mount's default owner.
+const ME: gcsfs::fs::Caller = gcsfs::fs::Caller { uid: 0, gid: 0 };
+
 const PATHS: [Path; 4] = [Small, StagedSmall, StagedLarge, Streamed];
 
 impl Path {
@@ -165,7 +168,7 @@ async fn run_app(rig: &Rig, path: Path) -> Result<(), FsError> {
         Small | Streamed => {
             let (e, o) = rig
                 .fs
-                .create(InodeNo::ROOT, "f", 0o644, libc::O_WRONLY)
+                .create(InodeNo::ROOT, "f", 0o644, libc::O_WRONLY, ME)
                 .await?;
             (e.attr.ino, o.fh)
         }
@@ -304,7 +307,7 @@ async fn a_failed_stream_keeps_failing_every_call_and_leaves_nothing_dirty() {
     rig.faults.push(Op::UploadChunk, Fault::Status(403));
     let (e, o) = rig
         .fs
-        .create(InodeNo::ROOT, "big", 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, "big", 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     let chunk = data(4, MIB);
@@ -361,7 +364,7 @@ async fn a_staged_file_whose_upload_failed_is_uploaded_by_the_drain() {
 async fn stream_into(rig: &Rig, name: &str, fault: Fault) -> (FsError, Duration) {
     let (e, o) = rig
         .fs
-        .create(InodeNo::ROOT, name, 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, name, 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     for op in Op::ALL {
@@ -470,7 +473,7 @@ async fn a_descriptor_closed_before_any_write_uploads_nothing() {
     // A new file created the same way.
     let (e, o) = rig
         .fs
-        .create(InodeNo::ROOT, "new", 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, "new", 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     rig.fs.flush(o.fh).await.unwrap();
@@ -483,7 +486,7 @@ async fn a_descriptor_closed_before_any_write_uploads_nothing() {
     // `touch`: nothing written at all; the release creates the empty object.
     let (e, o) = rig
         .fs
-        .create(InodeNo::ROOT, "empty", 0o644, libc::O_WRONLY)
+        .create(InodeNo::ROOT, "empty", 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     rig.fs.flush(o.fh).await.unwrap();

@@ -52,6 +52,24 @@ pub struct Ownership {
     pub dir_mode: u16,
 }
 
+impl Ownership {
+    /// What to store as the owner of a new entry made by `caller`: each id only where it
+    /// differs from the mount's default (objects without the keys show the defaults).
+    pub fn stored_owner(&self, caller: Caller) -> (Option<u32>, Option<u32>) {
+        (
+            (caller.uid != self.uid).then_some(caller.uid),
+            (caller.gid != self.gid).then_some(caller.gid),
+        )
+    }
+}
+
+/// The process a request comes from: new files and directories belong to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// The POSIX view of one object generation (or of a local, not yet uploaded file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
@@ -67,10 +85,16 @@ pub struct Stat {
     pub metageneration: Option<crate::store::Metageneration>,
     /// Symlink target when `kind == Symlink` and stored in metadata (legacy form).
     pub legacy_symlink_target: Option<String>,
+    /// Whether these are the store's attributes. `false` only for a directory seen as the
+    /// prefix of a listing: whether it has a marker, and what mode and owner the marker
+    /// holds, is not known. (Its attributes are then the mount's defaults, which a mount that
+    /// checks permissions must not hand out: see `Filesystem::answers_for_permissions`.)
+    pub known: bool,
 }
 
 impl Stat {
-    /// A directory (markers carry no useful attributes; implicit ones have none at all).
+    /// A directory with no marker object (an implicit one, or the bucket's root): the mount's
+    /// defaults are its attributes.
     pub fn dir(now: SystemTime) -> Self {
         Stat {
             kind: Kind::Dir,
@@ -83,14 +107,41 @@ impl Stat {
             generation: None,
             metageneration: None,
             legacy_symlink_target: None,
+            known: true,
         }
     }
 
-    /// A new, empty local file.
-    pub fn new_file(now: SystemTime, perm: Option<u16>) -> Self {
+    /// A directory seen only as a prefix of a listing (see [`Stat::known`]).
+    pub fn listed_dir(now: SystemTime) -> Self {
+        Stat {
+            known: false,
+            ..Stat::dir(now)
+        }
+    }
+
+    /// A directory whose marker object is `meta`: mode, owner and mtime come from its metadata.
+    pub fn from_marker(meta: &ObjectMeta) -> Self {
+        Stat {
+            kind: Kind::Dir,
+            size: 0,
+            legacy_symlink_target: None,
+            ..Stat::from_object(meta)
+        }
+    }
+
+    /// A new, empty local file with mode `perm` and owner `uid`/`gid` (`None`: the mount's
+    /// defaults).
+    pub fn new_file(
+        now: SystemTime,
+        perm: Option<u16>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Self {
         Stat {
             kind: Kind::File,
             perm,
+            uid,
+            gid,
             ..Stat::dir(now)
         }
     }
@@ -124,6 +175,7 @@ impl Stat {
             generation: Some(meta.generation),
             metageneration: Some(meta.metageneration),
             legacy_symlink_target: legacy,
+            known: true,
         }
     }
 
@@ -217,6 +269,24 @@ mod tests {
         let md = posix_metadata(&st);
         assert_eq!(md.get(MODE_KEY).unwrap(), "600");
         assert_eq!(md.get(MTIME_KEY).unwrap(), "42");
+    }
+
+    #[test]
+    fn directory_markers_carry_mode_and_owner() {
+        let st = Stat::from_marker(&meta(&[(MODE_KEY, "1777"), (UID_KEY, "7")]));
+        assert_eq!(st.kind, Kind::Dir);
+        assert_eq!(st.size, 0);
+        assert!(st.known);
+        let a = st.attr(InodeNo(5), &OWN);
+        assert_eq!((a.perm, a.uid, a.gid), (0o1777, 7, 2));
+        let listed = Stat::listed_dir(UNIX_EPOCH);
+        assert!(!listed.known);
+        assert_eq!(listed.attr(InodeNo(6), &OWN).perm, 0o755);
+        assert_eq!(
+            OWN.stored_owner(Caller { uid: 1, gid: 9 }),
+            (None, Some(9)),
+            "only what differs from the defaults is stored"
+        );
     }
 
     #[test]

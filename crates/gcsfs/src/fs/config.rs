@@ -26,6 +26,11 @@ pub struct FsConfig {
     pub rename_dir_limit: u64,
     /// Refuse every change (`-o ro`). Default false.
     pub read_only: bool,
+    /// The kernel checks permissions against the attributes gcsfs reports (the mount has
+    /// `default_permissions`, which `allow_other` and `allow_root` imply): attributes that are
+    /// not the store's (a directory seen only in a listing) are then never handed out to be
+    /// cached. Default false.
+    pub check_permissions: bool,
     /// Stream a new file written sequentially from offset 0 straight into a resumable upload
     /// instead of staging it locally (`--streaming-writes`). Default true.
     pub streaming_writes: bool,
@@ -57,6 +62,7 @@ impl Default for FsConfig {
             negative_ttl: Duration::from_secs(5),
             rename_dir_limit: 10_000,
             read_only: false,
+            check_permissions: false,
             streaming_writes: true,
             list_page_size: 1000,
             write_wait_limit: Duration::from_secs(120),

@@ -42,6 +42,10 @@ pub struct DirEntry {
     pub name: String,
     /// Attributes, for readdirplus (not for `.` and `..`).
     pub attr: Option<Attr>,
+    /// Whether the kernel may keep the entry and its attributes for the TTL. Not for a
+    /// directory whose attributes are not the store's on a mount that checks permissions
+    /// (see `Filesystem::may_hand_out`): the kernel then asks for them before using them.
+    pub cacheable: bool,
 }
 
 /// A child found in the listing, before it becomes an inode.
@@ -364,7 +368,7 @@ impl Filesystem {
                 let (name, key, stat, meta) = match item {
                     Listed::Dir(name) => {
                         let key = names::dir_prefix(&names::join(&s.prefix, &name));
-                        (name, key, Stat::dir(SystemTime::now()), None)
+                        (name, key, Stat::listed_dir(SystemTime::now()), None)
                     }
                     Listed::File(name, meta) => {
                         let key = meta.key.as_str().to_string();
@@ -374,7 +378,8 @@ impl Filesystem {
                 s.local_pending.remove(&name);
                 let ino = table.upsert_child(s.ino, &name, key, stat, meta, valid);
                 let inode = table.get(ino).expect("just inserted");
-                entries.push((ino, inode.kind(), name, inode.stat.attr(ino, &own)));
+                let attr = (inode.stat.attr(ino, &own), self.may_hand_out(&inode.stat));
+                entries.push((ino, inode.kind(), name, attr));
             }
         }
         for (ino, kind, name, attr) in entries {
@@ -407,9 +412,15 @@ impl Filesystem {
         Some(children)
     }
 
-    fn attr_of(&self, ino: InodeNo) -> Option<Attr> {
+    /// `ino`'s attributes, and whether the kernel may cache them.
+    fn attr_of(&self, ino: InodeNo) -> Option<(Attr, bool)> {
         let table = self.inodes.lock().unwrap();
-        table.get(ino).map(|i| i.stat.attr(ino, &self.ownership()))
+        table.get(ino).map(|i| {
+            (
+                i.stat.attr(ino, &self.ownership()),
+                self.may_hand_out(&i.stat),
+            )
+        })
     }
 }
 
@@ -443,13 +454,14 @@ fn file_entry(s: &DirStream, name: String, meta: ObjectMeta) -> Listed {
     }
 }
 
-fn push(s: &mut DirStream, ino: InodeNo, kind: Kind, name: String, attr: Option<Attr>) {
+fn push(s: &mut DirStream, ino: InodeNo, kind: Kind, name: String, attr: Option<(Attr, bool)>) {
     let offset = s.next_offset() + 1;
     s.buffer.push(DirEntry {
         ino,
         offset,
         kind,
         name,
-        attr,
+        cacheable: attr.is_some_and(|(_, c)| c),
+        attr: attr.map(|(a, _)| a),
     });
 }

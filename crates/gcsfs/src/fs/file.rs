@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::attr::{self, Kind, Stat};
+use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
@@ -139,14 +139,16 @@ impl Filesystem {
         Ok(OpenReply { fh, keep_cache })
     }
 
-    /// Creates and opens a new file `name` in `parent`. Nothing reaches the bucket until the
-    /// file is flushed (the upload then requires that no object of that name appeared meanwhile).
+    /// Creates and opens a new file `name` in `parent`, owned by `caller`. Nothing reaches the
+    /// bucket until the file is flushed (the upload then requires that no object of that name
+    /// appeared meanwhile).
     pub async fn create(
         &self,
         parent: InodeNo,
         name: &str,
         mode: u32,
         flags: i32,
+        caller: Caller,
     ) -> FsResult<(Entry, OpenReply)> {
         let _change = self.check_writable()?;
         match names::check_component(name) {
@@ -172,11 +174,13 @@ impl Filesystem {
             }
             let key = names::join(&p.key, name);
             let stored_perm = (perm != self.config.ownership.file_mode).then_some(perm);
+            let (uid, gid) = self.config.ownership.stored_owner(caller);
+            let new_stat = || Stat::new_file(SystemTime::now(), stored_perm, uid, gid);
             let ino = table.upsert_child(
                 parent,
                 name,
                 key,
-                Stat::new_file(SystemTime::now(), stored_perm),
+                new_stat(),
                 None,
                 now + self.config.metadata_ttl,
             );
@@ -185,7 +189,7 @@ impl Filesystem {
             inode.file = Some(cell.clone());
             inode.local = true;
             inode.unlinked = false;
-            inode.stat = Stat::new_file(SystemTime::now(), stored_perm);
+            inode.stat = new_stat();
             inode.meta = None;
             inode.lookups += 1;
             inode.open_handles += 1;
@@ -773,12 +777,10 @@ impl Filesystem {
             None
         };
         if kind == Kind::Dir {
-            // Directories have no object to hold attributes (implicit ones have none at all):
-            // changes are accepted and not kept, as gcsfuse does.
             if set.size.is_some() {
                 return Err(FsError::IsDir);
             }
-            return self.getattr(ino).await;
+            return self.setattr_dir(ino, set).await;
         }
         if kind == Kind::Symlink && set.size.is_some() {
             return Err(FsError::InvalidArgument("truncate of a symlink"));
@@ -866,6 +868,88 @@ impl Filesystem {
         let table = self.inodes.lock().unwrap();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
         Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+    }
+
+    /// Changes a directory's mode, owner or times: kept on its marker object (made for an
+    /// implicit directory). The bucket's root has no object: there they last as long as the
+    /// mount.
+    async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
+        let (key, mut stat) = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (inode.key.clone(), inode.stat.clone())
+        };
+        if let Some(mode) = set.mode {
+            stat.perm = Some((mode & 0o7777) as u16);
+        }
+        if let Some(uid) = set.uid {
+            stat.uid = Some(uid);
+        }
+        if let Some(gid) = set.gid {
+            stat.gid = Some(gid);
+        }
+        if let Some(mtime) = set.mtime {
+            stat.mtime = mtime;
+        }
+        stat.ctime = SystemTime::now();
+        let meta = match key.is_empty() {
+            true => None,
+            false => Some(self.write_dir_attrs(&ObjectKey::new(key)?, &stat).await?),
+        };
+        let mut table = self.inodes.lock().unwrap();
+        let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+        match meta {
+            Some(meta) => {
+                inode.stat = Stat::from_marker(&meta);
+                inode.meta = Some(meta);
+            }
+            None => inode.stat = stat,
+        }
+        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+    }
+
+    /// Stores `stat`'s POSIX attributes on directory marker `marker`: a metadata patch of the
+    /// live marker (conditional on its generation and metageneration), or, for a directory
+    /// without one, a new marker (create-only). Tried again if another writer changes the
+    /// marker in between.
+    async fn write_dir_attrs(
+        &self,
+        marker: &ObjectKey,
+        stat: &Stat,
+    ) -> FsResult<crate::store::ObjectMeta> {
+        let md = attr::posix_metadata(stat);
+        for _ in 0..3 {
+            let written = match self.store.stat(marker).await {
+                Ok(live) => {
+                    let patch = md
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect();
+                    let pre = Preconditions {
+                        if_generation_match: Some(live.generation),
+                        if_metageneration_match: Some(live.metageneration),
+                    };
+                    self.store.patch_metadata(marker, &patch, pre).await
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let attrs = WriteAttrs {
+                        content_type: None,
+                        metadata: md.clone(),
+                    };
+                    let empty = WriteSource::Bytes(Bytes::new());
+                    self.store
+                        .write(marker, empty, Preconditions::create_only(), &attrs)
+                        .await
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match written {
+                Ok(meta) => return Ok(meta),
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FsError::Stale("directory marker changed by another writer"))
     }
 
     /// Writes the inode's POSIX attributes into its object's metadata.

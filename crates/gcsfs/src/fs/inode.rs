@@ -152,7 +152,9 @@ impl InodeTable {
                 .expect("index points at a live inode");
             if inode.kind() == stat.kind {
                 let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty()) || inode.local;
-                if !dirty {
+                // A listing's prefix says less about a directory than its marker did.
+                let less = inode.stat.known && !stat.known;
+                if !dirty && !less {
                     inode.stat = stat;
                     inode.meta = meta;
                 }

@@ -26,7 +26,8 @@ enum Cached {
 /// What the store says a child name is.
 pub(super) enum Found {
     File(ObjectMeta),
-    Dir,
+    /// A directory, with its marker object if it has one.
+    Dir(Option<ObjectMeta>),
     Nothing,
 }
 
@@ -47,8 +48,24 @@ impl Filesystem {
         self.inodes.lock().unwrap().forget(ino, n);
     }
 
+    /// Whether `stat` may be given to the kernel to cache: always, unless the kernel checks
+    /// permissions and these are not the store's attributes (a directory seen only in a
+    /// listing, whose marker may say otherwise).
+    pub(super) fn may_hand_out(&self, stat: &Stat) -> bool {
+        stat.known || !self.config.check_permissions
+    }
+
     /// Attributes of `ino`, refreshed from the store when older than the TTL.
     pub async fn getattr(&self, ino: InodeNo) -> FsResult<Entry> {
+        let unknown_dir = {
+            let table = self.inodes.lock().unwrap();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (inode.kind() == Kind::Dir && !self.may_hand_out(&inode.stat))
+                .then(|| (inode.parent, inode.name.clone()))
+        };
+        if let Some((parent, name)) = unknown_dir {
+            return self.refresh_dir_attrs(ino, parent, &name).await;
+        }
         let (key, parent, name, kind) = {
             let table = self.inodes.lock().unwrap();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
@@ -99,6 +116,46 @@ impl Filesystem {
         }
     }
 
+    /// Reads the attributes of directory `ino` (`parent/name`) from the store: its marker's,
+    /// or the defaults if it has none.
+    async fn refresh_dir_attrs(
+        &self,
+        ino: InodeNo,
+        parent: InodeNo,
+        name: &str,
+    ) -> FsResult<Entry> {
+        let got = self.resolve_fresh(parent, name).await?;
+        let table = self.inodes.lock().unwrap();
+        let inode = table.get(got).ok_or(FsError::NotFound)?;
+        if got != ino {
+            return Err(FsError::Stale("directory replaced"));
+        }
+        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+    }
+
+    /// Resolves `parent/name` asking the store, whatever the caches hold.
+    async fn resolve_fresh(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
+        let prefix = {
+            let table = self.inodes.lock().unwrap();
+            table.get(parent).ok_or(FsError::NotFound)?.key.clone()
+        };
+        let key = names::join(&prefix, name);
+        let found = self.probe(&key, true).await?;
+        let valid = self.now() + self.config.metadata_ttl;
+        let mut table = self.inodes.lock().unwrap();
+        match found {
+            Found::Dir(marker) => {
+                let stat = match &marker {
+                    Some(m) => Stat::from_marker(m),
+                    None => Stat::dir(SystemTime::now()),
+                };
+                Ok(table.upsert_child(parent, name, names::dir_prefix(&key), stat, marker, valid))
+            }
+            Found::File(_) => Err(FsError::Stale("directory replaced by a file")),
+            Found::Nothing => Err(FsError::NotFound),
+        }
+    }
+
     /// Resolves `parent/name` to an inode (without counting a kernel reference).
     pub(super) async fn resolve(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
         let (file_only, base) = match name.strip_suffix(CONFLICT_SUFFIX) {
@@ -137,14 +194,13 @@ impl Filesystem {
             return Ok(ino);
         }
         match found {
-            Found::Dir => Ok(table.upsert_child(
-                parent,
-                name,
-                names::dir_prefix(&key),
-                Stat::dir(SystemTime::now()),
-                None,
-                valid,
-            )),
+            Found::Dir(marker) => {
+                let stat = match &marker {
+                    Some(m) => Stat::from_marker(m),
+                    None => Stat::dir(SystemTime::now()),
+                };
+                Ok(table.upsert_child(parent, name, names::dir_prefix(&key), stat, marker, valid))
+            }
             Found::File(meta) => {
                 // A directory holding files not uploaded yet keeps its name; the file is
                 // reachable as `name` + CONFLICT_SUFFIX, as when the store shows both.
@@ -182,7 +238,7 @@ impl Filesystem {
         }
         if let Some(ino) = table.child(parent, name) {
             let c = table.get(ino).expect("index is consistent");
-            if c.answers_from_memory(now) {
+            if c.answers_from_memory(now) && self.may_hand_out(&c.stat) {
                 return Ok(Cached::Hit(ino));
             }
         } else if p.complete_until.is_some_and(|until| until > now) {
@@ -213,7 +269,12 @@ impl Filesystem {
         if let Some(page) = list?
             && (!page.objects.is_empty() || !page.prefixes.is_empty())
         {
-            return Ok(Found::Dir);
+            // The marker `key/`, if there is one, sorts before everything else under it.
+            let marker = page
+                .objects
+                .into_iter()
+                .find(|o| o.key.as_str() == list_req.prefix);
+            return Ok(Found::Dir(marker));
         }
         match stat {
             Ok(meta) => Ok(Found::File(meta)),

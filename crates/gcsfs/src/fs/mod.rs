@@ -31,7 +31,7 @@ mod read;
 mod refresh;
 mod write;
 
-pub use attr::{Attr, Kind, Ownership};
+pub use attr::{Attr, Caller, Kind, Ownership};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::FsConfig;
 pub use dir::DirEntry;

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::attr::{self, Kind, Stat};
+use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::names::{self, BadName};
 use super::{Entry, Filesystem, InodeNo};
@@ -74,35 +74,55 @@ impl Filesystem {
         Ok(inode.key.clone())
     }
 
-    /// Creates directory `name` (a marker object `name/`).
-    pub async fn mkdir(&self, parent: InodeNo, name: &str, mode: u32) -> FsResult<Entry> {
+    /// Creates directory `name` (a marker object `name/`), owned by `caller`, with `mode`
+    /// (stored on the marker, as files store theirs, where it differs from the defaults).
+    pub async fn mkdir(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Entry> {
         let _change = self.check_writable()?;
         check_new_name(name)?;
-        let _ = mode;
         let prefix = self.dir_key(parent)?;
         if self.resolve(parent, name).await.is_ok() {
             return Err(FsError::Exists);
         }
         let key = names::dir_prefix(&names::join(&prefix, name));
         let marker = ObjectKey::new(key.clone())?;
-        match self
+        let own = self.ownership();
+        let perm = (mode & 0o7777) as u16;
+        let (uid, gid) = own.stored_owner(caller);
+        let wanted = Stat {
+            perm: (perm != own.dir_mode).then_some(perm),
+            uid,
+            gid,
+            ..Stat::dir(SystemTime::now())
+        };
+        let attrs = WriteAttrs {
+            content_type: None,
+            metadata: attr::posix_metadata(&wanted),
+        };
+        let meta = match self
             .store
             .write(
                 &marker,
                 WriteSource::Bytes(Bytes::new()),
                 Preconditions::create_only(),
-                &WriteAttrs::default(),
+                &attrs,
             )
             .await
         {
-            Ok(_) => {}
+            Ok(meta) => meta,
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => return Err(FsError::Exists),
             Err(e) => return Err(e.into()),
-        }
+        };
         self.forget_missing(parent, name);
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock().unwrap();
-        let ino = table.upsert_child(parent, name, key, Stat::dir(SystemTime::now()), None, valid);
+        let stat = Stat::from_marker(&meta);
+        let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
         let inode = table.get_mut(ino).expect("just created");
         inode.lookups += 1;
         // A directory made here starts empty: its lookups need not ask the store.
@@ -206,7 +226,13 @@ impl Filesystem {
 
     /// Creates symlink `name` → `target`, stored as gcloud and gcsfuse do: the object's data is
     /// the target and metadata `goog-reserved-file-is-symlink: true` marks it.
-    pub async fn symlink(&self, parent: InodeNo, name: &str, target: &str) -> FsResult<Entry> {
+    pub async fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> FsResult<Entry> {
         let _change = self.check_writable()?;
         check_new_name(name)?;
         let prefix = self.dir_key(parent)?;
@@ -214,7 +240,16 @@ impl Filesystem {
             return Err(FsError::Exists);
         }
         let key = names::join(&prefix, name);
-        let mut attrs = WriteAttrs::default();
+        let (uid, gid) = self.ownership().stored_owner(caller);
+        let owner = Stat {
+            uid,
+            gid,
+            ..Stat::dir(SystemTime::now())
+        };
+        let mut attrs = WriteAttrs {
+            content_type: None,
+            metadata: attr::posix_metadata(&owner),
+        };
         attrs
             .metadata
             .insert(attr::SYMLINK_KEY.to_string(), "true".to_string());

@@ -15,6 +15,9 @@ use gcsfs::store::{ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSourc
 use super::model::{EEXIST, EINVAL, ENOENT, ENOTDIR, ENOTEMPTY, K, Out, split};
 use super::ops::Then;
 
+/// The process the tests act as: root, the mount's default owner.
+const ME: gcsfs::fs::Caller = gcsfs::fs::Caller { uid: 0, gid: 0 };
+
 fn errno(e: FsError) -> i32 {
     e.errno()
 }
@@ -109,7 +112,7 @@ impl Sut {
         }
         let (entry, open) = self
             .fs
-            .create(dir, name, 0o644, libc::O_RDWR)
+            .create(dir, name, 0o644, libc::O_RDWR, ME)
             .await
             .map_err(errno)?;
         let ino = entry.attr.ino;
@@ -206,7 +209,7 @@ impl Sut {
     pub async fn mkdir(&mut self, path: &str) -> Out {
         let (parts, name) = split(path);
         let dir = self.resolve_dir(&parts).await?;
-        let e = self.fs.mkdir(dir, name, 0o755).await.map_err(errno)?;
+        let e = self.fs.mkdir(dir, name, 0o755, ME).await.map_err(errno)?;
         self.lookups.push(e.attr.ino);
         Ok(Vec::new())
     }
