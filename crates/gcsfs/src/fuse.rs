@@ -101,7 +101,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         crtime: a.ctime,
         kind: file_type(a.kind),
         perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
@@ -653,6 +653,104 @@ impl fuser::Filesystem for FuseAdapter {
         reply.error(Errno::ENOSYS);
     }
 
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // Extended attributes are not kept (`cp -a` then carries on without them).
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // A regular file is made as `create` + `release` would; devices, FIFOs and sockets
+        // cannot be objects (as mknod(2) on a filesystem that does not support them: EPERM).
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let caller = caller(req);
+        let fs = self.fs.clone();
+        self.spawn(
+            "mknod",
+            parent.0,
+            async move { fs.mknod_file(ino(parent), &name, mode, caller).await },
+            move |r| reply_entry(reply, r),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fallocate(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "fallocate",
+            i.0,
+            async move { fs.fallocate(ino(i), fh.0, offset, length, mode).await },
+            move |r| reply_empty(reply, r),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The kernel copies by reading and writing instead, and stops asking.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        // SEEK_DATA/SEEK_HOLE: the kernel answers them itself (no holes), and stops asking.
+        reply.error(Errno::ENOSYS);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
@@ -687,5 +785,6 @@ fn dot_attr(ino: u64) -> FileAttr {
         perm: 0o755,
         uid: 0,
         gid: 0,
+        nlink: 2,
     })
 }

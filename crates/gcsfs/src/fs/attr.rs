@@ -15,6 +15,9 @@ pub const MODE_KEY: &str = "goog-reserved-posix-mode";
 pub const UID_KEY: &str = "goog-reserved-posix-uid";
 pub const GID_KEY: &str = "goog-reserved-posix-gid";
 pub const MTIME_KEY: &str = "goog-reserved-file-mtime";
+/// gcsfuse's mtime key: RFC 3339 with nanoseconds, UTC. Written beside [`MTIME_KEY`] (whole
+/// seconds, gcloud's) so that sub-second times survive, and read by gcsfuse too.
+pub const MTIME_NANOS_KEY: &str = "gcsfuse_mtime";
 /// Standard symlink marker (object data is the target), as written by gcloud and gcsfuse ≥ 3.
 pub const SYMLINK_KEY: &str = "goog-reserved-file-is-symlink";
 /// Legacy gcsfuse symlink: the target lives in this metadata key and the data is empty.
@@ -41,6 +44,9 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// Hard links: 1 for a file (0 once unlinked while open); for a directory 2 + its
+    /// subdirectories when known, else 1 (what `find` takes for "unknown").
+    pub nlink: u32,
 }
 
 /// Mount-wide defaults for objects without POSIX metadata.
@@ -151,12 +157,7 @@ impl Stat {
         let md = &meta.metadata;
         let legacy = md.get(LEGACY_SYMLINK_KEY).cloned();
         let is_symlink = legacy.is_some() || md.get(SYMLINK_KEY).is_some_and(|v| v == "true");
-        let mtime = md
-            .get(MTIME_KEY)
-            .and_then(|s| s.parse::<i64>().ok())
-            .and_then(|secs| u64::try_from(secs).ok())
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-            .unwrap_or(meta.updated);
+        let mtime = stored_mtime(md).unwrap_or(meta.updated);
         Stat {
             kind: if is_symlink {
                 Kind::Symlink
@@ -196,7 +197,26 @@ impl Stat {
             perm: self.perm.unwrap_or(default_perm),
             uid: self.uid.unwrap_or(own.uid),
             gid: self.gid.unwrap_or(own.gid),
+            nlink: 1,
         }
+    }
+}
+
+/// The mtime an object's metadata holds: gcloud's whole seconds, refined to the nanosecond by
+/// gcsfuse's key when both name the same second (a tool that rewrites only gcloud's key wins).
+fn stored_mtime(md: &BTreeMap<String, String>) -> Option<SystemTime> {
+    let secs = md
+        .get(MTIME_KEY)
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|secs| u64::try_from(secs).ok());
+    let nanos = md
+        .get(MTIME_NANOS_KEY)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| SystemTime::from(t.with_timezone(&chrono::Utc)));
+    match (secs, nanos) {
+        (Some(s), Some(n)) if n.duration_since(UNIX_EPOCH).ok()?.as_secs() == s => Some(n),
+        (Some(s), _) => Some(UNIX_EPOCH + Duration::from_secs(s)),
+        (None, n) => n,
     }
 }
 
@@ -214,6 +234,11 @@ pub fn posix_metadata(stat: &Stat) -> BTreeMap<String, String> {
     }
     if let Ok(d) = stat.mtime.duration_since(UNIX_EPOCH) {
         md.insert(MTIME_KEY.to_string(), d.as_secs().to_string());
+        let utc = chrono::DateTime::<chrono::Utc>::from(stat.mtime);
+        md.insert(
+            MTIME_NANOS_KEY.to_string(),
+            utc.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        );
     }
     md
 }
@@ -287,6 +312,29 @@ mod tests {
             (None, Some(9)),
             "only what differs from the defaults is stored"
         );
+    }
+
+    #[test]
+    fn mtime_keeps_nanoseconds_and_stays_readable_as_seconds() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let st = Stat {
+            mtime: t,
+            ..Stat::new_file(UNIX_EPOCH, None, None, None)
+        };
+        let md = posix_metadata(&st);
+        assert_eq!(md[MTIME_KEY], "1700000000");
+        assert_eq!(md[MTIME_NANOS_KEY], "2023-11-14T22:13:20.123456789Z");
+        let pairs: Vec<(&str, &str)> = md.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(Stat::from_object(&meta(&pairs)).mtime, t);
+        // Only gcloud's key (gcloud, or a rewrite by a tool that keeps only it): whole seconds.
+        let secs = Stat::from_object(&meta(&[(MTIME_KEY, "1700000000")])).mtime;
+        assert_eq!(secs, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        // The two disagree: gcloud's wins.
+        let stale = Stat::from_object(&meta(&[
+            (MTIME_KEY, "42"),
+            (MTIME_NANOS_KEY, "2023-11-14T22:13:20.123456789Z"),
+        ]));
+        assert_eq!(stale.mtime, UNIX_EPOCH + Duration::from_secs(42));
     }
 
     #[test]

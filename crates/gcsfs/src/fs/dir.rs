@@ -337,6 +337,8 @@ impl Filesystem {
         {
             dir.complete_until = Some(until);
             dir.dir_info.listed_len = Some(s.listed);
+            let subdirs = s.emitted_dirs.union(&s.pending_dirs).count();
+            dir.dir_info.subdirs = Some(u32::try_from(subdirs).unwrap_or(u32::MAX));
         }
         Ok(())
     }
@@ -378,7 +380,7 @@ impl Filesystem {
                 s.local_pending.remove(&name);
                 let ino = table.upsert_child(s.ino, &name, key, stat, meta, valid);
                 let inode = table.get(ino).expect("just inserted");
-                let attr = (inode.stat.attr(ino, &own), self.may_hand_out(&inode.stat));
+                let attr = (inode.attr(&own), self.may_hand_out(&inode.stat));
                 entries.push((ino, inode.kind(), name, attr));
             }
         }
@@ -415,12 +417,9 @@ impl Filesystem {
     /// `ino`'s attributes, and whether the kernel may cache them.
     fn attr_of(&self, ino: InodeNo) -> Option<(Attr, bool)> {
         let table = self.inodes.lock().unwrap();
-        table.get(ino).map(|i| {
-            (
-                i.stat.attr(ino, &self.ownership()),
-                self.may_hand_out(&i.stat),
-            )
-        })
+        table
+            .get(ino)
+            .map(|i| (i.attr(&self.ownership()), self.may_hand_out(&i.stat)))
     }
 }
 

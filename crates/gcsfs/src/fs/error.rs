@@ -99,6 +99,10 @@ impl FsError {
                 | FsError::NameTooLong
                 | FsError::NotSupported(_)
         ) || matches!(self, FsError::Store(e) if e.kind() == ErrorKind::NotFound)
+            // A size past what the local staging file may hold: the caller's request, not a
+            // failure of gcsfs.
+            || matches!(self, FsError::Io(e) if e.raw_os_error() == Some(libc::EFBIG))
+            || matches!(self, FsError::Lost(e) if e.is_expected())
     }
 
     /// The store error kind, when this came from the store.

@@ -193,7 +193,9 @@ impl Filesystem {
             inode.meta = None;
             inode.lookups += 1;
             inode.open_handles += 1;
-            (ino, cell, inode.stat.attr(ino, &self.ownership()))
+            let attr = inode.attr(&self.ownership());
+            table.entries_changed(parent, 0);
+            (ino, cell, attr)
         };
         self.forget_missing(parent, name);
         let writable = flags & ACCMODE != libc::O_RDONLY;
@@ -225,6 +227,55 @@ impl Filesystem {
                 keep_cache: false,
             },
         ))
+    }
+
+    /// `mknod` of a regular file: made (owned by `caller`) and closed, as `create` + `close`.
+    pub async fn mknod_file(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Entry> {
+        let (entry, open) = self
+            .create(parent, name, mode, libc::O_WRONLY, caller)
+            .await?;
+        self.release(entry.attr.ino, open.fh).await?;
+        let table = self.inodes.lock().unwrap();
+        let inode = table.get(entry.attr.ino).ok_or(FsError::NotFound)?;
+        Ok(self.entry(inode.attr(&self.ownership())))
+    }
+
+    /// `fallocate`: mode 0 makes the file at least `offset + length` long (its new bytes read
+    /// as zeros; nothing is reserved, as an object store has no blocks to reserve). Other modes
+    /// (punching holes, keeping the size, zeroing ranges) are `EOPNOTSUPP`.
+    pub async fn fallocate(
+        &self,
+        ino: InodeNo,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        if mode != 0 {
+            return Err(FsError::NotSupported("fallocate mode"));
+        }
+        let end = offset
+            .checked_add(length)
+            .ok_or(FsError::InvalidArgument("fallocate range"))?;
+        let size = {
+            let table = self.inodes.lock().unwrap();
+            table.get(ino).ok_or(FsError::NotFound)?.stat.size
+        };
+        if end > size {
+            let set = SetAttr {
+                size: Some(end),
+                fh: Some(fh),
+                ..SetAttr::default()
+            };
+            self.setattr(ino, set).await?;
+        }
+        Ok(())
     }
 
     /// This mount moved file `ino` from generation `old` to `new` (an upload, or a copy at a new
@@ -379,8 +430,10 @@ impl Filesystem {
         drop(st);
         let mut table = self.inodes.lock().unwrap();
         if let Some(inode) = table.get_mut(ino) {
+            let now = SystemTime::now();
             inode.stat.size = size;
-            inode.stat.mtime = SystemTime::now();
+            inode.stat.mtime = now;
+            inode.stat.ctime = now;
         }
         Ok(data.len() as u32)
     }
@@ -831,9 +884,12 @@ impl Filesystem {
         let (open, local) = {
             let mut table = self.inodes.lock().unwrap();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            let now = SystemTime::now();
+            // Any change of data or attributes is a change of the inode.
+            inode.stat.ctime = now;
             if let Some(size) = set.size {
                 inode.stat.size = size;
-                inode.stat.mtime = SystemTime::now();
+                inode.stat.mtime = now;
             }
             if let Some(mode) = set.mode {
                 inode.stat.perm = Some((mode & 0o7777) as u16);
@@ -867,7 +923,7 @@ impl Filesystem {
         }
         let table = self.inodes.lock().unwrap();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
-        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+        Ok(self.entry(inode.attr(&self.ownership())))
     }
 
     /// Changes a directory's mode, owner or times: kept on its marker object (made for an
@@ -905,7 +961,7 @@ impl Filesystem {
             }
             None => inode.stat = stat,
         }
-        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+        Ok(self.entry(inode.attr(&self.ownership())))
     }
 
     /// Stores `stat`'s POSIX attributes on directory marker `marker`: a metadata patch of the
@@ -972,7 +1028,11 @@ impl Filesystem {
             Ok(meta) => {
                 let mut table = self.inodes.lock().unwrap();
                 if let Some(inode) = table.get_mut(ino) {
+                    // The change's own time, if the service's `updated` is older (the
+                    // emulator leaves it alone on a patch).
+                    let ctime = inode.stat.ctime;
                     inode.stat = Stat::from_object(&meta);
+                    inode.stat.ctime = inode.stat.ctime.max(ctime);
                     inode.meta = Some(meta);
                     inode.valid_until = self.now() + self.config.metadata_ttl;
                 }

@@ -63,6 +63,17 @@ impl Inode {
         self.stat.kind
     }
 
+    /// Attributes for the kernel: the stat's, with the link count this inode knows.
+    pub fn attr(&self, own: &super::attr::Ownership) -> super::attr::Attr {
+        let mut attr = self.stat.attr(self.ino, own);
+        attr.nlink = match self.kind() {
+            _ if self.unlinked => 0,
+            Kind::Dir => self.dir_info.subdirs.map_or(1, |n| n.saturating_add(2)),
+            _ => 1,
+        };
+        attr
+    }
+
     /// Whether a lookup of this inode's name is answered from memory: its attributes are within
     /// the TTL, or it was made or changed here and not yet uploaded.
     pub fn answers_from_memory(&self, now: Instant) -> bool {
@@ -369,6 +380,20 @@ impl InodeTable {
             .filter(|i| i.parent == parent && i.local && !i.unlinked && i.ino != InodeNo::ROOT)
             .map(|i| (i.name.clone(), i.ino, i.kind()))
             .collect()
+    }
+
+    /// An entry was added to (`subdirs` +1 for a directory), removed from (-1) or changed in
+    /// directory `dir` here: its mtime and ctime become now (in memory: a directory's marker
+    /// is not rewritten for it), and a known subdirectory count follows.
+    pub fn entries_changed(&mut self, dir: InodeNo, subdirs: i32) {
+        if let Some(d) = self.inodes.get_mut(&dir) {
+            let now = std::time::SystemTime::now();
+            d.stat.mtime = now;
+            d.stat.ctime = now;
+            if let Some(n) = d.dir_info.subdirs.as_mut() {
+                *n = n.saturating_add_signed(subdirs);
+            }
+        }
     }
 
     /// Every inode holding write-back state (for draining at unmount).

@@ -38,7 +38,7 @@ impl Filesystem {
         let mut table = self.inodes.lock().unwrap();
         let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
         inode.lookups += 1;
-        let attr = inode.stat.attr(ino, &self.ownership());
+        let attr = inode.attr(&self.ownership());
         drop(table);
         Ok(self.entry(attr))
     }
@@ -76,7 +76,7 @@ impl Filesystem {
                 || inode.local
                 || inode.unlinked
             {
-                return Ok(self.entry(inode.stat.attr(ino, &self.ownership())));
+                return Ok(self.entry(inode.attr(&self.ownership())));
             }
             (
                 inode.key.clone(),
@@ -102,7 +102,7 @@ impl Filesystem {
                     );
                     if ino2 == ino {
                         let inode = table.get(ino).ok_or(FsError::NotFound)?;
-                        return Ok(self.entry(inode.stat.attr(ino, &self.ownership())));
+                        return Ok(self.entry(inode.attr(&self.ownership())));
                     }
                 }
                 // The name now holds something else; this inode is stale.
@@ -130,7 +130,7 @@ impl Filesystem {
         if got != ino {
             return Err(FsError::Stale("directory replaced"));
         }
-        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+        Ok(self.entry(inode.attr(&self.ownership())))
     }
 
     /// Resolves `parent/name` asking the store, whatever the caches hold.

@@ -128,7 +128,10 @@ impl Filesystem {
         // A directory made here starts empty: its lookups need not ask the store.
         inode.complete_until = self.complete_until();
         inode.dir_info.listed_len = Some(0);
-        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+        inode.dir_info.subdirs = Some(0);
+        let entry = self.entry(inode.attr(&self.ownership()));
+        table.entries_changed(parent, 1);
+        Ok(entry)
     }
 
     /// Removes empty directory `name`.
@@ -170,7 +173,11 @@ impl Filesystem {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.inodes.lock().unwrap().detach(parent, name);
+        {
+            let mut table = self.inodes.lock().unwrap();
+            table.detach(parent, name);
+            table.entries_changed(parent, -1);
+        }
         self.remember_missing(parent, name);
         Ok(())
     }
@@ -219,7 +226,11 @@ impl Filesystem {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.inodes.lock().unwrap().detach(parent, name);
+        {
+            let mut table = self.inodes.lock().unwrap();
+            table.detach(parent, name);
+            table.entries_changed(parent, 0);
+        }
         self.remember_missing(parent, name);
         Ok(())
     }
@@ -274,7 +285,9 @@ impl Filesystem {
         let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
         let inode = table.get_mut(ino).expect("just created");
         inode.lookups += 1;
-        Ok(self.entry(inode.stat.attr(ino, &self.ownership())))
+        let entry = self.entry(inode.attr(&self.ownership()));
+        table.entries_changed(parent, 0);
+        Ok(entry)
     }
 
     /// The target of symlink `ino`.
@@ -363,6 +376,18 @@ impl Filesystem {
                 .lock()
                 .unwrap()
                 .rename(ino, new_parent, new_name, new_key);
+        }
+        {
+            // A directory moved takes its link along; over an (empty) directory of the same
+            // name it replaces that one's.
+            let (from, to) = match (kind == Kind::Dir, dst.is_some()) {
+                (false, _) => (0, 0),
+                (true, false) => (-1, 1),
+                (true, true) => (-1, 0),
+            };
+            let mut table = self.inodes.lock().unwrap();
+            table.entries_changed(parent, from);
+            table.entries_changed(new_parent, to);
         }
         self.remember_missing(parent, name);
         self.forget_missing(new_parent, new_name);

@@ -43,6 +43,10 @@ pub struct DirInfo {
     /// Children in the last complete listing (`Some(0)` for a directory made here); `None` if
     /// it was never listed in full.
     pub listed_len: Option<usize>,
+    /// Subdirectories, when known: from a complete listing (or 0 for a directory made here),
+    /// kept up to date by `mkdir`, `rmdir` and directory renames here. Its link count is 2 +
+    /// this.
+    pub subdirs: Option<u32>,
     /// Lookups of names in this directory that reached the store since `misses_since`.
     misses: u32,
     misses_since: Option<Instant>,
