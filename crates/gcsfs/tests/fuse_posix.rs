@@ -97,6 +97,17 @@ fn posix_details_hold_on_a_real_mount() {
     assert!(!ok, "mkfifo succeeded");
     assert!(err.contains("Operation not permitted"), "{err}");
 
+    let (ok, err) = try_sh(&format!(
+        "python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.bind('{mnt}/sock')\""
+    ));
+    assert!(!ok, "a socket was bound");
+    assert!(err.contains("Operation not permitted"), "{err}");
+
+    // A size the staging file cannot have: the caller's error (EFBIG), not one of gcsfs.
+    let (ok, err) = try_sh(&format!("truncate -s 17T {mnt}/huge"));
+    assert!(!ok, "a 17 TiB staging file was made");
+    assert!(err.contains("too large"), "{err}");
+
     // fallocate: extending works (zeros), other modes are not supported.
     sh(&format!(
         "echo ab > {mnt}/alloc && fallocate -l 1048576 {mnt}/alloc"
