@@ -786,6 +786,7 @@ impl Filesystem {
             let mut md = attr::posix_metadata(&inode.stat);
             if !with_mtime {
                 md.remove(attr::MTIME_KEY);
+                md.remove(attr::MTIME_NANOS_KEY);
             }
             attrs.metadata = md;
         }
