@@ -66,7 +66,7 @@ fn users_are_kept_apart_on_a_shared_mount() {
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("skipped: setpriv (util-linux) is missing");
+        common::required::cannot_run("setpriv (util-linux) is missing");
         return;
     }
     let endpoint = fuse_endpoint().expect("checked");

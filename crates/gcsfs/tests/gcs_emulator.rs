@@ -41,7 +41,9 @@ macro_rules! emulator {
         match endpoint() {
             Some(e) => e,
             None => {
-                eprintln!("skipped: GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
+                common::required::cannot_run(
+                    "GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)",
+                );
                 return;
             }
         }

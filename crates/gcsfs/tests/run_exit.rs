@@ -293,7 +293,7 @@ fn a_mount_kept_alive_in_another_namespace_does_not_hold_up_the_exit() {
     let endpoint = emulator_or_skip!();
     fuse_or_skip!();
     if Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("skipped: unshare (util-linux) is not installed");
+        run_support::required::cannot_run("unshare (util-linux) is not installed");
         return;
     }
     const DRAIN_TIMEOUT: u64 = 2;

@@ -53,7 +53,7 @@ fn pid1_reaps_forwards_and_exits_with_the_commands_status(gcsfs: &Path) {
     let endpoint = emulator_or_skip!();
     fuse_or_skip!();
     if Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("skipped: unshare (util-linux) is not installed");
+        run_support::required::cannot_run("unshare (util-linux) is not installed");
         return;
     }
     eprintln!("gcsfs binary: {}", gcsfs.display());

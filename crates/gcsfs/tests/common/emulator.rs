@@ -51,7 +51,7 @@ pub async fn maybe_gcs_store() -> Option<Arc<dyn ObjectStore>> {
     match endpoint() {
         Some(e) => Some(Arc::new(fresh_gcs_store(&e, "conf").await)),
         None => {
-            eprintln!("skipped: GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
+            super::required::cannot_run("GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
             None
         }
     }

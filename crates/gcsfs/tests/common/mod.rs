@@ -7,3 +7,4 @@
 pub mod conformance;
 pub mod emulator;
 pub mod mount;
+pub mod required;

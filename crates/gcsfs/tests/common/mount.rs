@@ -56,15 +56,15 @@ pub fn output(cmd: &mut Command) -> std::process::Output {
 /// The emulator endpoint if FUSE tests can run here; otherwise prints why they are skipped.
 pub fn fuse_endpoint() -> Option<String> {
     let Some(endpoint) = emulator::endpoint() else {
-        eprintln!("skipped: GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
+        super::required::cannot_run("GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
         return None;
     };
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: /dev/fuse is missing");
+        super::required::cannot_run("/dev/fuse is missing");
         return None;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: FUSE mount tests need root");
+        super::required::cannot_run("FUSE mount tests need root");
         return None;
     }
     Some(endpoint)

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
+
+#[path = "../common/required.rs"]
+pub mod required;
 use nix::unistd::Pid;
 
 /// The emulator's endpoint (`GCSFS_TEST_ENDPOINT`), if set.
@@ -26,7 +29,9 @@ macro_rules! emulator_or_skip {
         match run_support::endpoint() {
             Some(e) => e,
             None => {
-                eprintln!("skipped: GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)");
+                run_support::required::cannot_run(
+                    "GCSFS_TEST_ENDPOINT is unset (scripts/test.sh sets it)",
+                );
                 return;
             }
         }
@@ -38,7 +43,7 @@ macro_rules! emulator_or_skip {
 macro_rules! fuse_or_skip {
     () => {
         if let Some(reason) = run_support::no_fuse_reason() {
-            eprintln!("skipped: {reason}");
+            run_support::required::cannot_run(&reason);
             return;
         }
     };
