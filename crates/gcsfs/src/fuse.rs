@@ -27,30 +27,50 @@ pub const MAX_IO: u32 = 1 << 20;
 /// first read's size, so a small first read gets its first bytes soonest.
 const BLKSIZE: u32 = 4096;
 
+/// Requests answered from tasks at once, at most; past it a FUSE thread waits for one to end
+/// before it reads the next request (the kernel then queues them). The kernel's own limit on
+/// background requests (256) does not bound foreground ones (lookups, getattrs, opens of many
+/// processes).
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 4096;
+
 /// The fuser `Filesystem` over our [`fs::Filesystem`].
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<fs::Filesystem>,
     rt: tokio::runtime::Handle,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<fs::Filesystem>, rt: tokio::runtime::Handle) -> Self {
-        Self { fs, rt }
+        Self {
+            fs,
+            rt,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+        }
     }
 
-    /// Runs `fut` on the runtime and hands its result to `reply`.
+    /// Runs `fut` on the runtime and hands its result to `reply`. Called on a FUSE thread
+    /// (never inside the runtime): it waits there while [`MAX_REQUESTS_IN_FLIGHT`] are.
     fn spawn<T, F, R>(&self, op: &'static str, ino: u64, fut: F, reply: R)
     where
         T: Send + 'static,
         F: Future<Output = Result<T, FsError>> + Send + 'static,
         R: FnOnce(Result<T, Errno>) + Send + 'static,
     {
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => self
+                .rt
+                .block_on(self.in_flight.clone().acquire_owned())
+                .ok(),
+        };
         let span = tracing::debug_span!("fuse", op, ino);
         self.rt.spawn(
             async move {
                 let result = fut.await.map_err(|e| errno(op, ino, &e));
                 reply(result);
+                drop(permit);
             }
             .instrument(span),
         );

@@ -1,6 +1,6 @@
 //! An injectable monotonic clock, so TTL behaviour is tested without sleeping.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// A source of monotonic time.
@@ -37,12 +37,12 @@ impl Default for ManualClock {
 impl ManualClock {
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
-        *self.offset.lock().unwrap() += d;
+        *self.offset.lock() += d;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.base + *self.offset.lock().unwrap()
+        self.base + *self.offset.lock()
     }
 }

@@ -136,7 +136,7 @@ impl Filesystem {
     /// Opens directory `ino` for listing.
     pub fn opendir(&self, ino: InodeNo) -> FsResult<u64> {
         let (prefix, parent, local) = {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -156,7 +156,7 @@ impl Filesystem {
     /// as readdir does. Returns how many children it has, or `None` if it has more pages.
     pub(super) async fn list_all(&self, ino: InodeNo, max_pages: usize) -> FsResult<Option<usize>> {
         let mut s = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -180,13 +180,13 @@ impl Filesystem {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
-        let handle = self.handles.lock().unwrap().remove(&fh);
+        let handle = self.handles.lock().remove(&fh);
         let Some(Handle::Dir(stream)) = handle else {
             return Err(FsError::BadHandle);
         };
         let ino = stream.try_lock().map(|s| s.ino).ok();
         if let Some(ino) = ino {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             if let Some(inode) = table.get_mut(ino) {
                 inode.open_handles = inode.open_handles.saturating_sub(1);
             }
@@ -199,13 +199,13 @@ impl Filesystem {
     /// reached). With `plus`, entries carry attributes and the caller must report which ones
     /// reached the kernel through [`Filesystem::readdirplus_sent`].
     pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
-        let stream = match self.handles.lock().unwrap().get(&fh) {
+        let stream = match self.handles.lock().get(&fh) {
             Some(Handle::Dir(s)) => s.clone(),
             _ => return Err(FsError::BadHandle),
         };
         let mut s = stream.lock().await;
         if offset < s.buffer_start {
-            let local = listed_local_children(&self.inodes.lock().unwrap(), s.ino);
+            let local = listed_local_children(&self.inodes.lock(), s.ino);
             s.restart(local);
         }
         while s.next_offset() <= offset && !s.finished {
@@ -224,7 +224,7 @@ impl Filesystem {
     /// reference the kernel will later `forget`. Entries that did not fit are handed out again
     /// by the next call; until then they are ordinary cached inodes (see `InodeTable::sweep`).
     pub fn readdirplus_sent(&self, sent: &[DirEntry]) {
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         for e in sent.iter().filter(|e| e.attr.is_some()) {
             if let Some(inode) = table.get_mut(e.ino) {
                 inode.lookups += 1;
@@ -333,7 +333,7 @@ impl Filesystem {
         s.listed += listed.len();
         self.add_listed(s, listed);
         if let Some(until) = complete_until
-            && let Some(dir) = self.inodes.lock().unwrap().get_mut(s.ino)
+            && let Some(dir) = self.inodes.lock().get_mut(s.ino)
         {
             dir.complete_until = Some(until);
             dir.dir_info.listed_len = Some(s.listed);
@@ -364,7 +364,7 @@ impl Filesystem {
         let own = self.ownership();
         let mut entries = Vec::with_capacity(listed.len());
         {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             table.sweep(self.now(), MAX_CACHED_INODES);
             for item in listed {
                 let (name, key, stat, meta) = match item {
@@ -394,7 +394,7 @@ impl Filesystem {
     /// answers from memory (attributes within the TTL, or made or changed here). `None`: list it.
     fn known_children(&self, dir: InodeNo) -> Option<Vec<(String, InodeNo, Kind)>> {
         let now = self.now();
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         if table
             .get(dir)?
             .complete_until
@@ -416,7 +416,7 @@ impl Filesystem {
 
     /// `ino`'s attributes, and whether the kernel may cache them.
     fn attr_of(&self, ino: InodeNo) -> Option<(Attr, bool)> {
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         table
             .get(ino)
             .map(|i| (i.attr(&self.ownership()), self.may_hand_out(&i.stat)))

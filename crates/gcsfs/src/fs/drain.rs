@@ -171,7 +171,7 @@ impl Filesystem {
 
     /// The files with unsaved changes.
     fn dirty_files(&self) -> Vec<(InodeNo, std::sync::Arc<super::write::FileCell>)> {
-        let mut cells = self.inodes.lock().unwrap().with_file_state();
+        let mut cells = self.inodes.lock().with_file_state();
         cells.retain(|(_, cell)| cell.is_dirty());
         cells
     }

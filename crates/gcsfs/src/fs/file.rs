@@ -77,7 +77,7 @@ impl Filesystem {
         // Make sure the attributes (and so the generation we pin) are fresh.
         self.getattr(ino).await?;
         let (cell, generation, size, keep_cache) = {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             match inode.kind() {
                 Kind::Dir => return Err(FsError::IsDir),
@@ -159,7 +159,7 @@ impl Filesystem {
         let perm = (mode & 0o7777) as u16;
         let now = self.now();
         let (ino, cell, attr) = {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             let p = table.get(parent).ok_or(FsError::NotFound)?;
             if p.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -241,7 +241,7 @@ impl Filesystem {
             .create(parent, name, mode, libc::O_WRONLY, caller)
             .await?;
         self.release(entry.attr.ino, open.fh).await?;
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let inode = table.get(entry.attr.ino).ok_or(FsError::NotFound)?;
         Ok(self.entry(inode.attr(&self.ownership())))
     }
@@ -264,7 +264,7 @@ impl Filesystem {
             .checked_add(length)
             .ok_or(FsError::InvalidArgument("fallocate range"))?;
         let size = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             table.get(ino).ok_or(FsError::NotFound)?.stat.size
         };
         if end > size {
@@ -288,7 +288,7 @@ impl Filesystem {
         new: Generation,
         size: Option<u64>,
     ) {
-        for h in self.handles.lock().unwrap().values_mut() {
+        for h in self.handles.lock().values_mut() {
             if let Handle::File(f) = h
                 && f.ino == ino
                 && (f.generation == old || f.generation.is_none())
@@ -304,7 +304,7 @@ impl Filesystem {
     }
 
     fn file_handle(&self, fh: u64) -> FsResult<FileHandle> {
-        match self.handles.lock().unwrap().get(&fh) {
+        match self.handles.lock().get(&fh) {
             Some(Handle::File(h)) => Ok(h.clone()),
             _ => Err(FsError::BadHandle),
         }
@@ -428,7 +428,7 @@ impl Filesystem {
         };
         cell.set_dirty(true);
         drop(st);
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             let now = SystemTime::now();
             inode.stat.size = size;
@@ -468,7 +468,7 @@ impl Filesystem {
             return Ok(());
         }
         let (key, current, local) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.key.clone(), inode.stat.generation, inode.local)
         };
@@ -536,7 +536,7 @@ impl Filesystem {
     /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
     /// and is retried at unmount.
     pub async fn release(&self, ino: InodeNo, fh: u64) -> FsResult<()> {
-        let handle = self.handles.lock().unwrap().remove(&fh);
+        let handle = self.handles.lock().remove(&fh);
         let Some(Handle::File(h)) = handle else {
             return Err(FsError::BadHandle);
         };
@@ -544,7 +544,7 @@ impl Filesystem {
             h.cell.page_gate.writer_closed();
         }
         let result = self.upload(ino, &h.cell).await;
-        let last = match self.inodes.lock().unwrap().get_mut(ino) {
+        let last = match self.inodes.lock().get_mut(ino) {
             Some(inode) => {
                 inode.open_handles = inode.open_handles.saturating_sub(1);
                 inode.open_handles == 0
@@ -557,7 +557,7 @@ impl Filesystem {
                 st.staged = None;
             }
         }
-        self.inodes.lock().unwrap().maybe_evict(ino);
+        self.inodes.lock().maybe_evict(ino);
         result
     }
 
@@ -568,7 +568,7 @@ impl Filesystem {
             return Ok(());
         }
         let (key, unlinked, stat, meta) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (
                 inode.key.clone(),
@@ -628,7 +628,7 @@ impl Filesystem {
                     "object changed by another writer; this writer's data was not uploaded"
                 );
                 {
-                    let mut table = self.inodes.lock().unwrap();
+                    let mut table = self.inodes.lock();
                     if let Some(inode) = table.get_mut(ino) {
                         inode.valid_until = self.now();
                         if inode.local {
@@ -688,7 +688,7 @@ impl Filesystem {
     }
 
     fn mark_not_local(&self, ino: InodeNo) {
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             inode.valid_until = self.now();
             inode.local = false;
@@ -702,7 +702,7 @@ impl Filesystem {
     fn published(&self, ino: InodeNo, old: Generation, new: crate::store::ObjectMeta) {
         let (generation, size) = (new.generation, new.size);
         {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             if let Some(inode) = table.get_mut(ino) {
                 inode.stat = Stat::from_object(&new);
                 inode.cached_generation = Some(new.generation);
@@ -755,7 +755,7 @@ impl Filesystem {
             }
             _ => e,
         });
-        for h in self.handles.lock().unwrap().values() {
+        for h in self.handles.lock().values() {
             if let Handle::File(f) = h
                 && f.ino == ino
                 && f.writable
@@ -767,13 +767,7 @@ impl Filesystem {
     }
 
     fn mark_clean(&self, ino: InodeNo) {
-        if let Some(cell) = self
-            .inodes
-            .lock()
-            .unwrap()
-            .get(ino)
-            .and_then(|i| i.file.clone())
-        {
+        if let Some(cell) = self.inodes.lock().get(ino).and_then(|i| i.file.clone()) {
             cell.set_dirty(false);
         }
     }
@@ -782,7 +776,7 @@ impl Filesystem {
     /// whose attributes are fixed when it starts (its mtime is then the object's update time).
     fn new_object_attrs(&self, ino: InodeNo, with_mtime: bool) -> WriteAttrs {
         let mut attrs = WriteAttrs::default();
-        if let Some(inode) = self.inodes.lock().unwrap().get(ino) {
+        if let Some(inode) = self.inodes.lock().get(ino) {
             let mut md = attr::posix_metadata(&inode.stat);
             if !with_mtime {
                 md.remove(attr::MTIME_KEY);
@@ -812,7 +806,7 @@ impl Filesystem {
     }
 
     fn key_of(&self, ino: InodeNo) -> FsResult<ObjectKey> {
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
         Ok(ObjectKey::new(inode.key.clone())?)
     }
@@ -820,7 +814,7 @@ impl Filesystem {
     /// Changes size, mode, owner or times.
     pub async fn setattr(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
         let kind = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             table.get(ino).ok_or(FsError::NotFound)?.kind()
         };
         let changes_meta =
@@ -840,7 +834,7 @@ impl Filesystem {
             return Err(FsError::InvalidArgument("truncate of a symlink"));
         }
         let (cell, idle_generation) = {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
             // Nobody has the file open: a change is based on the generation just looked up.
@@ -883,7 +877,7 @@ impl Filesystem {
             cell.set_dirty(true);
         }
         let (open, local) = {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let now = SystemTime::now();
             // Any change of data or attributes is a change of the inode.
@@ -922,7 +916,7 @@ impl Filesystem {
                 }
             }
         }
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
         Ok(self.entry(inode.attr(&self.ownership())))
     }
@@ -932,7 +926,7 @@ impl Filesystem {
     /// mount.
     async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
         let (key, mut stat) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.key.clone(), inode.stat.clone())
         };
@@ -953,7 +947,7 @@ impl Filesystem {
             true => None,
             false => Some(self.write_dir_attrs(&ObjectKey::new(key)?, &stat).await?),
         };
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
         match meta {
             Some(meta) => {
@@ -1012,7 +1006,7 @@ impl Filesystem {
     /// Writes the inode's POSIX attributes into its object's metadata.
     async fn patch_posix(&self, ino: InodeNo) -> FsResult<()> {
         let (key, stat) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.key.clone(), inode.stat.clone())
         };
@@ -1027,7 +1021,7 @@ impl Filesystem {
         let key = ObjectKey::new(key)?;
         match self.store.patch_metadata(&key, &patch, pre).await {
             Ok(meta) => {
-                let mut table = self.inodes.lock().unwrap();
+                let mut table = self.inodes.lock();
                 if let Some(inode) = table.get_mut(ino) {
                     // The change's own time, if the service's `updated` is older (the
                     // emulator leaves it alone on a patch).

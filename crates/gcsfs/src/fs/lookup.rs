@@ -35,7 +35,7 @@ impl Filesystem {
     /// Looks up `name` in `parent`; on success the kernel holds one more reference to the inode.
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
         let ino = self.resolve(parent, name).await?;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
         inode.lookups += 1;
         let attr = inode.attr(&self.ownership());
@@ -45,7 +45,7 @@ impl Filesystem {
 
     /// The kernel dropped `n` references.
     pub fn forget(&self, ino: InodeNo, n: u64) {
-        self.inodes.lock().unwrap().forget(ino, n);
+        self.inodes.lock().forget(ino, n);
     }
 
     /// Whether `stat` may be given to the kernel to cache: always, unless the kernel checks
@@ -58,7 +58,7 @@ impl Filesystem {
     /// Attributes of `ino`, refreshed from the store when older than the TTL.
     pub async fn getattr(&self, ino: InodeNo) -> FsResult<Entry> {
         let unknown_dir = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.kind() == Kind::Dir && !self.may_hand_out(&inode.stat))
                 .then(|| (inode.parent, inode.name.clone()))
@@ -67,7 +67,7 @@ impl Filesystem {
             return self.refresh_dir_attrs(ino, parent, &name).await;
         }
         let (key, parent, name, kind) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty());
             if inode.kind() == Kind::Dir
@@ -89,7 +89,7 @@ impl Filesystem {
         match self.store.stat(&key).await {
             Ok(meta) => {
                 let stat = Stat::from_object(&meta);
-                let mut table = self.inodes.lock().unwrap();
+                let mut table = self.inodes.lock();
                 if stat.kind == kind {
                     let valid = self.now() + self.config.metadata_ttl;
                     let ino2 = table.upsert_child(
@@ -109,7 +109,7 @@ impl Filesystem {
                 Err(FsError::Stale("object replaced by another kind"))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.inodes.lock().unwrap().unbind(parent, &name);
+                self.inodes.lock().unbind(parent, &name);
                 Err(FsError::NotFound)
             }
             Err(e) => Err(e.into()),
@@ -125,7 +125,7 @@ impl Filesystem {
         name: &str,
     ) -> FsResult<Entry> {
         let got = self.resolve_fresh(parent, name).await?;
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let inode = table.get(got).ok_or(FsError::NotFound)?;
         if got != ino {
             return Err(FsError::Stale("directory replaced"));
@@ -136,13 +136,13 @@ impl Filesystem {
     /// Resolves `parent/name` asking the store, whatever the caches hold.
     async fn resolve_fresh(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
         let prefix = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             table.get(parent).ok_or(FsError::NotFound)?.key.clone()
         };
         let key = names::join(&prefix, name);
         let found = self.probe(&key, true).await?;
         let valid = self.now() + self.config.metadata_ttl;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         match found {
             Found::Dir(marker) => {
                 let stat = match &marker {
@@ -186,7 +186,7 @@ impl Filesystem {
         let key = names::join(&prefix, base);
         let found = self.probe(&key, !file_only).await?;
         let valid = self.now() + self.config.metadata_ttl;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         // A file created here while we were asking wins over the store's answer.
         if let Some(ino) = table.child(parent, name)
             && table.get(ino).is_some_and(|i| i.local)
@@ -231,7 +231,7 @@ impl Filesystem {
     /// What the inode table alone says about `parent/name`.
     fn cached(&self, parent: InodeNo, name: &str) -> FsResult<Cached> {
         let now = self.now();
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let p = table.get(parent).ok_or(FsError::NotFound)?;
         if p.kind() != Kind::Dir {
             return Err(FsError::NotDir);
@@ -287,7 +287,7 @@ impl Filesystem {
         if self.config.negative_ttl.is_zero() {
             return false;
         }
-        let mut neg = self.negative.lock().unwrap();
+        let mut neg = self.negative.lock();
         match neg.get(&(parent, name.to_string())) {
             Some(&until) if until > self.now() => true,
             Some(_) => {
@@ -303,16 +303,10 @@ impl Filesystem {
             return;
         }
         let until = self.now() + self.config.negative_ttl;
-        self.negative
-            .lock()
-            .unwrap()
-            .put((parent, name.to_string()), until);
+        self.negative.lock().put((parent, name.to_string()), until);
     }
 
     pub(super) fn forget_missing(&self, parent: InodeNo, name: &str) {
-        self.negative
-            .lock()
-            .unwrap()
-            .pop(&(parent, name.to_string()));
+        self.negative.lock().pop(&(parent, name.to_string()));
     }
 }

@@ -8,8 +8,12 @@
 //!    kernel call that may wait for a read in progress), then
 //! 1. a `FileCell::state` (`tokio::sync::Mutex`, per inode; may be held across `.await`), then
 //! 2. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
-//! 3. `Filesystem::inodes` (`std::sync::Mutex`; never held across `.await`),
-//! 4. `Filesystem::handles` (`std::sync::Mutex`; never held across `.await`).
+//! 3. `Filesystem::inodes` (`parking_lot::Mutex`; never held across `.await`),
+//! 4. `Filesystem::handles` (`parking_lot::Mutex`; never held across `.await`).
+//!
+//! The synchronous locks are `parking_lot`'s, which a panic does not poison: a request that
+//! panics (a bug) fails alone, instead of leaving every later request to fail on a poisoned
+//! lock while the mount lives on. No critical section calls anything that can panic on input.
 //!
 //! A lock of a lower number is never taken while one of a higher number is held; two `FileCell`
 //! locks are never held at once. A page gate is only ever awaited holding nothing else (a read
@@ -45,7 +49,9 @@ pub use read::ReadConfig;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
@@ -187,18 +193,18 @@ impl Filesystem {
 
     fn new_handle(&self, h: Handle) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(fh, h);
+        self.handles.lock().insert(fh, h);
         fh
     }
 
     /// The path of `ino` relative to the mount, for log lines.
     pub fn path_of(&self, ino: InodeNo) -> String {
-        self.inodes.lock().unwrap().path(ino)
+        self.inodes.lock().path(ino)
     }
 
     /// Number of inodes currently held (for tests and metrics).
     pub fn inode_count(&self) -> usize {
-        self.inodes.lock().unwrap().len()
+        self.inodes.lock().len()
     }
 
     /// `statfs`: large constant figures (a bucket has no fixed size).
@@ -220,7 +226,6 @@ impl Filesystem {
     pub fn has_dirty(&self) -> bool {
         self.inodes
             .lock()
-            .unwrap()
             .with_file_state()
             .iter()
             .any(|(_, c)| c.is_dirty())
@@ -230,7 +235,7 @@ impl Filesystem {
 impl Filesystem {
     /// The files still dirty (after a drain ran out of time), as drain failures.
     pub fn dirty_paths_timed_out(&self) -> Vec<DrainFailure> {
-        let cells = self.inodes.lock().unwrap().with_file_state();
+        let cells = self.inodes.lock().with_file_state();
         let mut out = Vec::new();
         for (ino, cell) in cells {
             if cell.is_dirty() {

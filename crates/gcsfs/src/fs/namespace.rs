@@ -66,7 +66,7 @@ fn check_new_name(name: &str) -> FsResult<()> {
 
 impl Filesystem {
     fn dir_key(&self, ino: InodeNo) -> FsResult<String> {
-        let table = self.inodes.lock().unwrap();
+        let table = self.inodes.lock();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
         if inode.kind() != Kind::Dir {
             return Err(FsError::NotDir);
@@ -120,7 +120,7 @@ impl Filesystem {
         };
         self.forget_missing(parent, name);
         let valid = self.now() + self.config.metadata_ttl;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         let stat = Stat::from_marker(&meta);
         let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
         let inode = table.get_mut(ino).expect("just created");
@@ -139,7 +139,7 @@ impl Filesystem {
         let _change = self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let key = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
@@ -174,7 +174,7 @@ impl Filesystem {
             }
         }
         {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             table.detach(parent, name);
             table.entries_changed(parent, -1);
         }
@@ -187,7 +187,7 @@ impl Filesystem {
         let _change = self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let (key, generation, local, open_cell) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() == Kind::Dir {
                 return Err(FsError::IsDir);
@@ -227,7 +227,7 @@ impl Filesystem {
             }
         }
         {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             table.detach(parent, name);
             table.entries_changed(parent, 0);
         }
@@ -280,7 +280,7 @@ impl Filesystem {
         };
         self.forget_missing(parent, name);
         let valid = self.now() + self.config.metadata_ttl;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         let stat = Stat::from_object(&meta);
         let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
         let inode = table.get_mut(ino).expect("just created");
@@ -293,7 +293,7 @@ impl Filesystem {
     /// The target of symlink `ino`.
     pub async fn readlink(&self, ino: InodeNo) -> FsResult<String> {
         let (key, stat) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Symlink {
                 return Err(FsError::InvalidArgument("not a symlink"));
@@ -347,7 +347,7 @@ impl Filesystem {
             return Err(FsError::Exists);
         }
         let (kind, dst_info) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let kind = table.get(ino).ok_or(FsError::NotFound)?.kind();
             let dst_info = dst.and_then(|d| table.get(d).map(|i| (i.kind(), i.stat.generation)));
             (kind, dst_info)
@@ -361,7 +361,7 @@ impl Filesystem {
             let new_key = names::dir_prefix(&names::join(&new_prefix, new_name));
             let existing = dst.map(|_| (new_parent, new_name));
             self.rename_dir(ino, &new_key, existing).await?;
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             table.rename(ino, new_parent, new_name, new_key);
             // A resumed rename may have found more under the destination than the source's
             // last listing showed.
@@ -374,7 +374,6 @@ impl Filesystem {
             self.rename_file(ino, &new_key, dst_generation).await?;
             self.inodes
                 .lock()
-                .unwrap()
                 .rename(ino, new_parent, new_name, new_key);
         }
         {
@@ -385,7 +384,7 @@ impl Filesystem {
                 (true, false) => (-1, 1),
                 (true, true) => (-1, 0),
             };
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             table.entries_changed(parent, from);
             table.entries_changed(new_parent, to);
         }
@@ -402,17 +401,12 @@ impl Filesystem {
         dst_generation: Option<Generation>,
     ) -> FsResult<()> {
         // Publish pending changes first, so the copy carries them.
-        let cell = self
-            .inodes
-            .lock()
-            .unwrap()
-            .get(ino)
-            .and_then(|i| i.file.clone());
+        let cell = self.inodes.lock().get(ino).and_then(|i| i.file.clone());
         if let Some(cell) = &cell {
             self.upload(ino, cell).await?;
         }
         let (key, generation) = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.key.clone(), inode.stat.generation)
         };
@@ -451,7 +445,6 @@ impl Filesystem {
             let generation = self
                 .inodes
                 .lock()
-                .unwrap()
                 .get(ino)
                 .and_then(|i| i.stat.generation)
                 .unwrap_or(Generation::NONE);
@@ -462,7 +455,7 @@ impl Filesystem {
     }
 
     fn set_object(&self, ino: InodeNo, meta: ObjectMeta) {
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             inode.stat = Stat::from_object(&meta);
             inode.cached_generation = Some(meta.generation);
@@ -678,7 +671,7 @@ impl Filesystem {
         existing: Option<(InodeNo, &str)>,
     ) -> FsResult<()> {
         let old_prefix = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             table.get(ino).ok_or(FsError::NotFound)?.key.clone()
         };
         // An interrupted attempt's journal, or else the destination must be empty.
@@ -692,7 +685,7 @@ impl Filesystem {
             } else {
                 // A partial copy holds only copies: changes made here under it (new or
                 // dirty files) are not the source's.
-                let table = self.inodes.lock().unwrap();
+                let table = self.inodes.lock();
                 if table
                     .child(parent, name)
                     .is_some_and(|d| table.has_unsaved_descendants(d))
@@ -703,7 +696,7 @@ impl Filesystem {
         }
         // Publish pending changes below the directory first.
         let pending: Vec<_> = {
-            let table = self.inodes.lock().unwrap();
+            let table = self.inodes.lock();
             table
                 .descendants(&old_prefix, ino)
                 .into_iter()
@@ -812,7 +805,7 @@ impl Filesystem {
     ) {
         let mut cells = Vec::new();
         {
-            let mut table = self.inodes.lock().unwrap();
+            let mut table = self.inodes.lock();
             for d in table.descendants(old_prefix, dir) {
                 let Some(inode) = table.get_mut(d) else {
                     continue;

@@ -25,7 +25,9 @@
 //! never while waiting for data; `Part::buffer` is a `std::sync::Mutex` held for copies only.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -195,7 +197,7 @@ pub struct Part {
 
 impl Drop for Part {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap().take() {
+        if let Some(task) = self.task.lock().take() {
             task.abort();
         }
     }
@@ -247,8 +249,8 @@ impl Part {
                             };
                             let wake = part.wake.clone();
                             let arrived = start + filled;
-                            let held = part.buffer.lock().unwrap().held;
-                            let nearest = part.waiting.lock().unwrap().keys().next().copied();
+                            let held = part.buffer.lock().held;
+                            let nearest = part.waiting.lock().keys().next().copied();
                             drop(part);
                             if held >= PART_BUFFER && nearest.is_none_or(|to| to <= arrived) {
                                 wake.notified().await;
@@ -268,16 +270,16 @@ impl Part {
                         // `PART_BUFFER`, bytes below every waiting read are let go (a later
                         // read of them fetches them again).
                         let over = {
-                            let mut buffer = part.buffer.lock().unwrap();
+                            let mut buffer = part.buffer.lock();
                             buffer.push(chunk);
                             frees && buffer.held > PART_BUFFER
                         };
                         let nearest = over
-                            .then(|| part.waiting.lock().unwrap().keys().next().copied())
+                            .then(|| part.waiting.lock().keys().next().copied())
                             .flatten();
                         if let Some(nearest) = nearest {
                             let floor = nearest.saturating_sub(MAX_READ).min(start + filled);
-                            let mut buffer = part.buffer.lock().unwrap();
+                            let mut buffer = part.buffer.lock();
                             if let Some((&first, _)) = buffer.chunks.first_key_value()
                                 && first < floor
                             {
@@ -299,7 +301,7 @@ impl Part {
                     part.offer(offer, generation);
                 }
             });
-            *part.task.lock().unwrap() = Some(task.abort_handle());
+            *part.task.lock() = Some(task.abort_handle());
         }
         part
     }
@@ -307,7 +309,7 @@ impl Part {
     /// Hands the whole (complete) part to the kernel's page cache.
     fn offer(&self, offer: Offer, generation: Generation) {
         let data = {
-            let buffer = self.buffer.lock().unwrap();
+            let buffer = self.buffer.lock();
             let mut all = BytesMut::with_capacity((self.end - self.start) as usize);
             if !buffer.copy(self.start, self.end, &mut all) {
                 return;
@@ -329,7 +331,7 @@ impl Part {
     async fn arrived(&self, to: u64) -> FsResult<Waiting<'_>> {
         let mut rx = self.progress.clone();
         let need = to - self.start;
-        *self.waiting.lock().unwrap().entry(to).or_default() += 1;
+        *self.waiting.lock().entry(to).or_default() += 1;
         let guard = Waiting { part: self, to };
         if rx.borrow().filled < need {
             self.wake.notify_one();
@@ -359,7 +361,7 @@ impl Part {
     /// Copies `[from, to)` (absolute offsets inside this part, arrived) into `out`; a stream
     /// part then frees what reads have taken. `false` if those bytes were freed already.
     fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
-        let mut buffer = self.buffer.lock().unwrap();
+        let mut buffer = self.buffer.lock();
         if !buffer.copy(from, to, out) {
             return false;
         }
@@ -380,7 +382,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut waiting = self.part.waiting.lock().unwrap();
+        let mut waiting = self.part.waiting.lock();
         if let Some(n) = waiting.get_mut(&self.to) {
             *n -= 1;
             if *n == 0 {

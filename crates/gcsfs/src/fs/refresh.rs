@@ -72,7 +72,7 @@ struct FlightGuard<'a> {
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        if let Some(inode) = self.fs.inodes.lock().unwrap().get_mut(self.dir) {
+        if let Some(inode) = self.fs.inodes.lock().get_mut(self.dir) {
             inode.dir_info.refreshing = None;
         }
     }
@@ -109,7 +109,7 @@ impl Filesystem {
                 std::mem::forget(guard);
                 let now = self.now();
                 {
-                    let mut table = self.inodes.lock().unwrap();
+                    let mut table = self.inodes.lock();
                     if let Some(inode) = table.get_mut(dir) {
                         let info = &mut inode.dir_info;
                         info.refreshing = None;
@@ -138,7 +138,7 @@ impl Filesystem {
         }
         let now = self.now();
         let small_len = SMALL_DIR_PAGES * self.config.list_page_size as usize;
-        let mut table = self.inodes.lock().unwrap();
+        let mut table = self.inodes.lock();
         let Some(inode) = table.get_mut(dir) else {
             return Plan::Probe;
         };
