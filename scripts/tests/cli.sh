@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-cargo build -q -p gcsfs --bin gcsfs
+# All targets of the workspace, as the cargo test step builds them: the same dependency
+# features, so nothing is compiled again (`-p gcsfs` alone unifies them differently).
+cargo build -q --workspace --all-targets
 bin="${CARGO_TARGET_DIR:-target}/debug/gcsfs"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -25,8 +25,10 @@ fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 rc=0
+# --workspace, as the cargo test step builds: the same dependency features, so nothing is
+# rebuilt (with -p gcsfs, features unify differently and every dependency is compiled again).
 GCSFS_RUN_TEST_RELEASE_BIN="$release" \
-  cargo test -p gcsfs --test run_pid1 -- --exact pid1_release_binary --show-output >"$out" 2>&1 || rc=$?
+  cargo test --workspace --test run_pid1 -- --exact pid1_release_binary --show-output >"$out" 2>&1 || rc=$?
 cat "$out"
 if [ "$rc" -ne 0 ]; then
   echo "FAIL: the PID-1 test failed with $release" >&2
