@@ -294,8 +294,28 @@ pub struct MountArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub streaming_writes: bool,
-    /// Files uploaded at once when draining at shutdown (and, later, by the write-back
-    /// workers). Default: 16.
+    /// When `close` returns: `sync`, once the file is in the bucket (as gcsfuse); `async`,
+    /// once its data is staged, the upload running in the background (`fsync` still waits
+    /// for it). Default: sync.
+    #[arg(
+        long,
+        env = "GCSFS_WRITE_BACK",
+        value_name = "MODE",
+        value_enum,
+        default_value_t = WriteBackMode::Sync
+    )]
+    pub write_back: WriteBackMode,
+    /// With `--write-back async`: the longest a change waits before its file is queued for
+    /// upload, even while still open; 0 turns the bound off. Default: 10.
+    #[arg(
+        long,
+        env = "GCSFS_MAX_DIRTY_AGE_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub max_dirty_age_secs: u64,
+    /// Files uploaded at once: by the drain at shutdown, and by the background write-back.
+    /// Default: 16.
     #[arg(
         long,
         env = "GCSFS_UPLOAD_CONCURRENCY",
@@ -409,6 +429,24 @@ impl MountArgs {
                 _ => None,
             })
             .unwrap_or(false)
+    }
+}
+
+/// `--write-back`: when `close` returns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum WriteBackMode {
+    /// Once the file is in the bucket.
+    Sync,
+    /// Once the file's data is staged; uploaded in the background.
+    Async,
+}
+
+impl From<WriteBackMode> for crate::fs::WriteBack {
+    fn from(m: WriteBackMode) -> Self {
+        match m {
+            WriteBackMode::Sync => crate::fs::WriteBack::Sync,
+            WriteBackMode::Async => crate::fs::WriteBack::Async,
+        }
     }
 }
 
@@ -895,6 +933,8 @@ mod tests {
         assert_eq!(mount.prefetch_memory_mb, 64);
         assert!(mount.streaming_writes);
         assert_eq!(mount.upload_concurrency, 16);
+        assert_eq!(mount.write_back, WriteBackMode::Sync);
+        assert_eq!(mount.max_dirty_age_secs, 10);
         assert_eq!(mount.fuse_threads, 4);
         assert_eq!(mount.drain_timeout(), Duration::from_secs(8));
 

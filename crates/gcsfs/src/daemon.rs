@@ -138,6 +138,8 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
         negative_ttl: args.metadata_cache_negative_ttl(),
         rename_dir_limit: args.rename_dir_limit,
         upload_concurrency: usize::from(args.upload_concurrency),
+        write_back: args.write_back.into(),
+        max_dirty_age: std::time::Duration::from_secs(args.max_dirty_age_secs),
         read_only: args.read_only(),
         check_permissions: args.check_permissions(),
         streaming_writes: args.streaming_writes,
@@ -178,7 +180,7 @@ pub async fn open_and_mount(
         path: config.temp_dir.clone(),
         source,
     })?;
-    let fs = Arc::new(Filesystem::new(store, config, Arc::new(SystemClock)));
+    let fs = Filesystem::shared(store, config, Arc::new(SystemClock));
     let rt = tokio::runtime::Handle::current();
     let mcfg = mount_config(args);
     let mounting = tokio::task::spawn_blocking(move || mount::mount(fs, rt, &mcfg));

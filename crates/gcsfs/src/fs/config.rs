@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::attr::Ownership;
 use super::read::ReadConfig;
+use super::writeback::WriteBack;
 
 /// How the filesystem behaves. Every field has a default suited to a container mount.
 #[derive(Debug, Clone)]
@@ -36,8 +37,16 @@ pub struct FsConfig {
     pub streaming_writes: bool,
     /// Objects per listing page. Default 1000 (GCS's maximum).
     pub list_page_size: u32,
-    /// Files uploaded at once by the drain (`--upload-concurrency`). Default 16.
+    /// Files uploaded at once by the drain and by the background write-back
+    /// (`--upload-concurrency`). Default 16.
     pub upload_concurrency: usize,
+    /// When `close` returns: once the file is in the bucket, or once its data is staged and
+    /// its upload queued (`--write-back`). Default [`WriteBack::Sync`].
+    pub write_back: WriteBack,
+    /// With `--write-back async`: the longest a change may wait before its file is queued for
+    /// upload, even while still open (`--max-dirty-age-secs`). Default 10 s; zero turns the
+    /// bound off.
+    pub max_dirty_age: Duration,
     /// Longest a write of a streamed new file waits for its upload to take the bytes (and a
     /// close, twice that for the upload to end) before it fails with EIO. The upload itself
     /// gives up at the store's retry deadline; this is the backstop. Default 120 s; `gcsfs
@@ -67,6 +76,8 @@ impl Default for FsConfig {
             list_page_size: 1000,
             write_wait_limit: Duration::from_secs(120),
             upload_concurrency: 16,
+            write_back: WriteBack::Sync,
+            max_dirty_age: Duration::from_secs(10),
             read: ReadConfig::default(),
         }
     }

@@ -39,6 +39,10 @@ pub enum FsError {
     /// The operation ran out of time (e.g. the drain deadline at shutdown).
     #[error("timed out")]
     TimedOut,
+    /// An upload made in the background failed (the reason inside); the data is kept, and the
+    /// file's next `close` or `fsync` says so.
+    #[error("an earlier upload of this file failed: {0}")]
+    Background(#[source] std::sync::Arc<FsError>),
     /// Data written through this handle was lost with a failed streamed upload (the reason
     /// inside); every later write, flush and fsync through the handle returns it.
     #[error("written data lost: {0}")]
@@ -82,7 +86,7 @@ impl FsError {
                 ErrorKind::Other => libc::EIO,
             },
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            FsError::Lost(e) => e.errno(),
+            FsError::Lost(e) | FsError::Background(e) => e.errno(),
         }
     }
 
@@ -109,7 +113,7 @@ impl FsError {
     pub fn store_kind(&self) -> Option<ErrorKind> {
         match self {
             FsError::Store(e) => Some(e.kind()),
-            FsError::Lost(e) => e.store_kind(),
+            FsError::Lost(e) | FsError::Background(e) => e.store_kind(),
             _ => None,
         }
     }

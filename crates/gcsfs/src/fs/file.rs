@@ -518,7 +518,24 @@ impl Filesystem {
         if !writable || !wrote.load(Ordering::Acquire) {
             return Ok(());
         }
+        if let Some(e) = cell.take_background_error() {
+            if cell.is_dirty() {
+                self.queue_upload_or_not(ino, &cell);
+            }
+            return Err(FsError::Background(e));
+        }
+        if self.writes_back_async() {
+            self.queue_upload_or_not(ino, &cell);
+            return Ok(());
+        }
         self.upload(ino, &cell).await
+    }
+
+    /// Queues `ino` for a background upload if it has pending changes.
+    fn queue_upload_or_not(&self, ino: InodeNo, cell: &Arc<FileCell>) {
+        if cell.is_dirty() {
+            self.queue_upload(ino, cell.clone());
+        }
     }
 
     /// `fsync`/`fdatasync`: uploads the file's pending changes, whoever made them, and
@@ -530,7 +547,15 @@ impl Filesystem {
         if let Some(e) = lost.get() {
             return Err(FsError::Lost(e.clone()));
         }
-        self.upload(ino, &cell).await
+        // A failure reported here is not reported again at close.
+        let earlier = cell.take_background_error();
+        self.upload(ino, &cell).await?;
+        match earlier {
+            // The data is in the bucket now: the earlier failure cost nothing.
+            Some(_) if !cell.is_dirty() => Ok(()),
+            Some(e) => Err(FsError::Background(e)),
+            None => Ok(()),
+        }
     }
 
     /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
@@ -543,7 +568,12 @@ impl Filesystem {
         if h.writable {
             h.cell.page_gate.writer_closed();
         }
-        let result = self.upload(ino, &h.cell).await;
+        let result = if self.writes_back_async() {
+            self.queue_upload_or_not(ino, &h.cell);
+            Ok(())
+        } else {
+            self.upload(ino, &h.cell).await
+        };
         let last = match self.inodes.lock().get_mut(ino) {
             Some(inode) => {
                 inode.open_handles = inode.open_handles.saturating_sub(1);

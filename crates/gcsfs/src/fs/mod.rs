@@ -34,6 +34,7 @@ mod page_cache;
 mod read;
 mod refresh;
 mod write;
+mod writeback;
 
 pub use attr::{Attr, Caller, Kind, Ownership};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -46,6 +47,7 @@ pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
 pub use read::ReadConfig;
+pub use writeback::WriteBack;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +113,8 @@ pub struct Filesystem {
     prefetch_budget: Arc<Semaphore>,
     /// Changes in progress, and whether new ones are taken (closed by the drain).
     writes: drain::WriteGate,
+    /// Files to upload in the background (`--write-back async`).
+    uploader: writeback::Uploader,
     /// Stores random reads' blocks into the kernel's page cache, once attached.
     page_feeder: OnceLock<page_cache::PageFeeder>,
     /// The kernel's read-ahead on the mount, in bytes (0: not known).
@@ -118,6 +122,23 @@ pub struct Filesystem {
 }
 
 impl Filesystem {
+    /// A filesystem over `store` (already wrapped in retries as wanted), shared: what a mount
+    /// uses. Only a shared filesystem uploads in the background (`--write-back async`; a plain
+    /// [`Filesystem::new`] uploads at close whatever its configuration says).
+    pub fn shared(
+        store: Arc<dyn ObjectStore>,
+        config: FsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let fs = Arc::new_cyclic(|me| {
+            let mut fs = Self::new(store, config, clock);
+            fs.uploader = writeback::Uploader::new(me.clone(), fs.config.upload_concurrency);
+            fs
+        });
+        Self::start_age_bound(&fs);
+        fs
+    }
+
     /// A filesystem over `store` (already wrapped in retries as wanted).
     pub fn new(store: Arc<dyn ObjectStore>, config: FsConfig, clock: Arc<dyn Clock>) -> Self {
         let root_prefix = names::normalize_only_dir(&config.only_dir);
@@ -136,6 +157,7 @@ impl Filesystem {
             )),
             prefetch_budget,
             writes: drain::WriteGate::default(),
+            uploader: writeback::Uploader::new(std::sync::Weak::new(), 1),
             page_feeder: OnceLock::new(),
             kernel_readahead: AtomicU64::new(0),
         }

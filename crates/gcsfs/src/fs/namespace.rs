@@ -186,29 +186,37 @@ impl Filesystem {
     pub async fn unlink(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         let _change = self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
-        let (key, generation, local, open_cell) = {
+        let cell = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            let open_cell = (inode.open_handles > 0)
-                .then(|| inode.file.clone())
-                .flatten();
+            inode.file.clone()
+        };
+        // An upload of the file in progress (a close elsewhere, or the write-back's) ends first:
+        // what it made is then known, and none starts until this is done.
+        let mut st = match &cell {
+            Some(cell) => Some(cell.state.lock().await),
+            None => None,
+        };
+        let (key, generation, local, open) = {
+            let table = self.inodes.lock();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (
                 inode.key.clone(),
                 inode.stat.generation,
                 inode.local,
-                open_cell,
+                inode.open_handles > 0,
             )
         };
-        if let Some(cell) = open_cell
+        if let Some(st) = st.as_mut()
+            && open
             && !local
         {
             // Open descriptors keep working after unlink, as on a local filesystem: they need
             // a local copy once the object is gone.
-            let mut st = cell.state.lock().await;
-            self.ensure_staged(ino, &mut st, generation, None).await?;
+            self.ensure_staged(ino, st, generation, None).await?;
         }
         if !local && let Some(generation) = generation {
             let key = ObjectKey::new(key)?;

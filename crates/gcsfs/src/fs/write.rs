@@ -34,6 +34,11 @@ pub struct FileCell {
     pub page_gate: Arc<PageGate>,
     /// Mirrors `state.staged.dirty` so the inode table can see it without the async lock.
     dirty: AtomicBool,
+    /// When the oldest change not yet uploaded was made (the write-back's age bound).
+    dirty_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    /// Why the last upload made in the background (`--write-back async`) failed, until a
+    /// `close` or `fsync` of the file reports it.
+    background_error: parking_lot::Mutex<Option<Arc<FsError>>>,
 }
 
 impl FileCell {
@@ -47,6 +52,8 @@ impl FileCell {
             }),
             page_gate: Arc::default(),
             dirty: AtomicBool::new(false),
+            dirty_since: parking_lot::Mutex::new(None),
+            background_error: parking_lot::Mutex::new(None),
         }
     }
 
@@ -55,8 +62,37 @@ impl FileCell {
         self.dirty.load(Ordering::Acquire)
     }
 
+    /// Records whether changes are pending; the first one starts the dirty age.
     pub fn set_dirty(&self, dirty: bool) {
+        let mut since = self.dirty_since.lock();
+        match (dirty, since.is_some()) {
+            (true, false) => *since = Some(tokio::time::Instant::now()),
+            (false, _) => *since = None,
+            (true, true) => {}
+        }
         self.dirty.store(dirty, Ordering::Release);
+    }
+
+    /// How long the oldest pending change has waited, if any.
+    pub fn dirty_age(&self) -> Option<std::time::Duration> {
+        self.dirty_since.lock().map(|t| t.elapsed())
+    }
+
+    /// Whether the file's pending changes may be uploaded now while it may still be written:
+    /// not while a streamed upload runs (that would end the object where it stands), and not
+    /// while anything holds the state (an upload, a write: the next look will tell).
+    pub fn may_upload_part_way(&self) -> bool {
+        self.state.try_lock().is_ok_and(|st| st.stream.is_none())
+    }
+
+    /// Keeps the failure of an upload made in the background for the next close or fsync.
+    pub fn set_background_error(&self, e: Option<Arc<FsError>>) {
+        *self.background_error.lock() = e;
+    }
+
+    /// The failure of the last background upload, once (it is then forgotten).
+    pub fn take_background_error(&self) -> Option<Arc<FsError>> {
+        self.background_error.lock().take()
     }
 }
 

@@ -1,0 +1,228 @@
+//! `--write-back async` on `MemStore`: close returns before the upload, fsync waits for it,
+//! closes of a queued file make one upload, renames and unlinks of pending files never race an
+//! upload, a failed background upload keeps the data and is reported, the age bound uploads a
+//! file still open, and the drain saves what is pending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gcsfs::fs::{Caller, Filesystem, FsConfig, InodeNo, ManualClock, WriteBack};
+use gcsfs::store::mem::MemStore;
+use gcsfs::store::{
+    ByteRange, Fault, FaultStore, ObjectKey, ObjectStore, Op, RetryConfig, RetryStore,
+};
+use tokio::time::Instant;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+struct Rig {
+    mem: Arc<MemStore>,
+    faults: Arc<FaultStore>,
+    fs: Arc<Filesystem>,
+    _tmp: tempfile::TempDir,
+}
+
+fn rig(concurrency: usize, max_dirty_age: Duration) -> Rig {
+    let mem = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let store = Arc::new(RetryStore::new(faults.clone(), RetryConfig::default()));
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Filesystem::shared(
+        store,
+        FsConfig {
+            temp_dir: tmp.path().into(),
+            write_back: WriteBack::Async,
+            upload_concurrency: concurrency,
+            max_dirty_age,
+            ..Default::default()
+        },
+        Arc::new(ManualClock::default()),
+    );
+    Rig {
+        mem,
+        faults,
+        fs,
+        _tmp: tmp,
+    }
+}
+
+async fn get(mem: &MemStore, key: &str) -> Option<Vec<u8>> {
+    let mut s = mem
+        .read(&ObjectKey::new(key).ok()?, None, ByteRange::ALL)
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    Some(out)
+}
+
+/// Creates `name` with `data` and closes it (flush + release); returns its inode.
+async fn write_file(fs: &Filesystem, name: &str, data: &[u8]) -> InodeNo {
+    let (e, o) = fs
+        .create(InodeNo::ROOT, name, 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(o.fh, 0, data).await.unwrap();
+    fs.flush(o.fh).await.unwrap();
+    fs.release(e.attr.ino, o.fh).await.unwrap();
+    e.attr.ino
+}
+
+/// Opens existing `ino` for writing, replaces its data with `data`, closes it.
+async fn rewrite(fs: &Filesystem, ino: InodeNo, data: &[u8]) {
+    let o = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(o.fh, 0, data).await.unwrap();
+    fs.flush(o.fh).await.unwrap();
+    fs.release(ino, o.fh).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_returns_before_the_upload_and_the_file_then_lands() {
+    let r = rig(4, Duration::from_secs(10));
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let started = Instant::now();
+    let ino = write_file(&r.fs, "a", b"hello").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "close waited for the upload"
+    );
+    assert!(get(&r.mem, "a").await.is_none(), "not uploaded yet");
+    // The mount sees the pending file meanwhile.
+    let attr = r.fs.getattr(ino).await.unwrap().attr;
+    assert_eq!(attr.size, 5);
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "a").await.unwrap(), b"hello");
+    assert!(!r.fs.has_dirty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fsync_waits_for_the_files_upload() {
+    let r = rig(4, Duration::from_secs(10));
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "f", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    r.fs.write(o.fh, 0, b"synced").await.unwrap();
+    r.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(get(&r.mem, "f").await.unwrap(), b"synced");
+    r.fs.release(e.attr.ino, o.fh).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn closes_of_a_queued_file_make_one_upload() {
+    // One upload at a time, the first one slow: the file's three closes while it waits in the
+    // queue are one upload of its last contents.
+    let r = rig(1, Duration::ZERO);
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(3)));
+    write_file(&r.fs, "slow", b"first in line").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let ino = write_file(&r.fs, "b", b"v1").await;
+    rewrite(&r.fs, ino, b"v2").await;
+    rewrite(&r.fs, ino, b"v3").await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "b").await.unwrap(), b"v3");
+    assert_eq!(
+        r.faults.calls(Op::Write),
+        2,
+        "one upload each for slow and b"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn renames_and_unlinks_of_pending_files_win_over_their_uploads() {
+    let r = rig(1, Duration::ZERO);
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(3)));
+    write_file(&r.fs, "slow", b"occupies the only slot").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    write_file(&r.fs, "moved", b"m").await;
+    write_file(&r.fs, "removed", b"r").await;
+    // Both are queued behind the slow upload.
+    r.fs.rename(InodeNo::ROOT, "moved", InodeNo::ROOT, "there", 0)
+        .await
+        .unwrap();
+    r.fs.unlink(InodeNo::ROOT, "removed").await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "there").await.unwrap(), b"m");
+    assert!(
+        get(&r.mem, "moved").await.is_none(),
+        "nothing at the old name"
+    );
+    assert!(
+        get(&r.mem, "removed").await.is_none(),
+        "an unlinked file never comes back"
+    );
+    assert!(!r.fs.has_dirty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_background_upload_keeps_the_data_and_the_next_close_says_so() {
+    let r = rig(4, Duration::ZERO);
+    r.faults.push(Op::Write, Fault::Status(403));
+    let ino = write_file(&r.fs, "f", b"keep me").await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(get(&r.mem, "f").await.is_none());
+    assert!(r.fs.has_dirty(), "the data is kept");
+    // The next close of a change reports it (and queues the file again).
+    let o =
+        r.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
+            .await
+            .unwrap();
+    r.fs.write(o.fh, 7, b"!").await.unwrap();
+    let err = r.fs.flush(o.fh).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EACCES, "{err:?}");
+    r.fs.release(ino, o.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "f").await.unwrap(), b"keep me!");
+    // Reported once.
+    let o = r.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    r.fs.write(o.fh, 0, b"K").await.unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    r.fs.release(ino, o.fh).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_age_bound_uploads_a_file_still_open() {
+    let r = rig(4, Duration::from_secs(2));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "log", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    r.fs.write(o.fh, 0, b"line 1\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(get(&r.mem, "log").await.is_none(), "younger than the bound");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "log").await.unwrap(), b"line 1\n");
+    // Still open, still written: the next change is uploaded at close.
+    r.fs.write(o.fh, 7, b"line 2\n").await.unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    r.fs.release(e.attr.ino, o.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "log").await.unwrap(), b"line 1\nline 2\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_saves_every_pending_file() {
+    let r = rig(2, Duration::ZERO);
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_millis(500)));
+    for i in 0..20 {
+        write_file(&r.fs, &format!("f{i}"), format!("data {i}").as_bytes()).await;
+    }
+    let failures = r.fs.drain(Instant::now() + Duration::from_secs(30)).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    for i in 0..20 {
+        assert_eq!(
+            get(&r.mem, &format!("f{i}")).await.unwrap(),
+            format!("data {i}").as_bytes()
+        );
+    }
+}
