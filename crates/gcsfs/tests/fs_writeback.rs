@@ -226,3 +226,39 @@ async fn the_drain_saves_every_pending_file() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_file_still_reports_its_upload_at_close() {
+    // Its bytes are nowhere but in the upload: close waits for it and says how it went.
+    let r = rig(4, Duration::ZERO);
+    r.faults.push(Op::UploadChunk, Fault::Pass);
+    r.faults.push(Op::UploadChunk, Fault::Status(403));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "big", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    let chunk = vec![5u8; 1 << 20];
+    let mut failed = false;
+    for i in 0..10u64 {
+        if r.fs.write(o.fh, i << 20, &chunk).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    let closed = r.fs.flush(o.fh).await;
+    assert!(failed || closed.is_err(), "the failure reached the program");
+    let _ = r.fs.release(e.attr.ino, o.fh).await;
+    assert!(get(&r.mem, "big").await.is_none());
+
+    // And a good one is in the bucket when close returns.
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "good", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    for i in 0..10u64 {
+        r.fs.write(o.fh, i << 20, &chunk).await.unwrap();
+    }
+    r.fs.flush(o.fh).await.unwrap();
+    assert_eq!(get(&r.mem, "good").await.map(|d| d.len()), Some(10 << 20));
+    r.fs.release(e.attr.ino, o.fh).await.unwrap();
+}

@@ -524,7 +524,10 @@ impl Filesystem {
             }
             return Err(FsError::Background(e));
         }
-        if self.writes_back_async() {
+        // A streamed file's bytes are staged nowhere but in its upload: its close waits for
+        // the upload to end, whatever the write-back, so that a failure is reported to it.
+        let streamed = cell.state.lock().await.stream.is_some();
+        if self.writes_back_async() && !streamed {
             self.queue_upload_or_not(ino, &cell);
             return Ok(());
         }
