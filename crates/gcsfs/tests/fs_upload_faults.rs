@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use gcsfs::fs::{Filesystem, FsConfig, FsError, InodeNo, ManualClock};
 use gcsfs::store::mem::MemStore;
 use gcsfs::store::{
-    ByteRange, Fault, FaultStore, ObjectKey, ObjectStore, Op, Preconditions, RetryConfig,
-    RetryStore, WriteAttrs, WriteSource,
+    Fault, FaultStore, ObjectKey, ObjectStore, Op, Preconditions, RetryConfig, RetryStore,
+    WriteAttrs, WriteSource,
 };
 
 const MIB: usize = 1 << 20;
@@ -88,16 +87,10 @@ async fn put(mem: &MemStore, key: &str, bytes: &[u8]) {
     .unwrap();
 }
 
-async fn get(mem: &MemStore, key: &str) -> Option<Vec<u8>> {
-    let mut s = mem
-        .read(&ObjectKey::new(key).ok()?, None, ByteRange::ALL)
-        .await
-        .ok()?;
-    let mut out = Vec::new();
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c.unwrap());
-    }
-    Some(out)
+/// The object's data in the bucket, if any.
+fn get(mem: &MemStore, key: &str) -> Option<Vec<u8>> {
+    mem.get(&ObjectKey::new(key).ok()?)
+        .map(|(_, data)| data.to_vec())
 }
 
 /// A write path of the filesystem.
@@ -210,7 +203,7 @@ async fn case(path: Path, n: usize, fault: Fault, want: Want) {
     rig.faults.push_n(path.data_op(), Fault::Pass, n);
     rig.faults.push(path.data_op(), fault);
     let seen = run_app(&rig, path).await;
-    let stored = get(&rig.mem, "f").await;
+    let stored = get(&rig.mem, "f");
     match want {
         Want::Written => {
             assert!(seen.is_ok(), "{what}: the application saw {seen:?}");
@@ -333,7 +326,7 @@ async fn a_failed_stream_keeps_failing_every_call_and_leaves_nothing_dirty() {
         "a file whose data is lost is not retried: {failures:?}"
     );
     let _ = rig.fs.release(e.attr.ino, o.fh).await;
-    assert!(get(&rig.mem, "big").await.is_none());
+    assert!(get(&rig.mem, "big").is_none());
     assert_eq!(rig.mem.open_uploads(), 0);
 }
 
@@ -354,7 +347,7 @@ async fn a_staged_file_whose_upload_failed_is_uploaded_by_the_drain() {
     assert!(failures.is_empty(), "{failures:?}");
     let mut want = data(5, MIB);
     want[10..17].copy_from_slice(b"changed");
-    assert!(get(&rig.mem, "doc").await.unwrap() == want);
+    assert!(get(&rig.mem, "doc").unwrap() == want);
     let _ = rig.fs.release(ino, fh).await;
     assert!(rig.tmp.path().exists());
 }
@@ -399,7 +392,7 @@ async fn an_outage_fails_a_streamed_write_within_the_deadline() {
     let (err, took) = stream_into(&rig, "out", Fault::Status(503)).await;
     assert_eq!(err.errno(), libc::EIO, "{err:?}");
     assert!(took <= Duration::from_secs(3 + 10), "took {took:?}");
-    assert!(get(&rig.mem, "out").await.is_none());
+    assert!(get(&rig.mem, "out").is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -415,7 +408,7 @@ async fn a_stalled_service_fails_a_streamed_write_within_its_bound() {
     let (err, took) = stream_into(&rig, "stall", Fault::Stall).await;
     assert_eq!(err.errno(), libc::EIO, "{err:?}");
     assert!(took <= bound * 2, "took {took:?}, bound {bound:?}");
-    assert!(get(&rig.mem, "stall").await.is_none());
+    assert!(get(&rig.mem, "stall").is_none());
 }
 
 #[tokio::test]
@@ -441,7 +434,7 @@ async fn closing_a_reader_does_not_report_the_writers_upload_error() {
     assert!(rig.fs.flush(reader).await.is_ok());
     // fsync asks for the file's data to be saved, whoever wrote it: it uploads.
     rig.fs.fsync(reader).await.unwrap();
-    assert_eq!(get(&rig.mem, "shared").await.unwrap(), b"new");
+    assert_eq!(get(&rig.mem, "shared").unwrap(), b"new");
     let _ = rig.fs.release(ino, reader).await;
     let _ = rig.fs.release(ino, writer).await;
 }
@@ -463,7 +456,7 @@ async fn a_descriptor_closed_before_any_write_uploads_nothing() {
     rig.fs.write(fh, 0, b"output").await.unwrap();
     rig.fs.flush(fh).await.unwrap(); // stdout's close
     rig.fs.release(ino, fh).await.unwrap();
-    assert_eq!(get(&rig.mem, "out").await.unwrap(), b"output");
+    assert_eq!(get(&rig.mem, "out").unwrap(), b"output");
     assert_eq!(
         rig.faults.calls(Op::Write),
         1,
@@ -480,7 +473,7 @@ async fn a_descriptor_closed_before_any_write_uploads_nothing() {
     rig.fs.write(o.fh, 0, b"hello").await.unwrap();
     rig.fs.flush(o.fh).await.unwrap();
     rig.fs.release(e.attr.ino, o.fh).await.unwrap();
-    assert_eq!(get(&rig.mem, "new").await.unwrap(), b"hello");
+    assert_eq!(get(&rig.mem, "new").unwrap(), b"hello");
     assert_eq!(rig.faults.calls(Op::Write), 2);
 
     // `touch`: nothing written at all; the release creates the empty object.
@@ -491,5 +484,5 @@ async fn a_descriptor_closed_before_any_write_uploads_nothing() {
         .unwrap();
     rig.fs.flush(o.fh).await.unwrap();
     rig.fs.release(e.attr.ino, o.fh).await.unwrap();
-    assert_eq!(get(&rig.mem, "empty").await.unwrap(), b"");
+    assert_eq!(get(&rig.mem, "empty").unwrap(), b"");
 }
