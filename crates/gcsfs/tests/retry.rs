@@ -293,13 +293,17 @@ async fn a_stall_past_the_deadline_ends_in_transient() {
 
 #[tokio::test(start_paused = true)]
 async fn exhausted_attempts_end_in_transient_with_the_last_error() {
-    let rig = rig();
+    let rig = rig_with(RetryConfig {
+        max_attempts: 10,
+        ..RetryConfig::default()
+    });
     put(&rig, "a", data(3)).await;
     rig.faults.push_n(Op::Stat, Fault::Status(429), 50);
     let err = rig.store.stat(&k("a")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert_eq!(source_kind(&err), ErrorKind::RateLimited);
     // Backoff bounds 0.1+0.2+…+5 s stay well inside the deadline: max_attempts is the limit.
+    // (By default it is 100, and the deadline ends retries first.)
     assert_eq!(rig.faults.calls(Op::Stat), 10);
 }
 
@@ -397,7 +401,10 @@ async fn unpinned_read_reset_mid_stream_surfaces_the_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pinned_read_that_never_progresses_gives_up() {
-    let rig = rig();
+    let rig = rig_with(RetryConfig {
+        max_attempts: 10,
+        ..RetryConfig::default()
+    });
     let meta = put(&rig, "a", data(1000)).await;
     rig.faults
         .push_n(Op::Read, Fault::ResetMidStream { after_bytes: 0 }, 100);

@@ -57,7 +57,9 @@ pub struct RetryConfig {
     /// `stall_timeout + size / min_write_throughput`. A stream's producer is never timed (its
     /// pace is the application's). Default: 30 s.
     pub stall_timeout: Duration,
-    /// Most attempts one operation makes, the first included. Default: 10.
+    /// Most attempts one operation makes, the first included: a guard; the deadline is what
+    /// normally ends the retries (with backoff capped at `max_backoff`, 60 s of an outage is
+    /// about 25 attempts). Default: 100.
     pub max_attempts: u32,
     /// The slowest upload, in bytes per second, that is still considered progress: it sets the
     /// time limit of writes of known size (see `stall_timeout`). 0 removes the limit.
@@ -104,7 +106,7 @@ impl Default for RetryConfig {
             multiplier: 2.0,
             deadline: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
-            max_attempts: 10,
+            max_attempts: 100,
             min_write_throughput: 1024 * 1024,
         }
     }
