@@ -144,13 +144,7 @@ impl Filesystem {
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock();
         match found {
-            Found::Dir(marker) => {
-                let stat = match &marker {
-                    Some(m) => Stat::from_marker(m),
-                    None => Stat::dir(SystemTime::now()),
-                };
-                Ok(table.upsert_child(parent, name, names::dir_prefix(&key), stat, marker, valid))
-            }
+            Found::Dir(marker) => Ok(bind_dir(&mut table, parent, name, &key, marker, valid)),
             Found::File(_) => Err(FsError::Stale("directory replaced by a file")),
             Found::Nothing => Err(FsError::NotFound),
         }
@@ -194,13 +188,7 @@ impl Filesystem {
             return Ok(ino);
         }
         match found {
-            Found::Dir(marker) => {
-                let stat = match &marker {
-                    Some(m) => Stat::from_marker(m),
-                    None => Stat::dir(SystemTime::now()),
-                };
-                Ok(table.upsert_child(parent, name, names::dir_prefix(&key), stat, marker, valid))
-            }
+            Found::Dir(marker) => Ok(bind_dir(&mut table, parent, name, &key, marker, valid)),
             Found::File(meta) => {
                 // A directory holding files not uploaded yet keeps its name; the file is
                 // reachable as `name` + CONFLICT_SUFFIX, as when the store shows both.
@@ -309,4 +297,21 @@ impl Filesystem {
     pub(super) fn forget_missing(&self, parent: InodeNo, name: &str) {
         self.negative.lock().pop(&(parent, name.to_string()));
     }
+}
+
+/// Binds `parent/name` to the directory `key` found in the store, with its marker's
+/// attributes (or the defaults of a directory without one).
+fn bind_dir(
+    table: &mut super::inode::InodeTable,
+    parent: InodeNo,
+    name: &str,
+    key: &str,
+    marker: Option<ObjectMeta>,
+    valid: std::time::Instant,
+) -> InodeNo {
+    let stat = match &marker {
+        Some(m) => Stat::from_marker(m),
+        None => Stat::dir(SystemTime::now()),
+    };
+    table.upsert_child(parent, name, names::dir_prefix(key), stat, marker, valid)
 }
