@@ -250,3 +250,141 @@ async fn a_streamed_file_still_reports_its_upload_at_close() {
     assert_eq!(get(&r.mem, "good").map(|d| d.len()), Some(10 << 20));
     r.fs.release(e.attr.ino, o.fh).await.unwrap();
 }
+
+/// Lets spawned tasks run until `op` has been called `n` times on the fault store (an upload
+/// is then in its network call). Counts no time: it only yields.
+async fn until_called(faults: &FaultStore, op: Op, n: u64) {
+    for _ in 0..10_000 {
+        if faults.calls(op) >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{op} was not called {n} times");
+}
+
+/// What the file reads through `fh` now, or a panic if the read waits (the upload in flight
+/// holds the store for 5 s of the paused clock; a read that waited for it would take that long).
+async fn read_now(fs: &Filesystem, fh: u64) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(1), fs.read(fh, 0, 4096))
+        .await
+        .expect("a read waited for another handle's upload")
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_and_writers_never_wait_for_an_upload_and_its_snapshot_is_what_lands() {
+    let r = rig(4, Duration::ZERO);
+    let ino = write_file(&r.fs, "f", b"hello world").await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    let first = r
+        .mem
+        .get(&ObjectKey::new("f").unwrap())
+        .unwrap()
+        .0
+        .generation;
+
+    let w = r.fs.open(ino, libc::O_RDWR).await.unwrap();
+    r.fs.write(w.fh, 0, b"HELLO").await.unwrap();
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let writes = r.faults.calls(Op::Write);
+    let fs = r.fs.clone();
+    let fsync = tokio::spawn(async move { fs.fsync(w.fh).await });
+    until_called(&r.faults, Op::Write, writes + 1).await;
+
+    // The upload is in its network call. Another handle reads the pending data, and a write
+    // goes on, without waiting for it.
+    let rd = r.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(read_now(&r.fs, rd.fh).await, b"HELLO world");
+    tokio::time::timeout(Duration::from_secs(1), r.fs.write(w.fh, 6, b"WORLD"))
+        .await
+        .expect("a write waited for the upload")
+        .unwrap();
+    assert_eq!(read_now(&r.fs, rd.fh).await, b"HELLO WORLD");
+    assert!(!fsync.is_finished());
+
+    // The upload sends the data as it was when it started; the later write stays pending,
+    // based on the generation that upload made.
+    r.faults.push(Op::Write, Fault::Latency(Duration::ZERO));
+    fsync.await.unwrap().unwrap();
+    let (meta, data) = r.mem.get(&ObjectKey::new("f").unwrap()).unwrap();
+    assert_eq!(&data[..], b"HELLO world");
+    assert!(meta.generation > first);
+    assert!(
+        r.fs.has_dirty(),
+        "the write made during the upload is pending"
+    );
+    assert_eq!(r.fs.getattr(ino).await.unwrap().attr.size, 11);
+    r.fs.fsync(w.fh).await.unwrap();
+    assert_eq!(get(&r.mem, "f").unwrap(), b"HELLO WORLD");
+    assert!(!r.fs.has_dirty());
+    r.fs.release(ino, rd.fh).await.unwrap();
+    r.fs.flush(w.fh).await.unwrap();
+    r.fs.release(ino, w.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "f").unwrap(), b"HELLO WORLD");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_file_appended_to_during_its_upload_keeps_its_size_and_lands_whole() {
+    let r = rig(4, Duration::ZERO);
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "n", 0o644, libc::O_RDWR, ME)
+            .await
+            .unwrap();
+    let ino = e.attr.ino;
+    r.fs.write(o.fh, 0, b"abc").await.unwrap();
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let fs = r.fs.clone();
+    let fsync = tokio::spawn(async move { fs.fsync(o.fh).await });
+    until_called(&r.faults, Op::Write, 1).await;
+    assert_eq!(read_now(&r.fs, o.fh).await, b"abc");
+    r.fs.write(o.fh, 3, b"def").await.unwrap();
+    assert_eq!(read_now(&r.fs, o.fh).await, b"abcdef");
+    r.faults.push(Op::Write, Fault::Latency(Duration::ZERO));
+    fsync.await.unwrap().unwrap();
+    assert_eq!(get(&r.mem, "n").unwrap(), b"abc");
+    // The size is the file's, not the object's: the append is still to come.
+    assert_eq!(r.fs.getattr(ino).await.unwrap().attr.size, 6);
+    assert_eq!(read_now(&r.fs, o.fh).await, b"abcdef");
+    // The next upload replaces the generation the first one made (no conflict with itself).
+    r.fs.flush(o.fh).await.unwrap();
+    r.fs.release(ino, o.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(get(&r.mem, "n").unwrap(), b"abcdef");
+    assert!(!r.fs.has_dirty());
+    assert!(!r._tmp.path().join("gcsfs-conflicts").exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rename_during_an_upload_waits_for_it_and_moves_every_change() {
+    let r = rig(4, Duration::ZERO);
+    let ino = write_file(&r.fs, "src", b"one").await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    let w = r.fs.open(ino, libc::O_RDWR).await.unwrap();
+    r.fs.write(w.fh, 0, b"two").await.unwrap();
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let writes = r.faults.calls(Op::Write);
+    let fs = r.fs.clone();
+    let fsync = tokio::spawn(async move { fs.fsync(w.fh).await });
+    until_called(&r.faults, Op::Write, writes + 1).await;
+    r.fs.write(w.fh, 3, b"+three").await.unwrap();
+    r.faults.push(Op::Write, Fault::Latency(Duration::ZERO));
+    r.fs.rename(InodeNo::ROOT, "src", InodeNo::ROOT, "dst", 0)
+        .await
+        .unwrap();
+    assert!(fsync.is_finished(), "the rename came after the upload");
+    fsync.await.unwrap().unwrap();
+    assert!(get(&r.mem, "src").is_none(), "nothing at the old name");
+    assert_eq!(get(&r.mem, "dst").unwrap(), b"two+three");
+    assert!(!r.fs.has_dirty());
+    r.fs.flush(w.fh).await.unwrap();
+    r.fs.release(ino, w.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(get(&r.mem, "src").is_none());
+    assert_eq!(get(&r.mem, "dst").unwrap(), b"two+three");
+}

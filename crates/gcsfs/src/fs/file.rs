@@ -389,14 +389,18 @@ impl Filesystem {
         }
         wrote.store(true, Ordering::Release);
         let mut st = cell.state.lock().await;
-        // A new file written sequentially: in memory, then (past the threshold) streamed.
+        // A new file written sequentially: in memory, then (past the threshold) streamed — or
+        // staged, if part of it was published already (a stream can only create the object).
+        let may_stream = st.base_generation == Generation::NONE;
         let mut appended = None;
         if let Some(head) = st.head.as_mut()
             && head.len() as u64 == offset
         {
             head.extend_from_slice(data);
             appended = Some(head.len() as u64);
-            if head.len() >= STREAM_THRESHOLD {
+            if head.len() >= STREAM_THRESHOLD && !may_stream {
+                self.ensure_staged(ino, &mut st, None, None).await?;
+            } else if head.len() >= STREAM_THRESHOLD {
                 let head = Bytes::from(st.head.take().expect("matched above"));
                 let key = self.key_of(ino)?;
                 let stream = st.stream.insert(Streaming::start(
@@ -499,6 +503,37 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Before the object of a file open here is deleted: gives the open handles a local copy
+    /// of `generation`. The download runs without the state lock, so reads and writes of the
+    /// file go on meanwhile; a local copy made by a write in between is kept instead.
+    pub(super) async fn keep_local_copy(
+        &self,
+        ino: InodeNo,
+        cell: &FileCell,
+        generation: Generation,
+    ) -> FsResult<()> {
+        let has_local =
+            |st: &WriteState| st.staged.is_some() || st.head.is_some() || st.stream.is_some();
+        if has_local(&*cell.state.lock().await) {
+            return Ok(());
+        }
+        let key = self.key_of(ino)?;
+        let staged = Staged::download(
+            &self.config.temp_dir,
+            self.store.as_ref(),
+            &key,
+            generation,
+            None,
+        )
+        .await?;
+        let mut st = cell.state.lock().await;
+        if !has_local(&st) {
+            st.staged = Some(staged);
+            st.base_generation = generation;
+        }
+        Ok(())
+    }
+
     /// `flush` (each close of a file descriptor): uploads pending changes, if this handle made
     /// any. A handle that changed nothing — read-only, or a writable one before its first write
     /// (a descriptor copy closed after `dup2`) — neither uploads nor reports another handle's
@@ -594,21 +629,32 @@ impl Filesystem {
         result
     }
 
-    /// Publishes the file's staging copy if it has changes.
+    /// Publishes the file's pending changes, if any, after an upload already in progress.
     pub(super) async fn upload(&self, ino: InodeNo, cell: &FileCell) -> FsResult<()> {
+        let publishing = cell.publish.lock().await;
+        self.upload_holding(ino, cell, &publishing).await
+    }
+
+    /// [`Filesystem::upload`] for a caller that holds the file's publish lock (a rename, which
+    /// must move exactly what it published).
+    ///
+    /// The state lock is held only to take a snapshot of the data and to record the result:
+    /// readers, writers and `stat` of the file go on during the network call. A change made
+    /// meanwhile leaves the file dirty, based on the generation this upload made.
+    pub(super) async fn upload_holding(
+        &self,
+        ino: InodeNo,
+        cell: &FileCell,
+        _publishing: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> FsResult<()> {
         let mut st = cell.state.lock().await;
         if !cell.is_dirty() {
             return Ok(());
         }
-        let (key, unlinked, stat, meta) = {
+        let (key, unlinked) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (
-                inode.key.clone(),
-                inode.unlinked,
-                inode.stat.clone(),
-                inode.meta.clone(),
-            )
+            (inode.key.clone(), inode.unlinked)
         };
         if unlinked {
             // Removed while open: its data goes with it, as on a local filesystem.
@@ -621,103 +667,88 @@ impl Filesystem {
             return Ok(());
         }
         if st.stream.is_some() {
+            // The stream's bytes are in its upload only: readers wait for it either way.
             return self.settle_stream(ino, &mut st).await;
         }
-        if let Some(head) = st.head.take() {
-            return self.upload_head(ino, cell, &mut st, &key, head).await;
-        }
-        let Some(staged) = st.staged.as_ref() else {
+        let base = st.base_generation;
+        let (source, attrs, snapshot) = if let Some(head) = &st.head {
+            let data = Bytes::copy_from_slice(head);
+            let attrs = self.new_object_attrs(ino, true);
+            (WriteSource::Bytes(data), attrs, None)
+        } else if let Some(staged) = &st.staged {
+            let snapshot = staged.snapshot();
+            let source = WriteSource::File {
+                path: snapshot.path().to_path_buf(),
+                crc32c: None,
+            };
+            (source, self.object_attrs(ino), Some(snapshot))
+        } else {
             cell.set_dirty(false);
             return Ok(());
         };
-        let mut attrs = WriteAttrs::default();
-        if let Some(meta) = &meta {
-            attrs.content_type = meta.content_type.clone();
-            attrs.metadata = meta.metadata.clone();
-        }
-        attrs.metadata.extend(attr::posix_metadata(&stat));
+        let seen = cell.changes();
         let object_key = ObjectKey::new(key.clone())?;
-        let source = WriteSource::File {
-            path: staged.path().to_path_buf(),
-            crc32c: None,
-        };
-        let pre = Preconditions::generation(st.base_generation);
-        match self.store.write(&object_key, source, pre, &attrs).await {
+        drop(st);
+        let result = self
+            .store
+            .write(&object_key, source, Preconditions::generation(base), &attrs)
+            .await;
+        drop(snapshot);
+        let mut st = cell.state.lock().await;
+        match result {
             Ok(new) => {
-                let old = std::mem::replace(&mut st.base_generation, new.generation);
-                cell.set_dirty(false);
-                self.published(ino, old, new);
+                st.base_generation = new.generation;
+                let clean = cell.settle_upload(seen);
+                if clean {
+                    st.head = None;
+                }
+                self.published(ino, base, new, clean);
                 Ok(())
             }
             // (An upload whose answer was lost, met again by its own retry, is recognised by
             // the store and never ends here.)
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                let staged = st.staged.take().expect("checked above");
+                let staged = match (st.staged.take(), st.head.take()) {
+                    (Some(staged), _) => Some(staged),
+                    (None, Some(head)) => {
+                        let mut staged = Staged::empty(&self.config.temp_dir)?;
+                        staged.write_at(0, &head)?;
+                        Some(staged)
+                    }
+                    (None, None) => None,
+                };
                 cell.set_dirty(false);
-                let kept = self.keep_conflict(&key, staged);
+                let kept = staged.map(|staged| self.keep_conflict(&key, staged));
+                let why = if base == Generation::NONE {
+                    "another writer created this file first"
+                } else {
+                    "object changed by another writer"
+                };
                 tracing::error!(
                     key,
-                    kept = ?kept.as_ref().ok(),
-                    "object changed by another writer; this writer's data was not uploaded"
+                    kept = ?kept.as_ref().and_then(|k| k.as_ref().ok()),
+                    "{why}; this writer's data was not uploaded"
                 );
-                {
-                    let mut table = self.inodes.lock();
-                    if let Some(inode) = table.get_mut(ino) {
-                        inode.valid_until = self.now();
-                        if inode.local {
-                            inode.local = false;
-                        }
-                    }
-                }
-                Err(FsError::Stale("object changed by another writer"))
+                self.mark_not_local(ino);
+                Err(FsError::Stale(why))
             }
+            // The data stays staged (or in memory) for a later attempt (a close, the drain).
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Uploads a new file held in memory in one create-only request.
-    async fn upload_head(
-        &self,
-        ino: InodeNo,
-        cell: &FileCell,
-        st: &mut WriteState,
-        key: &str,
-        head: Vec<u8>,
-    ) -> FsResult<()> {
-        let object_key = ObjectKey::new(key.to_string())?;
-        let data = Bytes::from(head);
-        let attrs = self.new_object_attrs(ino, true);
-        let source = WriteSource::Bytes(data.clone());
-        match self
-            .store
-            .write(&object_key, source, Preconditions::create_only(), &attrs)
-            .await
-        {
-            Ok(new) => {
-                let old = std::mem::replace(&mut st.base_generation, new.generation);
-                cell.set_dirty(false);
-                self.published(ino, old, new);
-                Ok(())
+    /// The attributes an upload of `ino`'s changes carries: the object's content type and
+    /// custom metadata as known, and the POSIX attributes of the inode.
+    fn object_attrs(&self, ino: InodeNo) -> WriteAttrs {
+        let mut attrs = WriteAttrs::default();
+        if let Some(inode) = self.inodes.lock().get(ino) {
+            if let Some(meta) = &inode.meta {
+                attrs.content_type = meta.content_type.clone();
+                attrs.metadata = meta.metadata.clone();
             }
-            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                cell.set_dirty(false);
-                let mut staged = Staged::empty(&self.config.temp_dir)?;
-                staged.write_at(0, &data)?;
-                let kept = self.keep_conflict(key, staged);
-                tracing::error!(
-                    key,
-                    kept = ?kept.as_ref().ok(),
-                    "another writer created this file first; this writer's data was not uploaded"
-                );
-                self.mark_not_local(ino);
-                Err(FsError::Stale("another writer created this file first"))
-            }
-            Err(e) => {
-                // Keep the data for a later attempt (release, drain).
-                st.head = Some(data.to_vec());
-                Err(e.into())
-            }
+            attrs.metadata.extend(attr::posix_metadata(&inode.stat));
         }
+        attrs
     }
 
     fn mark_not_local(&self, ino: InodeNo) {
@@ -728,16 +759,22 @@ impl Filesystem {
         }
     }
 
-    /// Records a newly uploaded generation of `ino`.
     /// Records that this mount replaced generation `old` of `ino` (`Generation::NONE`: created
     /// it) with `new`. Handles of `old`, and handles of a file created here, now work on `new`:
-    /// what they read and write was ours.
-    fn published(&self, ino: InodeNo, old: Generation, new: crate::store::ObjectMeta) {
+    /// what they read and write was ours. If the file is not `clean` (changed during the
+    /// upload), its size and times stay the local ones.
+    fn published(&self, ino: InodeNo, old: Generation, new: crate::store::ObjectMeta, clean: bool) {
         let (generation, size) = (new.generation, new.size);
         {
             let mut table = self.inodes.lock();
             if let Some(inode) = table.get_mut(ino) {
+                let local = inode.stat.clone();
                 inode.stat = Stat::from_object(&new);
+                if !clean {
+                    inode.stat.size = local.size;
+                    inode.stat.mtime = local.mtime;
+                    inode.stat.ctime = local.ctime;
+                }
                 inode.cached_generation = Some(new.generation);
                 inode.meta = Some(new);
                 inode.local = false;
@@ -757,7 +794,7 @@ impl Filesystem {
             Ok(new) => {
                 let old = std::mem::replace(&mut st.base_generation, new.generation);
                 self.mark_clean(ino);
-                self.published(ino, old, new);
+                self.published(ino, old, new, true);
                 Ok(())
             }
             Err(e) => Err(self.stream_lost(ino, e)),

@@ -6,10 +6,13 @@
 //! # Lock order
 //! 0. a `PageGate` (`tokio::sync::Mutex`, per inode; held by the page-cache thread across a
 //!    kernel call that may wait for a read in progress), then
-//! 1. a `FileCell::state` (`tokio::sync::Mutex`, per inode; may be held across `.await`), then
-//! 2. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
-//! 3. `Filesystem::inodes` (`parking_lot::Mutex`; never held across `.await`),
-//! 4. `Filesystem::handles` (`parking_lot::Mutex`; never held across `.await`).
+//! 1. a `FileCell::publish` (`tokio::sync::Mutex`, per inode; held across an upload's, an
+//!    unlink's or a rename's network calls; no read, write or `stat` takes it), then
+//! 2. a `FileCell::state` (`tokio::sync::Mutex`, per inode; held across network I/O only to
+//!    stage an object for its first change or to settle a streamed upload), then
+//! 3. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
+//! 4. `Filesystem::inodes` (`parking_lot::Mutex`; never held across `.await`),
+//! 5. `Filesystem::handles` (`parking_lot::Mutex`; never held across `.await`).
 //!
 //! The synchronous locks are `parking_lot`'s, which a panic does not poison: a request that
 //! panics (a bug) fails alone, instead of leaving every later request to fail on a poisoned

@@ -196,8 +196,8 @@ impl Filesystem {
         };
         // An upload of the file in progress (a close elsewhere, or the write-back's) ends first:
         // what it made is then known, and none starts until this is done.
-        let mut st = match &cell {
-            Some(cell) => Some(cell.state.lock().await),
+        let _publishing = match &cell {
+            Some(cell) => Some(cell.publish.lock().await),
             None => None,
         };
         let (key, generation, local, open) = {
@@ -210,13 +210,14 @@ impl Filesystem {
                 inode.open_handles > 0,
             )
         };
-        if let Some(st) = st.as_mut()
+        if let Some(cell) = &cell
             && open
             && !local
+            && let Some(generation) = generation
         {
             // Open descriptors keep working after unlink, as on a local filesystem: they need
             // a local copy once the object is gone.
-            self.ensure_staged(ino, st, generation, None).await?;
+            self.keep_local_copy(ino, cell, generation).await?;
         }
         if !local && let Some(generation) = generation {
             let key = ObjectKey::new(key)?;
@@ -408,11 +409,17 @@ impl Filesystem {
         new_key: &str,
         dst_generation: Option<Generation>,
     ) -> FsResult<()> {
-        // Publish pending changes first, so the copy carries them.
+        // Publish pending changes first, so the copy carries them; no other upload starts
+        // until the object has moved.
         let cell = self.inodes.lock().get(ino).and_then(|i| i.file.clone());
-        if let Some(cell) = &cell {
-            self.upload(ino, cell).await?;
-        }
+        let _publishing = match &cell {
+            Some(cell) => {
+                let publishing = cell.publish.lock().await;
+                self.upload_holding(ino, cell, &publishing).await?;
+                Some(publishing)
+            }
+            None => None,
+        };
         let (key, generation) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;

@@ -1,15 +1,25 @@
 //! Write-back state of one file: a local staging file holding the file's full contents while it
 //! is being changed, and the generation the changes are based on.
 //!
-//! Every open handle of an inode shares one [`FileCell`]. Its `tokio::sync::Mutex` serialises
-//! writes, truncates and uploads of that inode; it may be held across `.await` (it is a tokio
-//! mutex). Lock order: a `FileCell` lock is taken *before* the inode-table lock, never while
-//! holding it.
+//! Every open handle of an inode shares one [`FileCell`]. It has two tokio mutexes:
+//!
+//! - `publish` serialises what changes the file's object: uploads, and the unlink or rename of
+//!   the file. It is held across the network calls of an upload. Reads, writes, `stat` and
+//!   `open` never take it, so none of them waits for an upload.
+//! - `state` guards the local data ([`WriteState`]). An upload holds it only to take a
+//!   snapshot of the data and, after the network call, to record the result; a write made in
+//!   between goes to a copy of the staging file (copy on write, see [`Staged`]) and leaves the
+//!   file dirty, to be uploaded next on top of the generation the upload made. It is held
+//!   across network I/O only where the data itself is not local yet: staging an existing
+//!   object for its first change, and settling a streamed upload.
+//!
+//! Lock order: `publish`, then `state`, then the inode-table lock (a `parking_lot` mutex,
+//! never held across `.await`). Nothing takes `publish` while holding `state`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +39,16 @@ use crate::store::{
 /// Shared write-back state of one inode.
 #[derive(Debug)]
 pub struct FileCell {
+    /// Held by whatever changes the file's object (an upload, an unlink, a rename).
+    pub publish: tokio::sync::Mutex<()>,
     pub state: tokio::sync::Mutex<WriteState>,
     /// Which generation the kernel's page cache may be fed (see `page_cache.rs`).
     pub page_gate: Arc<PageGate>,
     /// Mirrors `state.staged.dirty` so the inode table can see it without the async lock.
     dirty: AtomicBool,
+    /// Counts changes to the local data: an upload publishes the changes counted when it took
+    /// its snapshot, and leaves the file dirty if more were made meanwhile.
+    changes: AtomicU64,
     /// When the oldest change not yet uploaded was made (the write-back's age bound).
     dirty_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
     /// Why the last upload made in the background (`--write-back async`) failed, until a
@@ -44,6 +59,7 @@ pub struct FileCell {
 impl FileCell {
     pub fn new(base_generation: Generation) -> Self {
         Self {
+            publish: tokio::sync::Mutex::new(()),
             state: tokio::sync::Mutex::new(WriteState {
                 staged: None,
                 stream: None,
@@ -52,6 +68,7 @@ impl FileCell {
             }),
             page_gate: Arc::default(),
             dirty: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
             dirty_since: parking_lot::Mutex::new(None),
             background_error: parking_lot::Mutex::new(None),
         }
@@ -62,8 +79,12 @@ impl FileCell {
         self.dirty.load(Ordering::Acquire)
     }
 
-    /// Records whether changes are pending; the first one starts the dirty age.
+    /// Records whether changes are pending (`true`: one more change was made; the first one
+    /// starts the dirty age). Called with `state` held.
     pub fn set_dirty(&self, dirty: bool) {
+        if dirty {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+        }
         let mut since = self.dirty_since.lock();
         match (dirty, since.is_some()) {
             (true, false) => *since = Some(tokio::time::Instant::now()),
@@ -71,6 +92,22 @@ impl FileCell {
             (true, true) => {}
         }
         self.dirty.store(dirty, Ordering::Release);
+    }
+
+    /// The change count an upload's snapshot stands for (read with `state` held).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// After an upload of the snapshot taken at change count `seen`: the file is clean if no
+    /// change was made since (returns whether it is). Called with `state` held, as every
+    /// change is made, so no change can slip between the check and the result.
+    pub fn settle_upload(&self, seen: u64) -> bool {
+        let clean = self.changes() == seen;
+        if clean {
+            self.set_dirty(false);
+        }
+        clean
     }
 
     /// How long the oldest pending change has waited, if any.
@@ -289,17 +326,36 @@ impl Streaming {
 }
 
 /// A local staging file holding the whole contents of the file.
+///
+/// An upload reads it through a [`Snapshot`] without holding the file's state lock. A write or
+/// truncate while a snapshot is held copies the file first (copy on write), so what the upload
+/// sends is exactly what it took — and no reader or writer waits for the network.
 #[derive(Debug)]
 pub struct Staged {
-    file: NamedTempFile,
+    file: Arc<NamedTempFile>,
     pub size: u64,
+}
+
+/// The staging file as it was when an upload took it (it stays on disk while held).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    file: Arc<NamedTempFile>,
+}
+
+impl Snapshot {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
 }
 
 impl Staged {
     /// An empty staging file in `dir`.
     pub fn empty(dir: &Path) -> FsResult<Self> {
         let file = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
-        Ok(Self { file, size: 0 })
+        Ok(Self {
+            file: Arc::new(file),
+            size: 0,
+        })
     }
 
     /// A staging file holding `key` at `generation`, truncated or extended to `len` bytes if given.
@@ -339,17 +395,32 @@ impl Staged {
         Ok(staged)
     }
 
-    pub fn path(&self) -> &Path {
-        self.file.path()
-    }
-
     fn file(&self) -> &File {
         self.file.as_file()
     }
 
+    /// The file as it is now, for an upload.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            file: self.file.clone(),
+        }
+    }
+
+    /// The file, to be changed: copied first if an upload holds a snapshot of it.
+    fn file_mut(&mut self) -> FsResult<&File> {
+        if Arc::get_mut(&mut self.file).is_none() {
+            let dir = self.file.path().parent().unwrap_or(Path::new("."));
+            let copy = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
+            let mut src = self.file.reopen()?;
+            std::io::copy(&mut src, &mut copy.as_file())?;
+            self.file = Arc::new(copy);
+        }
+        Ok(self.file.as_file())
+    }
+
     /// Writes `data` at `offset` (local disk; short, so done inline).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> FsResult<()> {
-        self.file().write_all_at(data, offset)?;
+        self.file_mut()?.write_all_at(data, offset)?;
         self.size = self.size.max(offset + data.len() as u64);
         Ok(())
     }
@@ -376,7 +447,7 @@ impl Staged {
     }
 
     pub fn set_len(&mut self, len: u64) -> FsResult<()> {
-        self.file().set_len(len)?;
+        self.file_mut()?.set_len(len)?;
         self.size = len;
         Ok(())
     }
@@ -386,7 +457,15 @@ impl Staged {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        self.file.persist(dest).map_err(|e| FsError::Io(e.error))?;
+        match Arc::try_unwrap(self.file) {
+            Ok(file) => {
+                file.persist(dest).map_err(|e| FsError::Io(e.error))?;
+            }
+            // An upload still reads it: keep a copy.
+            Err(file) => {
+                std::fs::copy(file.path(), dest)?;
+            }
+        }
         Ok(dest.to_path_buf())
     }
 }

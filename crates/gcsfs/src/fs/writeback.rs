@@ -11,9 +11,10 @@
 //!   than that is queued too — an open file being written included, unless its upload is
 //!   streamed (which cannot be published part-way). A crash loses at most that window of
 //!   changes not yet queued, plus the uploads queued or running.
-//! - Renames and unlinks of pending files take the file's state lock first, so they never race
-//!   an upload in progress: a rename publishes the file first and moves the object, an unlink
-//!   of a file uploaded meanwhile deletes the object it made.
+//! - Renames and unlinks of pending files take the file's publish lock first, so they never
+//!   race an upload in progress: a rename publishes the file first and moves the object, an
+//!   unlink of a file uploaded meanwhile deletes the object it made. Reads and writes of the
+//!   file never wait for an upload (see `write.rs`).
 //!
 //! With `--write-back sync` (the default) `close` uploads inline, as before; the queue is not
 //! used.
