@@ -419,9 +419,18 @@ impl Staged {
     }
 
     /// Writes `data` at `offset` (local disk; short, so done inline).
+    /// A write that fails part-way (ENOSPC: the temp dir is full) leaves the file at its
+    /// size before it, so an upload never sends bytes of a write that was refused.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> FsResult<()> {
-        self.file_mut()?.write_all_at(data, offset)?;
-        self.size = self.size.max(offset + data.len() as u64);
+        let size = self.size;
+        let file = self.file_mut()?;
+        if let Err(e) = file.write_all_at(data, offset) {
+            if offset + data.len() as u64 > size {
+                let _ = file.set_len(size);
+            }
+            return Err(e.into());
+        }
+        self.size = size.max(offset + data.len() as u64);
         Ok(())
     }
 
