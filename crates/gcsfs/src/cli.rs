@@ -283,6 +283,17 @@ pub struct MountArgs {
         default_value_t = 64
     )]
     pub prefetch_memory_mb: u64,
+    /// Memory for the data gcsfs holds (prefetched reads, new files and streamed uploads'
+    /// buffers, uploads' copies), in MiB: one budget, in shares (see CONFIGURATION.md). Under
+    /// it gcsfs slows down rather than grow. Default: half of the process's cgroup memory
+    /// limit (v2 `memory.max`, v1 `memory.limit_in_bytes`), else of physical memory.
+    #[arg(
+        long,
+        env = "GCSFS_MEMORY_LIMIT_MB",
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(16..=1_048_576)
+    )]
+    pub memory_limit_mb: Option<u64>,
     /// Stream new files written sequentially straight into a resumable upload (past 4 MiB)
     /// instead of staging them in --temp-dir; `false` stages every new file. Default: true.
     #[arg(
@@ -931,6 +942,7 @@ mod tests {
         assert!(!mount.read_only());
         assert_eq!(mount.max_read_ahead_mb, 128);
         assert_eq!(mount.prefetch_memory_mb, 64);
+        assert_eq!(mount.memory_limit_mb, None);
         assert!(mount.streaming_writes);
         assert_eq!(mount.upload_concurrency, 16);
         assert_eq!(mount.write_back, WriteBackMode::Sync);

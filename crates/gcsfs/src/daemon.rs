@@ -148,8 +148,22 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
             prefetch_memory: args.prefetch_memory_mb << 20,
             ..defaults.read.clone()
         },
+        memory_budget: memory_budget(args),
         ..defaults
     }
+}
+
+/// The memory budget `args` ask for, or the one derived from the process's memory limit.
+fn memory_budget(args: &MountArgs) -> u64 {
+    if let Some(mb) = args.memory_limit_mb {
+        return mb << 20;
+    }
+    let (budget, source) = crate::fs::MemoryBudget::derive();
+    tracing::info!(
+        budget_mib = budget >> 20,
+        "memory budget: half of {source} (set --memory-limit-mb to change it)"
+    );
+    budget
 }
 
 /// The kernel mount configuration `args` ask for.

@@ -54,6 +54,9 @@ pub struct FsConfig {
     pub write_wait_limit: Duration,
     /// Read-path tuning.
     pub read: ReadConfig,
+    /// The memory budget, bytes (`--memory-limit-mb`; see `memory.rs`). Default 1 GiB; `gcsfs
+    /// mount` derives it from the cgroup's limit unless told.
+    pub memory_budget: u64,
 }
 
 impl Default for FsConfig {
@@ -79,6 +82,7 @@ impl Default for FsConfig {
             write_back: WriteBack::Sync,
             max_dirty_age: Duration::from_secs(10),
             read: ReadConfig::default(),
+            memory_budget: 1 << 30,
         }
     }
 }

@@ -16,11 +16,14 @@ use bytes::Bytes;
 
 use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::memory::STREAM_MEMORY;
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
-use super::write::{FileCell, STREAM_THRESHOLD, Staged, Streaming, WriteState};
+use super::write::{FileCell, Head, STREAM_THRESHOLD, Staged, Streaming, WriteState};
 use super::{Entry, Filesystem, Handle, InodeNo};
-use crate::store::{ErrorKind, Generation, ObjectKey, Preconditions, WriteAttrs, WriteSource};
+use crate::store::{
+    ErrorKind, Generation, ObjectKey, Preconditions, SINGLE_REQUEST_MAX, WriteAttrs, WriteSource,
+};
 
 /// An open file.
 #[derive(Debug, Clone)]
@@ -203,7 +206,7 @@ impl Filesystem {
         {
             let mut st = cell.state.lock().await;
             if self.config.streaming_writes {
-                st.head = Some(Vec::new());
+                st.head = Some(Head::default());
             } else {
                 st.staged = Some(Staged::empty(&self.config.temp_dir)?);
             }
@@ -325,7 +328,7 @@ impl Filesystem {
             if let Some(head) = &st.head {
                 let start = (offset as usize).min(head.len());
                 let end = (start + size as usize).min(head.len());
-                return Ok(Bytes::copy_from_slice(&head[start..end]));
+                return Ok(Bytes::copy_from_slice(&head.bytes()[start..end]));
             }
             if st.stream.is_some() {
                 // Reading a file being streamed: publish what was written, then stage it.
@@ -391,27 +394,42 @@ impl Filesystem {
         let mut st = cell.state.lock().await;
         // A new file written sequentially: in memory, then (past the threshold) streamed — or
         // staged, if part of it was published already (a stream can only create the object).
+        // Either takes memory from the budget's writes share; without room, the file is
+        // staged in the temp dir instead.
         let may_stream = st.base_generation == Generation::NONE;
         let mut appended = None;
         if let Some(head) = st.head.as_mut()
             && head.len() as u64 == offset
         {
-            head.extend_from_slice(data);
-            appended = Some(head.len() as u64);
-            if head.len() >= STREAM_THRESHOLD && !may_stream {
+            if !head.append(data, &self.memory) {
+                // No room in memory: the file moves to a staging file, written below.
                 self.ensure_staged(ino, &mut st, None, None).await?;
             } else if head.len() >= STREAM_THRESHOLD {
-                let head = Bytes::from(st.head.take().expect("matched above"));
-                let key = self.key_of(ino)?;
-                let stream = st.stream.insert(Streaming::start(
-                    self.store.clone(),
-                    key,
-                    self.new_object_attrs(ino, false),
-                    self.config.write_wait_limit,
-                ));
-                if stream.send(head).await.is_err() {
-                    return Err(self.settle_failed_stream(ino, &mut st).await);
+                appended = Some(head.len() as u64);
+                let memory = if may_stream {
+                    self.memory.try_write(STREAM_MEMORY)
+                } else {
+                    None
+                };
+                match memory {
+                    None => self.ensure_staged(ino, &mut st, None, None).await?,
+                    Some(memory) => {
+                        let head = st.head.take().expect("matched above").into_bytes();
+                        let key = self.key_of(ino)?;
+                        let stream = st.stream.insert(Streaming::start(
+                            self.store.clone(),
+                            key,
+                            self.new_object_attrs(ino, false),
+                            self.config.write_wait_limit,
+                            memory,
+                        ));
+                        if stream.send(head).await.is_err() {
+                            return Err(self.settle_failed_stream(ino, &mut st).await);
+                        }
+                    }
                 }
+            } else {
+                appended = Some(head.len() as u64);
             }
         } else if let Some(stream) = st.stream.as_mut()
             && stream.written == offset
@@ -458,7 +476,7 @@ impl Filesystem {
         if let Some(head) = st.head.take() {
             // A new file held in memory: move it to a staging file.
             let mut s = Staged::empty(&self.config.temp_dir)?;
-            s.write_at(0, &head)?;
+            s.write_at(0, head.bytes())?;
             if let Some(len) = len {
                 s.set_len(len)?;
             }
@@ -647,6 +665,13 @@ impl Filesystem {
         cell: &FileCell,
         _publishing: &tokio::sync::MutexGuard<'_, ()>,
     ) -> FsResult<()> {
+        if !cell.is_dirty() {
+            return Ok(());
+        }
+        // The bytes the upload will hold in memory (one request's worth at most), from the
+        // budget's transfers share: waited for before the state lock is taken.
+        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat.size);
+        let _memory = self.memory.transfer(size.min(SINGLE_REQUEST_MAX)).await;
         let mut st = cell.state.lock().await;
         if !cell.is_dirty() {
             return Ok(());
@@ -672,7 +697,7 @@ impl Filesystem {
         }
         let base = st.base_generation;
         let (source, attrs, snapshot) = if let Some(head) = &st.head {
-            let data = Bytes::copy_from_slice(head);
+            let data = Bytes::copy_from_slice(head.bytes());
             let attrs = self.new_object_attrs(ino, true);
             (WriteSource::Bytes(data), attrs, None)
         } else if let Some(staged) = &st.staged {
@@ -712,7 +737,7 @@ impl Filesystem {
                     (Some(staged), _) => Some(staged),
                     (None, Some(head)) => {
                         let mut staged = Staged::empty(&self.config.temp_dir)?;
-                        staged.write_at(0, &head)?;
+                        staged.write_at(0, head.bytes())?;
                         Some(staged)
                     }
                     (None, None) => None,

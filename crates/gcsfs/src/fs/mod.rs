@@ -31,6 +31,7 @@ mod error;
 mod file;
 mod inode;
 mod lookup;
+mod memory;
 mod names;
 mod namespace;
 mod page_cache;
@@ -46,6 +47,7 @@ pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
+pub use memory::{LimitSource, MemoryBudget, memory_limit};
 pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
@@ -114,6 +116,9 @@ pub struct Filesystem {
     /// Names known not to exist, until when (`negative_ttl`).
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
+    /// The bytes held in memory: prefetch (`prefetch_budget` is its reads share), new files
+    /// and stream buffers, and uploads' copies.
+    memory: Arc<MemoryBudget>,
     /// Changes in progress, and whether new ones are taken (closed by the drain).
     writes: drain::WriteGate,
     /// Files to upload in the background (`--write-back async`).
@@ -147,7 +152,11 @@ impl Filesystem {
         let root_prefix = names::normalize_only_dir(&config.only_dir);
         let now = clock.now();
         let inodes = InodeTable::new(root_prefix, Stat::dir(SystemTime::now()), now);
-        let prefetch_budget = read::budget(&config.read);
+        let memory = Arc::new(MemoryBudget::new(
+            config.memory_budget,
+            config.read.prefetch_memory,
+        ));
+        let prefetch_budget = memory.reads();
         Self {
             store,
             config,
@@ -159,6 +168,7 @@ impl Filesystem {
                 std::num::NonZeroUsize::new(NEGATIVE_CACHE_ENTRIES).expect("non-zero"),
             )),
             prefetch_budget,
+            memory,
             writes: drain::WriteGate::default(),
             uploader: writeback::Uploader::new(std::sync::Weak::new(), 1),
             page_feeder: OnceLock::new(),
@@ -184,6 +194,11 @@ impl Filesystem {
 
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// The memory budget (for metrics and tests).
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     fn now(&self) -> Instant {

@@ -690,14 +690,6 @@ pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
     Ok(out.freeze())
 }
 
-/// The mount-wide prefetch memory budget.
-pub fn budget(config: &ReadConfig) -> Arc<Semaphore> {
-    let permits = usize::try_from(config.prefetch_memory)
-        .unwrap_or(usize::MAX)
-        .min(Semaphore::MAX_PERMITS);
-    Arc::new(Semaphore::new(permits))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
 
 use super::error::{FsError, FsResult};
+use super::memory::{Charge, MemoryBudget};
 use super::page_cache::PageGate;
 use crate::store::{
     ByteRange, ErrorKind, Generation, ObjectKey, ObjectMeta, ObjectStore, Preconditions,
@@ -147,9 +148,44 @@ pub struct WriteState {
     /// A new file written only sequentially so far, and less than [`STREAM_THRESHOLD`]: its
     /// bytes are held in memory; closed like that it is uploaded in one request. Past the
     /// threshold they start a stream.
-    pub head: Option<Vec<u8>>,
+    pub head: Option<Head>,
     /// The generation the local copy is based on: the upload's `ifGenerationMatch` (0 = new).
     pub base_generation: Generation,
+}
+
+/// A new file's bytes held in memory, charged to the memory budget's writes share.
+#[derive(Debug, Default)]
+pub struct Head {
+    bytes: Vec<u8>,
+    charge: Option<Charge>,
+}
+
+impl Head {
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends `data` if the budget has room for it; `false` (nothing appended) if not.
+    pub fn append(&mut self, data: &[u8], budget: &MemoryBudget) -> bool {
+        let Some(charge) = budget.try_write(data.len() as u64) else {
+            return false;
+        };
+        match &mut self.charge {
+            Some(held) => held.merge(charge),
+            None => self.charge = Some(charge),
+        }
+        self.bytes.extend_from_slice(data);
+        true
+    }
+
+    /// The bytes, no longer charged (they are handed to something that charges them itself).
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from(self.bytes)
+    }
 }
 
 /// A resumable upload fed while a new file is written.
@@ -224,11 +260,13 @@ fn upload_failed(e: Arc<StoreError>) -> FsError {
 
 impl Streaming {
     /// Starts a create-only upload of `key` fed by [`Streaming::send`].
+    /// The upload holds `memory` (its share of the budget) until it ends.
     pub fn start(
         store: Arc<dyn ObjectStore>,
         key: ObjectKey,
         attrs: WriteAttrs,
         wait_limit: Duration,
+        memory: Charge,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<StoreResult<Bytes>>(STREAM_QUEUE);
         let source = futures::stream::unfold(rx, |mut rx| async move {
@@ -236,6 +274,7 @@ impl Streaming {
         })
         .boxed();
         let task = tokio::spawn(async move {
+            let _memory = memory;
             store
                 .write(
                     &key,
