@@ -88,12 +88,10 @@ impl Filesystem {
                 Kind::File => {}
             }
             let generation = inode.stat.generation;
-            let cell = inode
-                .file
-                .get_or_insert_with(|| {
-                    Arc::new(FileCell::new(generation.unwrap_or(Generation::NONE)))
-                })
-                .clone();
+            let cell = table
+                .file_cell(ino, generation.unwrap_or(Generation::NONE))
+                .expect("checked above");
+            let inode = table.get_mut(ino).expect("checked above");
             let keep_cache =
                 !cell.is_dirty() && generation.is_some() && inode.cached_generation == generation;
             inode.cached_generation = generation;
@@ -170,7 +168,7 @@ impl Filesystem {
             if let Some(existing) = table.child(parent, name)
                 && (table
                     .get(existing)
-                    .is_some_and(|i| i.local || i.valid_until > now)
+                    .is_some_and(|i| i.local() || i.valid_until > now)
                     || table.is_pending_dir(existing))
             {
                 return Err(FsError::Exists);
@@ -187,11 +185,9 @@ impl Filesystem {
                 None,
                 now + self.config.metadata_ttl,
             );
-            let inode = table.get_mut(ino).expect("just created");
             let cell = Arc::new(FileCell::new(Generation::NONE));
-            inode.file = Some(cell.clone());
-            inode.local = true;
-            inode.unlinked = false;
+            table.created(ino, cell.clone());
+            let inode = table.get_mut(ino).expect("just created");
             inode.stat = new_stat();
             inode.meta = None;
             inode.lookups += 1;
@@ -492,7 +488,7 @@ impl Filesystem {
         let (key, current, local) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.stat.generation, inode.local)
+            (inode.key.clone(), inode.stat.generation, inode.local())
         };
         // Base the changes on the generation this handle opened, else the one this file was
         // last published or opened at, else the latest known.
@@ -679,7 +675,7 @@ impl Filesystem {
         let (key, unlinked) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.unlinked)
+            (inode.key.clone(), inode.unlinked())
         };
         if unlinked {
             // Removed while open: its data goes with it, as on a local filesystem.
@@ -780,8 +776,8 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             inode.valid_until = self.now();
-            inode.local = false;
         }
+        table.set_local(ino, false);
     }
 
     /// Records that this mount replaced generation `old` of `ino` (`Generation::NONE`: created
@@ -802,9 +798,9 @@ impl Filesystem {
                 }
                 inode.cached_generation = Some(new.generation);
                 inode.meta = Some(new);
-                inode.local = false;
                 inode.valid_until = self.now() + self.config.metadata_ttl;
             }
+            table.set_local(ino, false);
         }
         let from = (old != Generation::NONE).then_some(old);
         self.repin_handles(ino, from, generation, Some(size));
@@ -862,7 +858,7 @@ impl Filesystem {
     }
 
     fn mark_clean(&self, ino: InodeNo) {
-        if let Some(cell) = self.inodes.lock().get(ino).and_then(|i| i.file.clone()) {
+        if let Some(cell) = self.inodes.lock().get(ino).and_then(|i| i.file().cloned()) {
             cell.set_dirty(false);
         }
     }
@@ -934,10 +930,7 @@ impl Filesystem {
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
             // Nobody has the file open: a change is based on the generation just looked up.
             let idle = (inode.open_handles == 0).then_some(inode.stat.generation);
-            let cell = inode
-                .file
-                .get_or_insert_with(|| Arc::new(FileCell::new(generation)))
-                .clone();
+            let cell = table.file_cell(ino, generation).expect("checked above");
             (cell, idle.flatten())
         };
         let handle = set.fh.and_then(|fh| self.file_handle(fh).ok());
@@ -993,7 +986,7 @@ impl Filesystem {
             if let Some(mtime) = set.mtime {
                 inode.stat.mtime = mtime;
             }
-            (inode.open_handles > 0, inode.local)
+            (inode.open_handles > 0, inode.local())
         };
         if changes_meta && !cell.is_dirty() && !local {
             // A clean object: change its metadata in place.

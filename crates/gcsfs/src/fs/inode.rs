@@ -1,9 +1,18 @@
 //! The inode table: which names the kernel knows, their object keys and cached attributes.
 //!
-//! Guarded by one `std::sync::Mutex` in [`super::Filesystem`]; every method here is synchronous
-//! and short, so the lock is never held across an `.await`.
+//! Guarded by one `parking_lot::Mutex` in [`super::Filesystem`]; every method here is
+//! synchronous and short, so the lock is never held across an `.await`.
+//!
+//! Nothing here scans the whole table on a request's path: names are indexed per directory
+//! (a lookup, a listing from memory, an emptiness check cost what the directory holds), and the
+//! few inodes that need finding by state have sets of their own — files made here and not in
+//! the bucket yet (`locals`: pending directories, local children) and files with write-back
+//! state (`cells`: the drain, the age bound). Those sets are kept by the table's methods, which
+//! are the only writers of the fields they mirror (`Inode::local`, `unlinked`, `file`). Only a
+//! directory rename (rewriting its loaded descendants' keys) and the sweep past the cap walk
+//! every inode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,12 +52,12 @@ pub struct Inode {
     pub lookups: u64,
     /// Open file handles.
     pub open_handles: u32,
-    /// Write-back state, created on first open of a file.
-    pub file: Option<Arc<FileCell>>,
-    /// Created here and not yet in the bucket.
-    pub local: bool,
-    /// Removed from its directory while still open.
-    pub unlinked: bool,
+    /// Write-back state, created on first open of a file (set through the table).
+    file: Option<Arc<FileCell>>,
+    /// Created here and not yet in the bucket (set through the table).
+    local: bool,
+    /// Removed from its directory while still open (set through the table).
+    unlinked: bool,
     /// The generation whose pages the kernel may hold in its page cache.
     pub cached_generation: Option<Generation>,
     /// Directories: until when every child is known to be in the table (after a full listing,
@@ -61,6 +70,25 @@ pub struct Inode {
 impl Inode {
     pub fn kind(&self) -> Kind {
         self.stat.kind
+    }
+
+    /// The file's write-back state, once it was opened for writing or changed.
+    pub fn file(&self) -> Option<&Arc<FileCell>> {
+        self.file.as_ref()
+    }
+
+    /// Created here and not yet in the bucket.
+    pub fn local(&self) -> bool {
+        self.local
+    }
+
+    /// Removed from its directory while still open.
+    pub fn unlinked(&self) -> bool {
+        self.unlinked
+    }
+
+    fn dirty(&self) -> bool {
+        self.file.as_ref().is_some_and(|f| f.is_dirty())
     }
 
     /// Attributes for the kernel: the stat's, with the link count this inode knows.
@@ -81,11 +109,16 @@ impl Inode {
     }
 }
 
-/// All inodes, and the (parent, name) → inode index.
+/// All inodes, the per-directory name index, and the sets of inodes found by state.
 #[derive(Debug)]
 pub struct InodeTable {
     inodes: HashMap<InodeNo, Inode>,
-    names: HashMap<(InodeNo, String), InodeNo>,
+    /// Directory → name → the inode bound to it.
+    names: HashMap<InodeNo, HashMap<String, InodeNo>>,
+    /// Inodes `local` and not `unlinked`.
+    locals: HashSet<InodeNo>,
+    /// Inodes with a `file` (write-back state).
+    cells: HashSet<InodeNo>,
     next: u64,
 }
 
@@ -114,8 +147,64 @@ impl InodeTable {
         Self {
             inodes,
             names: HashMap::new(),
+            locals: HashSet::new(),
+            cells: HashSet::new(),
             next: 2,
         }
+    }
+
+    fn bind(&mut self, parent: InodeNo, name: &str, ino: InodeNo) {
+        self.names
+            .entry(parent)
+            .or_default()
+            .insert(name.to_string(), ino);
+    }
+
+    fn unbind_name(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        let dir = self.names.get_mut(&parent)?;
+        let ino = dir.remove(name)?;
+        if dir.is_empty() {
+            self.names.remove(&parent);
+        }
+        Some(ino)
+    }
+
+    /// Keeps `locals` in step with `ino`'s `local` and `unlinked`.
+    fn reindex(&mut self, ino: InodeNo) {
+        match self.inodes.get(&ino) {
+            Some(i) if i.local && !i.unlinked => self.locals.insert(ino),
+            _ => self.locals.remove(&ino),
+        };
+    }
+
+    /// Records whether `ino` exists only here (made here, not in the bucket yet).
+    pub fn set_local(&mut self, ino: InodeNo, local: bool) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.local = local;
+        }
+        self.reindex(ino);
+    }
+
+    /// `ino` was just created here (`create`): local, bound, with write-back state `cell`.
+    pub fn created(&mut self, ino: InodeNo, cell: Arc<FileCell>) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.file = Some(cell);
+            inode.local = true;
+            inode.unlinked = false;
+            self.cells.insert(ino);
+        }
+        self.reindex(ino);
+    }
+
+    /// `ino`'s write-back state, made (based on `base`) if it has none yet.
+    pub fn file_cell(&mut self, ino: InodeNo, base: Generation) -> Option<Arc<FileCell>> {
+        let inode = self.inodes.get_mut(&ino)?;
+        let cell = inode
+            .file
+            .get_or_insert_with(|| Arc::new(FileCell::new(base)))
+            .clone();
+        self.cells.insert(ino);
+        Some(cell)
     }
 
     pub fn get(&self, ino: InodeNo) -> Option<&Inode> {
@@ -133,16 +222,14 @@ impl InodeTable {
 
     /// The inode currently bound to `name` in `parent`.
     pub fn child(&self, parent: InodeNo, name: &str) -> Option<InodeNo> {
-        self.names.get(&(parent, name.to_string())).copied()
+        self.names.get(&parent)?.get(name).copied()
     }
 
-    /// The names bound in `parent` and their inodes (a scan of the whole index).
+    /// The names bound in `parent` and their inodes.
     pub fn children(&self, parent: InodeNo) -> Vec<(String, InodeNo)> {
-        self.names
-            .iter()
-            .filter(|((p, _), _)| *p == parent)
-            .map(|((_, name), &ino)| (name.clone(), ino))
-            .collect()
+        self.names.get(&parent).map_or_else(Vec::new, |dir| {
+            dir.iter().map(|(name, &ino)| (name.clone(), ino)).collect()
+        })
     }
 
     /// Binds `name` in `parent` to an inode with `stat`, reusing the existing inode when the kind
@@ -162,7 +249,7 @@ impl InodeTable {
                 .get_mut(&ino)
                 .expect("index points at a live inode");
             if inode.kind() == stat.kind {
-                let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty()) || inode.local;
+                let dirty = inode.dirty() || inode.local;
                 // A listing's prefix says less about a directory than its marker did.
                 let less = inode.stat.known && !stat.known;
                 if !dirty && !less {
@@ -199,17 +286,18 @@ impl InodeTable {
                 dir_info: DirInfo::default(),
             },
         );
-        self.names.insert((parent, name.to_string()), ino);
+        self.bind(parent, name, ino);
         ino
     }
 
     /// Unbinds `name` from `parent`; the inode lives on (marked unlinked) while the kernel or an
     /// open handle still refers to it.
     pub fn detach(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
-        let ino = self.names.remove(&(parent, name.to_string()))?;
+        let ino = self.unbind_name(parent, name)?;
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.unlinked = true;
         }
+        self.reindex(ino);
         self.maybe_evict(ino);
         Some(ino)
     }
@@ -218,7 +306,7 @@ impl InodeTable {
     /// longer shows the name (another client deleted it, or it is now something else). An open
     /// file keeps its pending changes, whose conditional upload then decides what happens.
     pub fn unbind(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
-        let ino = self.names.remove(&(parent, name.to_string()))?;
+        let ino = self.unbind_name(parent, name)?;
         self.maybe_evict(ino);
         Some(ino)
     }
@@ -228,10 +316,11 @@ impl InodeTable {
         let Some(dir) = self.inodes.get(&ino) else {
             return false;
         };
-        let prefix = &dir.key;
-        self.inodes
-            .values()
-            .any(|i| i.local && !i.unlinked && i.ino != ino && i.key.starts_with(prefix.as_str()))
+        let prefix = dir.key.as_str();
+        self.locals
+            .iter()
+            .filter_map(|l| self.inodes.get(l))
+            .any(|i| i.ino != ino && i.key.starts_with(prefix))
     }
 
     /// Whether a file with changes not uploaded yet (new, or dirty) lies anywhere below
@@ -241,12 +330,13 @@ impl InodeTable {
             return false;
         };
         let prefix = dir.key.as_str();
-        self.inodes.values().any(|i| {
-            i.ino != ino
-                && !i.unlinked
-                && i.key.starts_with(prefix)
-                && (i.local || i.file.as_ref().is_some_and(|f| f.is_dirty()))
-        })
+        self.locals
+            .iter()
+            .chain(self.cells.iter())
+            .filter_map(|l| self.inodes.get(l))
+            .any(|i| {
+                i.ino != ino && !i.unlinked && i.key.starts_with(prefix) && (i.local || i.dirty())
+            })
     }
 
     /// Whether `ino` is a directory holding a file created here and not uploaded yet: such a
@@ -264,9 +354,10 @@ impl InodeTable {
         };
         let prefix = dir.key.as_str();
         let names: std::collections::BTreeSet<&str> = self
-            .inodes
-            .values()
-            .filter(|i| i.local && !i.unlinked && i.ino != parent)
+            .locals
+            .iter()
+            .filter_map(|l| self.inodes.get(l))
+            .filter(|i| i.ino != parent)
             .filter_map(|i| i.key.strip_prefix(prefix)?.split_once('/'))
             .map(|(first, _)| first)
             .collect();
@@ -289,8 +380,8 @@ impl InodeTable {
         if self.child(new_parent, new_name).is_some_and(|c| c != ino) {
             self.detach(new_parent, new_name);
         }
-        self.names.remove(&(old_parent, old_name));
-        self.names.insert((new_parent, new_name.to_string()), ino);
+        self.unbind_name(old_parent, &old_name);
+        self.bind(new_parent, new_name, ino);
         let is_dir = {
             let inode = self.inodes.get_mut(&ino).expect("checked above");
             inode.parent = new_parent;
@@ -330,20 +421,24 @@ impl InodeTable {
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };
-        let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty());
-        if inode.lookups > 0 || inode.open_handles > 0 || dirty || (inode.local && !inode.unlinked)
+        if inode.lookups > 0
+            || inode.open_handles > 0
+            || inode.dirty()
+            || (inode.local && !inode.unlinked)
         {
             return;
         }
-        let key = (inode.parent, inode.name.clone());
-        if self.names.get(&key) == Some(&ino) {
-            self.names.remove(&key);
+        let (parent, name) = (inode.parent, inode.name.clone());
+        if self.child(parent, &name) == Some(ino) {
+            self.unbind_name(parent, &name);
             // The parent no longer knows all its children.
-            if let Some(parent) = self.inodes.get_mut(&key.0) {
+            if let Some(parent) = self.inodes.get_mut(&parent) {
                 parent.complete_until = None;
             }
         }
         self.inodes.remove(&ino);
+        self.locals.remove(&ino);
+        self.cells.remove(&ino);
     }
 
     /// Keeps the table under `cap` inodes by dropping ones nothing refers to (no kernel
@@ -357,7 +452,7 @@ impl InodeTable {
                 && i.lookups == 0
                 && i.open_handles == 0
                 && !i.local
-                && !i.file.as_ref().is_some_and(|f| f.is_dirty())
+                && !i.dirty()
         };
         let mut victims: Vec<(bool, InodeNo)> = self
             .inodes
@@ -375,9 +470,10 @@ impl InodeTable {
 
     /// Children of `parent` that exist only locally (created, not yet uploaded).
     pub fn local_children(&self, parent: InodeNo) -> Vec<(String, InodeNo, Kind)> {
-        self.inodes
-            .values()
-            .filter(|i| i.parent == parent && i.local && !i.unlinked && i.ino != InodeNo::ROOT)
+        self.locals
+            .iter()
+            .filter_map(|l| self.inodes.get(l))
+            .filter(|i| i.parent == parent && i.ino != InodeNo::ROOT)
             .map(|i| (i.name.clone(), i.ino, i.kind()))
             .collect()
     }
@@ -398,10 +494,50 @@ impl InodeTable {
 
     /// Every inode holding write-back state (for draining at unmount).
     pub fn with_file_state(&self) -> Vec<(InodeNo, Arc<FileCell>)> {
-        self.inodes
-            .values()
+        self.cells
+            .iter()
+            .filter_map(|c| self.inodes.get(c))
             .filter_map(|i| i.file.clone().map(|f| (i.ino, f)))
             .collect()
+    }
+
+    /// Checks the indexes against the inodes (tests and debug builds): every bound name points
+    /// at a live inode that has that parent and name, and `locals` and `cells` hold exactly the
+    /// inodes they mirror. Returns the first broken rule.
+    pub fn check(&self) -> Result<(), String> {
+        for (parent, dir) in &self.names {
+            if dir.is_empty() {
+                return Err(format!("empty name map kept for {parent}"));
+            }
+            for (name, ino) in dir {
+                let Some(i) = self.inodes.get(ino) else {
+                    return Err(format!("{parent}/{name} bound to a dead inode {ino}"));
+                };
+                if i.parent != *parent || i.name != *name {
+                    return Err(format!(
+                        "{parent}/{name} bound to {ino}, which is {}/{}",
+                        i.parent, i.name
+                    ));
+                }
+            }
+        }
+        for i in self.inodes.values() {
+            if (i.local && !i.unlinked) != self.locals.contains(&i.ino) {
+                return Err(format!("locals out of step for {}", i.ino));
+            }
+            if i.file.is_some() != self.cells.contains(&i.ino) {
+                return Err(format!("cells out of step for {}", i.ino));
+            }
+        }
+        if let Some(dead) = self
+            .locals
+            .iter()
+            .chain(&self.cells)
+            .find(|i| !self.inodes.contains_key(i))
+        {
+            return Err(format!("a set holds the dead inode {dead}"));
+        }
+        Ok(())
     }
 
     /// Inodes whose key starts with `prefix` (loaded descendants of a directory), `ino` excluded.

@@ -69,12 +69,12 @@ impl Filesystem {
         let (key, parent, name, kind) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            let dirty = inode.file.as_ref().is_some_and(|f| f.is_dirty());
+            let dirty = inode.file().is_some_and(|f| f.is_dirty());
             if inode.kind() == Kind::Dir
                 || inode.valid_until > self.now()
                 || dirty
-                || inode.local
-                || inode.unlinked
+                || inode.local()
+                || inode.unlinked()
             {
                 return Ok(self.entry(inode.attr(&self.ownership())));
             }
@@ -183,7 +183,7 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         // A file created here while we were asking wins over the store's answer.
         if let Some(ino) = table.child(parent, name)
-            && table.get(ino).is_some_and(|i| i.local)
+            && table.get(ino).is_some_and(|i| i.local())
         {
             return Ok(ino);
         }

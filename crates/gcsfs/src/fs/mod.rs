@@ -196,6 +196,12 @@ impl Filesystem {
         &self.config
     }
 
+    /// Checks the inode table's indexes against its inodes (tests run it after every step);
+    /// the first broken rule, if any.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.inodes.lock().check()
+    }
+
     /// The memory budget (for metrics and tests).
     pub fn memory(&self) -> &MemoryBudget {
         &self.memory

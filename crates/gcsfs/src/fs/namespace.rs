@@ -192,7 +192,7 @@ impl Filesystem {
             if inode.kind() == Kind::Dir {
                 return Err(FsError::IsDir);
             }
-            inode.file.clone()
+            inode.file().cloned()
         };
         // An upload of the file in progress (a close elsewhere, or the write-back's) ends first:
         // what it made is then known, and none starts until this is done.
@@ -206,7 +206,7 @@ impl Filesystem {
             (
                 inode.key.clone(),
                 inode.stat.generation,
-                inode.local,
+                inode.local(),
                 inode.open_handles > 0,
             )
         };
@@ -411,7 +411,7 @@ impl Filesystem {
     ) -> FsResult<()> {
         // Publish pending changes first, so the copy carries them; no other upload starts
         // until the object has moved.
-        let cell = self.inodes.lock().get(ino).and_then(|i| i.file.clone());
+        let cell = self.inodes.lock().get(ino).and_then(|i| i.file().cloned());
         let _publishing = match &cell {
             Some(cell) => {
                 let publishing = cell.publish.lock().await;
@@ -715,7 +715,7 @@ impl Filesystem {
             table
                 .descendants(&old_prefix, ino)
                 .into_iter()
-                .filter_map(|d| table.get(d).and_then(|i| i.file.clone().map(|f| (d, f))))
+                .filter_map(|d| table.get(d).and_then(|i| i.file().cloned().map(|f| (d, f))))
                 .collect()
         };
         for (d, cell) in pending {
@@ -837,7 +837,7 @@ impl Filesystem {
                 inode.cached_generation = Some(new.generation);
                 // Only a copy of the generation this file was at moves it along; a copy of
                 // another writer's newer one leaves its changes to fail their upload.
-                if let Some(cell) = &inode.file
+                if let Some(cell) = inode.file()
                     && old == Some(source)
                 {
                     cells.push((d, cell.clone(), old, new.generation));

@@ -152,6 +152,10 @@ impl Harness {
                 self.sut.handles.len()
             ));
         }
+        self.sut
+            .fs
+            .check_invariants()
+            .map_err(|e| format!("inode table: {e}"))?;
         self.check_bucket()
     }
 
