@@ -148,22 +148,22 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
             prefetch_memory: args.prefetch_memory_mb << 20,
             ..defaults.read.clone()
         },
-        memory_budget: memory_budget(args),
+        memory_budget: memory_budget(args).0,
         ..defaults
     }
 }
 
-/// The memory budget `args` ask for, or the one derived from the process's memory limit.
-fn memory_budget(args: &MountArgs) -> u64 {
-    if let Some(mb) = args.memory_limit_mb {
-        return mb << 20;
+/// The memory budget `args` ask for, or the one derived from the process's memory limit and
+/// where that limit came from. Logged by `open_and_mount` once the mount is up, so that a mount
+/// that fails prints its one error line and nothing else.
+fn memory_budget(args: &MountArgs) -> (u64, Option<crate::fs::LimitSource>) {
+    match args.memory_limit_mb {
+        Some(mb) => (mb << 20, None),
+        None => {
+            let (budget, source) = crate::fs::MemoryBudget::derive();
+            (budget, Some(source))
+        }
     }
-    let (budget, source) = crate::fs::MemoryBudget::derive();
-    tracing::info!(
-        budget_mib = budget >> 20,
-        "memory budget: half of {source} (set --memory-limit-mb to change it)"
-    );
-    budget
 }
 
 /// The kernel mount configuration `args` ask for.
@@ -186,8 +186,10 @@ pub async fn open_and_mount(
     mount::check_mountpoint(&args.mountpoint)?;
     let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
     let OpenedBucket { store, check } = open_bucket(store_args, &args.bucket, &only_dir).await?;
+    let (budget, budget_source) = memory_budget(args);
     let config = FsConfig {
         write_wait_limit: retry_config(store_args).upload_wait_limit(),
+        memory_budget: budget,
         ..fs_config(args)
     };
     std::fs::create_dir_all(&config.temp_dir).map_err(|source| ServeError::TempDir {
@@ -204,6 +206,16 @@ pub async fn open_and_mount(
         Ok(()) => {
             let mut mounted = mounted?;
             mounted.announce();
+            match budget_source {
+                Some(source) => tracing::info!(
+                    budget_mib = budget >> 20,
+                    "memory budget: half of {source} (set --memory-limit-mb to change it)"
+                ),
+                None => tracing::info!(
+                    budget_mib = budget >> 20,
+                    "memory budget: --memory-limit-mb"
+                ),
+            }
             Ok(mounted)
         }
         Err(e) => {
