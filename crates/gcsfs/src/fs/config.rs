@@ -57,6 +57,9 @@ pub struct FsConfig {
     /// The memory budget, bytes (`--memory-limit-mb`; see `memory.rs`). Default 1 GiB; `gcsfs
     /// mount` derives it from the cgroup's limit unless told.
     pub memory_budget: u64,
+    /// Inodes kept in memory before the ones nothing refers to are dropped (those whose
+    /// attributes expired first). Default 50,000.
+    pub max_cached_inodes: usize,
 }
 
 impl Default for FsConfig {
@@ -83,6 +86,7 @@ impl Default for FsConfig {
             max_dirty_age: Duration::from_secs(10),
             read: ReadConfig::default(),
             memory_budget: 1 << 30,
+            max_cached_inodes: 50_000,
         }
     }
 }

@@ -29,9 +29,6 @@ use super::names::{self, CONFLICT_SUFFIX};
 use super::{Filesystem, Handle, InodeNo};
 use crate::store::{ListRequest, ObjectMeta};
 
-/// Inodes kept for names nobody holds (cached listings) before the oldest are dropped.
-const MAX_CACHED_INODES: usize = 50_000;
-
 /// One directory entry as handed to the kernel.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -365,7 +362,7 @@ impl Filesystem {
         let mut entries = Vec::with_capacity(listed.len());
         {
             let mut table = self.inodes.lock();
-            table.sweep(self.now(), MAX_CACHED_INODES);
+            table.sweep(self.now(), self.config.max_cached_inodes);
             for item in listed {
                 let (name, key, stat, meta) = match item {
                     Listed::Dir(name) => {

@@ -447,8 +447,10 @@ impl InodeTable {
         if self.inodes.len() <= cap {
             return;
         }
+        // A directory with names bound in it waits for its children to go first.
         let idle = |i: &Inode| {
             i.ino != InodeNo::ROOT
+                && !self.names.contains_key(&i.ino)
                 && i.lookups == 0
                 && i.open_handles == 0
                 && !i.local

@@ -181,6 +181,8 @@ impl Filesystem {
         let found = self.probe(&key, !file_only).await?;
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock();
+        // Lookups of names never listed add inodes too: keep the table under its cap.
+        table.sweep(self.now(), self.config.max_cached_inodes);
         // A file created here while we were asking wins over the store's answer.
         if let Some(ino) = table.child(parent, name)
             && table.get(ino).is_some_and(|i| i.local())
