@@ -246,6 +246,42 @@ async fn large_directory_lists_every_entry_once_across_pages() {
     f.fs.releasedir(fh).unwrap();
 }
 
+/// Entries a readdirplus buffered stay valid until the kernel has them: a sweep past
+/// `max_cached_inodes` (here set off by listing another directory) does not drop the children
+/// of a directory being listed, so `readdirplus_sent` counts a reference to a live inode whose
+/// attributes are its own.
+#[tokio::test]
+async fn readdirplus_entries_outlive_a_sweep_until_sent() {
+    let store = Arc::new(MemStore::new());
+    for i in 0..20 {
+        put(&store, &format!("d/f{i:02}"), b"abc").await;
+        put(&store, &format!("other/g{i:02}"), b"").await;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        temp_dir: tmp.path().to_path_buf(),
+        list_page_size: 7,
+        max_cached_inodes: 8,
+        ..Default::default()
+    };
+    let fs = Filesystem::new(store, config, Arc::new(ManualClock::default()));
+    let d = lookup_path(&fs, "d").await.unwrap();
+    let fh = fs.opendir(d).unwrap();
+    let page = fs.readdir(fh, 0).await.unwrap();
+    let files: Vec<_> = page.iter().filter(|e| e.attr.is_some()).cloned().collect();
+    assert!(files.len() >= 5, "{page:?}");
+    // Another directory's listing sweeps the table (40+ inodes against a cap of 8).
+    let other = lookup_path(&fs, "other").await.unwrap();
+    assert_eq!(list(&fs, other).await.len(), 20);
+    fs.readdirplus_sent(&page);
+    for e in &files {
+        let attr = fs.getattr(e.ino).await.unwrap().attr;
+        assert_eq!((attr.kind, attr.size), (Kind::File, 3), "{}", e.name);
+    }
+    fs.releasedir(fh).unwrap();
+    fs.check_invariants().unwrap();
+}
+
 #[tokio::test]
 async fn local_new_files_are_listed_before_upload() {
     let f = fixture();

@@ -134,16 +134,13 @@ impl Filesystem {
     pub fn opendir(&self, ino: InodeNo) -> FsResult<u64> {
         let (prefix, parent, local) = {
             let mut table = self.inodes.lock();
-            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            inode.open_handles += 1;
-            (
-                inode.key.clone(),
-                inode.parent,
-                listed_local_children(&table, ino),
-            )
+            let (key, parent) = (inode.key.clone(), inode.parent);
+            table.open_handle(ino);
+            (key, parent, listed_local_children(&table, ino))
         };
         let stream = DirStream::new(ino, parent, prefix, local);
         Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
@@ -184,9 +181,7 @@ impl Filesystem {
         let ino = stream.try_lock().map(|s| s.ino).ok();
         if let Some(ino) = ino {
             let mut table = self.inodes.lock();
-            if let Some(inode) = table.get_mut(ino) {
-                inode.open_handles = inode.open_handles.saturating_sub(1);
-            }
+            table.close_handle(ino);
             table.maybe_evict(ino);
         }
         Ok(())
@@ -223,9 +218,7 @@ impl Filesystem {
     pub fn readdirplus_sent(&self, sent: &[DirEntry]) {
         let mut table = self.inodes.lock();
         for e in sent.iter().filter(|e| e.attr.is_some()) {
-            if let Some(inode) = table.get_mut(e.ino) {
-                inode.lookups += 1;
-            }
+            table.add_lookups(e.ino, 1);
         }
     }
 
@@ -249,8 +242,11 @@ impl Filesystem {
             s.listing_done = rest.is_empty();
             s.finished = s.listing_done;
             for (name, ino, kind) in page {
-                let attr = self.attr_of(ino);
-                push(s, ino, kind, name, attr);
+                // A child removed since the listing began is not listed (never sent without
+                // its own attributes).
+                if let Some(attr) = self.attr_of(ino) {
+                    push(s, ino, kind, name, Some(attr));
+                }
             }
             return Ok(());
         }
@@ -258,8 +254,9 @@ impl Filesystem {
             let mut local: Vec<_> = s.local_pending.drain().collect();
             local.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, (ino, kind)) in local {
-                let attr = self.attr_of(ino);
-                push(s, ino, kind, name, attr);
+                if let Some(attr) = self.attr_of(ino) {
+                    push(s, ino, kind, name, Some(attr));
+                }
             }
             s.finished = true;
             return Ok(());
@@ -362,7 +359,7 @@ impl Filesystem {
         let mut entries = Vec::with_capacity(listed.len());
         {
             let mut table = self.inodes.lock();
-            table.sweep(self.now(), self.config.max_cached_inodes);
+            table.sweep(self.config.max_cached_inodes);
             for item in listed {
                 let (name, key, stat, meta) = match item {
                     Listed::Dir(name) => {

@@ -95,8 +95,9 @@ impl Filesystem {
             let keep_cache =
                 !cell.is_dirty() && generation.is_some() && inode.cached_generation == generation;
             inode.cached_generation = generation;
-            inode.open_handles += 1;
-            (cell, generation, inode.stat.size, keep_cache)
+            let size = inode.stat.size;
+            table.open_handle(ino);
+            (cell, generation, size, keep_cache)
         };
         // What the kernel's page cache may be fed from now on (holding no other lock).
         cell.page_gate
@@ -190,9 +191,12 @@ impl Filesystem {
             let inode = table.get_mut(ino).expect("just created");
             inode.stat = new_stat();
             inode.meta = None;
-            inode.lookups += 1;
-            inode.open_handles += 1;
-            let attr = inode.attr(&self.ownership());
+            table.add_lookups(ino, 1);
+            table.open_handle(ino);
+            let attr = table
+                .get(ino)
+                .expect("just created")
+                .attr(&self.ownership());
             table.entries_changed(parent, 0);
             (ino, cell, attr)
         };
@@ -626,13 +630,7 @@ impl Filesystem {
         } else {
             self.upload(ino, &h.cell).await
         };
-        let last = match self.inodes.lock().get_mut(ino) {
-            Some(inode) => {
-                inode.open_handles = inode.open_handles.saturating_sub(1);
-                inode.open_handles == 0
-            }
-            None => true,
-        };
+        let last = self.inodes.lock().close_handle(ino) == 0;
         if last && !h.cell.is_dirty() {
             let mut st = h.cell.state.lock().await;
             if !h.cell.is_dirty() {
@@ -929,7 +927,7 @@ impl Filesystem {
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
             // Nobody has the file open: a change is based on the generation just looked up.
-            let idle = (inode.open_handles == 0).then_some(inode.stat.generation);
+            let idle = (inode.open_handles() == 0).then_some(inode.stat.generation);
             let cell = table.file_cell(ino, generation).expect("checked above");
             (cell, idle.flatten())
         };
@@ -986,7 +984,7 @@ impl Filesystem {
             if let Some(mtime) = set.mtime {
                 inode.stat.mtime = mtime;
             }
-            (inode.open_handles > 0, inode.local())
+            (inode.open_handles() > 0, inode.local())
         };
         if changes_meta && !cell.is_dirty() && !local {
             // A clean object: change its metadata in place.

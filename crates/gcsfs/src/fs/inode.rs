@@ -9,8 +9,22 @@
 //! the bucket yet (`locals`: pending directories, local children) and files with write-back
 //! state (`cells`: the drain, the age bound). Those sets are kept by the table's methods, which
 //! are the only writers of the fields they mirror (`Inode::local`, `unlinked`, `file`). Only a
-//! directory rename (rewriting its loaded descendants' keys) and the sweep past the cap walk
-//! every inode.
+//! directory rename (rewriting its loaded descendants' keys) walks every inode.
+//!
+//! ## Eviction
+//!
+//! One rule, [`InodeTable::evictable`], decides when an inode may go: nothing refers to it (no
+//! kernel lookup reference, no open handle), it holds no unsaved data and is not a name made here
+//! and not yet in the bucket, no name is bound below it (a directory goes after its children),
+//! and no open directory stream may still hand it to the kernel (it is not bound in a directory
+//! that is open: a readdir entry stays valid until the kernel has it and counted it). `forget`,
+//! `release`, `releasedir`, `unlink` and `rename` drop such an inode at once; cached inodes that
+//! the kernel never held (listed, not looked up) are kept in recency order (`recent`, an LRU
+//! touched when a listing or lookup binds a name, the kernel takes a reference, or a handle
+//! opens) and the least recently used evictable ones go when the table passes
+//! `max_cached_inodes`. A sweep walks from the cold end and stops once it found enough, and the
+//! next one waits until a quarter of the cap was added again, so inodes the kernel pins are
+//! walked at most once per `cap / 4` insertions.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -48,10 +62,10 @@ pub struct Inode {
     pub meta: Option<ObjectMeta>,
     /// Until when `stat` may be served without asking the store.
     pub valid_until: Instant,
-    /// Kernel lookup count (decremented by `forget`).
-    pub lookups: u64,
-    /// Open file handles.
-    pub open_handles: u32,
+    /// Kernel lookup count (decremented by `forget`; set through the table).
+    lookups: u64,
+    /// Open handles, file or directory (set through the table).
+    open_handles: u32,
     /// Write-back state, created on first open of a file (set through the table).
     file: Option<Arc<FileCell>>,
     /// Created here and not yet in the bucket (set through the table).
@@ -87,6 +101,11 @@ impl Inode {
         self.unlinked
     }
 
+    /// Open handles on this inode.
+    pub fn open_handles(&self) -> u32 {
+        self.open_handles
+    }
+
     fn dirty(&self) -> bool {
         self.file.as_ref().is_some_and(|f| f.is_dirty())
     }
@@ -119,6 +138,10 @@ pub struct InodeTable {
     locals: HashSet<InodeNo>,
     /// Inodes with a `file` (write-back state).
     cells: HashSet<InodeNo>,
+    /// Every inode but the root, least recently used last (see the module doc).
+    recent: lru::LruCache<InodeNo, ()>,
+    /// The table size at which the next sweep walks `recent`.
+    next_sweep: usize,
     next: u64,
 }
 
@@ -149,6 +172,8 @@ impl InodeTable {
             names: HashMap::new(),
             locals: HashSet::new(),
             cells: HashSet::new(),
+            recent: lru::LruCache::unbounded(),
+            next_sweep: 0,
             next: 2,
         }
     }
@@ -211,6 +236,31 @@ impl InodeTable {
         self.inodes.get(&ino)
     }
 
+    /// The kernel took `n` more references to `ino` (a lookup, a create, a readdirplus entry).
+    pub fn add_lookups(&mut self, ino: InodeNo, n: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.lookups += n;
+            self.recent.promote(&ino);
+        }
+    }
+
+    /// A handle (file or directory) was opened on `ino`.
+    pub fn open_handle(&mut self, ino: InodeNo) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.open_handles += 1;
+            self.recent.promote(&ino);
+        }
+    }
+
+    /// A handle on `ino` was closed; returns how many stay open. The caller calls
+    /// [`InodeTable::maybe_evict`] once it no longer needs the inode.
+    pub fn close_handle(&mut self, ino: InodeNo) -> u32 {
+        self.inodes.get_mut(&ino).map_or(0, |inode| {
+            inode.open_handles = inode.open_handles.saturating_sub(1);
+            inode.open_handles
+        })
+    }
+
     pub fn get_mut(&mut self, ino: InodeNo) -> Option<&mut Inode> {
         self.inodes.get_mut(&ino)
     }
@@ -257,6 +307,7 @@ impl InodeTable {
                     inode.meta = meta;
                 }
                 inode.valid_until = valid_until;
+                self.recent.promote(&ino);
                 return ino;
             }
             // The name now denotes something of another kind. The old inode keeps its key
@@ -287,6 +338,7 @@ impl InodeTable {
             },
         );
         self.bind(parent, name, ino);
+        self.recent.put(ino, ());
         ino
     }
 
@@ -410,22 +462,30 @@ impl InodeTable {
         self.maybe_evict(ino);
     }
 
-    /// Removes `ino` if nothing refers to it any more: no kernel reference, no open handle, no
-    /// unsaved data, and not a local-only (made here, not yet in the bucket) name. A directory
-    /// the kernel forgot has no child the kernel still holds (a dentry holds its parent);
-    /// children it had listed, which nothing holds either, stay until `sweep` drops them.
+    /// The one eviction rule (see the module doc): whether `inode` may be dropped now.
+    fn evictable(&self, inode: &Inode) -> bool {
+        let bound_in_open_dir = || {
+            self.child(inode.parent, &inode.name) == Some(inode.ino)
+                && self
+                    .inodes
+                    .get(&inode.parent)
+                    .is_some_and(|p| p.open_handles > 0)
+        };
+        inode.ino != InodeNo::ROOT
+            && inode.lookups == 0
+            && inode.open_handles == 0
+            && !inode.dirty()
+            && (!inode.local || inode.unlinked)
+            && !self.names.contains_key(&inode.ino)
+            && !bound_in_open_dir()
+    }
+
+    /// Removes `ino` if [`InodeTable::evictable`] lets it go.
     pub fn maybe_evict(&mut self, ino: InodeNo) {
-        if ino == InodeNo::ROOT {
-            return;
-        }
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };
-        if inode.lookups > 0
-            || inode.open_handles > 0
-            || inode.dirty()
-            || (inode.local && !inode.unlinked)
-        {
+        if !self.evictable(inode) {
             return;
         }
         let (parent, name) = (inode.parent, inode.name.clone());
@@ -439,35 +499,31 @@ impl InodeTable {
         self.inodes.remove(&ino);
         self.locals.remove(&ino);
         self.cells.remove(&ino);
+        self.recent.pop(&ino);
     }
 
-    /// Keeps the table under `cap` inodes by dropping ones nothing refers to (no kernel
-    /// reference, no handle, no unsaved data): first those whose attributes expired, then any.
-    pub fn sweep(&mut self, now: Instant, cap: usize) {
-        if self.inodes.len() <= cap {
+    /// Keeps the table near `cap` inodes: past it, drops the least recently used evictable
+    /// ones until a quarter of `cap` is free (or nothing more may go), and does not walk again
+    /// before a quarter of `cap` more inodes were added.
+    pub fn sweep(&mut self, cap: usize) {
+        let len = self.inodes.len();
+        if len <= cap || len < self.next_sweep {
             return;
         }
-        // A directory with names bound in it waits for its children to go first.
-        let idle = |i: &Inode| {
-            i.ino != InodeNo::ROOT
-                && !self.names.contains_key(&i.ino)
-                && i.lookups == 0
-                && i.open_handles == 0
-                && !i.local
-                && !i.dirty()
-        };
-        let mut victims: Vec<(bool, InodeNo)> = self
-            .inodes
-            .values()
-            .filter(|i| idle(i))
-            .map(|i| (i.valid_until > now, i.ino))
+        let target = cap - cap / 4;
+        let victims: Vec<InodeNo> = self
+            .recent
+            .iter()
+            .rev()
+            .filter_map(|(ino, ())| self.inodes.get(ino))
+            .filter(|i| self.evictable(i))
+            .map(|i| i.ino)
+            .take(len - target)
             .collect();
-        // Expired first.
-        victims.sort_unstable();
-        let excess = self.inodes.len() - cap / 2;
-        for (_, ino) in victims.into_iter().take(excess) {
+        for ino in victims {
             self.maybe_evict(ino);
         }
+        self.next_sweep = self.inodes.len() + (cap / 4).max(1);
     }
 
     /// Children of `parent` that exist only locally (created, not yet uploaded).
@@ -535,9 +591,17 @@ impl InodeTable {
             .locals
             .iter()
             .chain(&self.cells)
+            .chain(self.recent.iter().map(|(ino, ())| ino))
             .find(|i| !self.inodes.contains_key(i))
         {
             return Err(format!("a set holds the dead inode {dead}"));
+        }
+        if self.recent.len() + 1 != self.inodes.len() || self.recent.contains(&InodeNo::ROOT) {
+            return Err(format!(
+                "recent holds {} inodes of {} (the root excluded)",
+                self.recent.len(),
+                self.inodes.len()
+            ));
         }
         Ok(())
     }
@@ -564,5 +628,129 @@ impl InodeTable {
         }
         parts.reverse();
         format!("/{}", parts.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn table() -> (InodeTable, Instant) {
+        let now = Instant::now();
+        (
+            InodeTable::new(String::new(), Stat::dir(SystemTime::now()), now),
+            now,
+        )
+    }
+
+    /// Binds directory `name` under `parent` (listed, no kernel reference).
+    fn dir(t: &mut InodeTable, parent: InodeNo, name: &str, now: Instant) -> InodeNo {
+        let key = format!("{}{name}/", t.get(parent).unwrap().key);
+        let stat = Stat::listed_dir(SystemTime::now());
+        t.upsert_child(parent, name, key, stat, None, now + Duration::from_secs(60))
+    }
+
+    fn alive(t: &InodeTable, inos: &[InodeNo]) -> Vec<bool> {
+        inos.iter().map(|i| t.get(*i).is_some()).collect()
+    }
+
+    #[test]
+    fn a_sweep_drops_the_least_recently_used_first() {
+        let (mut t, now) = table();
+        let a: Vec<_> = (0..8)
+            .map(|i| dir(&mut t, InodeNo::ROOT, &format!("d{i}"), now))
+            .collect();
+        // d0 and d1 are used again (a later listing binds them again): the coldest are d2, d3.
+        dir(&mut t, InodeNo::ROOT, "d0", now);
+        dir(&mut t, InodeNo::ROOT, "d1", now);
+        // 9 inodes with the root, cap 8: down to 6 (a quarter of the cap free).
+        t.sweep(8);
+        assert_eq!(t.len(), 6);
+        assert_eq!(
+            alive(&t, &a),
+            [true, true, false, false, false, true, true, true]
+        );
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_sweep_keeps_what_is_referenced_open_unsaved_or_has_children() {
+        let (mut t, now) = table();
+        let held = dir(&mut t, InodeNo::ROOT, "held", now);
+        t.add_lookups(held, 1);
+        let open = dir(&mut t, InodeNo::ROOT, "open", now);
+        t.open_handle(open);
+        let parent = dir(&mut t, InodeNo::ROOT, "parent", now);
+        let child = dir(&mut t, parent, "child", now);
+        t.add_lookups(child, 1);
+        let local = dir(&mut t, InodeNo::ROOT, "local", now);
+        t.set_local(local, true);
+        let idle: Vec<_> = (0..4)
+            .map(|i| dir(&mut t, InodeNo::ROOT, &format!("i{i}"), now))
+            .collect();
+        t.sweep(4);
+        assert_eq!(alive(&t, &[held, open, parent, child, local]), [true; 5]);
+        assert_eq!(alive(&t, &idle), [false; 4]);
+        t.check().unwrap();
+        // The child goes once the kernel forgets it; its parent on the next sweep.
+        t.forget(child, 1);
+        assert_eq!(alive(&t, &[child, parent]), [false, true]);
+        for i in 0..2 {
+            dir(&mut t, InodeNo::ROOT, &format!("j{i}"), now);
+        }
+        t.sweep(4);
+        assert!(t.get(parent).is_none());
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn children_of_an_open_directory_stay_until_it_is_closed() {
+        let (mut t, now) = table();
+        let d = dir(&mut t, InodeNo::ROOT, "d", now);
+        t.add_lookups(d, 1);
+        t.open_handle(d);
+        let kids: Vec<_> = (0..6)
+            .map(|i| dir(&mut t, d, &format!("k{i}"), now))
+            .collect();
+        t.sweep(4);
+        assert_eq!(
+            alive(&t, &kids),
+            [true; 6],
+            "an open listing may still hand them out"
+        );
+        assert_eq!(t.close_handle(d), 0);
+        t.maybe_evict(d);
+        // The sweep that found nothing waits for a quarter of the cap to be added.
+        dir(&mut t, InodeNo::ROOT, "x", now);
+        t.sweep(4);
+        assert!(t.len() <= 4, "{} inodes left", t.len());
+        assert!(t.get(d).is_some(), "the kernel holds it");
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_sweep_that_can_drop_nothing_does_not_walk_again_at_once() {
+        let (mut t, now) = table();
+        let pinned: Vec<_> = (0..8)
+            .map(|i| dir(&mut t, InodeNo::ROOT, &format!("p{i}"), now))
+            .collect();
+        for &p in &pinned {
+            t.add_lookups(p, 1);
+        }
+        t.sweep(4);
+        assert_eq!(t.len(), 9);
+        // Released by the kernel without being evicted (as if forget raced a lookup): the
+        // next sweep only walks once a quarter of the cap (1) more was added.
+        for &p in &pinned {
+            t.inodes.get_mut(&p).unwrap().lookups = 0;
+        }
+        t.sweep(4);
+        assert_eq!(t.len(), 9, "no walk before the table grew");
+        dir(&mut t, InodeNo::ROOT, "y", now);
+        t.sweep(4);
+        assert_eq!(t.len(), 3);
+        t.check().unwrap();
     }
 }

@@ -36,9 +36,11 @@ impl Filesystem {
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
         let ino = self.resolve(parent, name).await?;
         let mut table = self.inodes.lock();
-        let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
-        inode.lookups += 1;
-        let attr = inode.attr(&self.ownership());
+        table.add_lookups(ino, 1);
+        let attr = table
+            .get(ino)
+            .ok_or(FsError::NotFound)?
+            .attr(&self.ownership());
         drop(table);
         Ok(self.entry(attr))
     }
@@ -182,7 +184,7 @@ impl Filesystem {
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock();
         // Lookups of names never listed add inodes too: keep the table under its cap.
-        table.sweep(self.now(), self.config.max_cached_inodes);
+        table.sweep(self.config.max_cached_inodes);
         // A file created here while we were asking wins over the store's answer.
         if let Some(ino) = table.child(parent, name)
             && table.get(ino).is_some_and(|i| i.local())

@@ -123,8 +123,8 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         let stat = Stat::from_marker(&meta);
         let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
+        table.add_lookups(ino, 1);
         let inode = table.get_mut(ino).expect("just created");
-        inode.lookups += 1;
         // A directory made here starts empty: its lookups need not ask the store.
         inode.complete_until = self.complete_until();
         inode.dir_info.listed_len = Some(0);
@@ -207,7 +207,7 @@ impl Filesystem {
                 inode.key.clone(),
                 inode.stat.generation,
                 inode.local(),
-                inode.open_handles > 0,
+                inode.open_handles() > 0,
             )
         };
         if let Some(cell) = &cell
@@ -292,8 +292,8 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         let stat = Stat::from_object(&meta);
         let ino = table.upsert_child(parent, name, key, stat, Some(meta), valid);
+        table.add_lookups(ino, 1);
         let inode = table.get_mut(ino).expect("just created");
-        inode.lookups += 1;
         let entry = self.entry(inode.attr(&self.ownership()));
         table.entries_changed(parent, 0);
         Ok(entry)

@@ -116,7 +116,7 @@ impl Filesystem {
             .inodes
             .lock()
             .get(ino)
-            .is_none_or(|i| i.open_handles == 0);
+            .is_none_or(|i| i.open_handles() == 0);
         if idle && !cell.is_dirty() {
             let mut st = cell.state.lock().await;
             if !cell.is_dirty() {

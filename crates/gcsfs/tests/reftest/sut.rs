@@ -42,6 +42,8 @@ impl Sut {
             negative_ttl: Duration::ZERO,
             // Small pages, so listings cross page boundaries.
             list_page_size: 2,
+            // A tiny inode cache: sweeps run on most lookups and listings, and must be invisible.
+            max_cached_inodes: 4,
             streaming_writes: streaming,
             ..Default::default()
         };
