@@ -79,7 +79,7 @@ impl Filesystem {
         };
         // Make sure the attributes (and so the generation we pin) are fresh.
         self.getattr(ino).await?;
-        let (cell, generation, size, keep_cache) = {
+        let (cell, read_generation, size, keep_cache) = {
             let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             match inode.kind() {
@@ -101,27 +101,45 @@ impl Filesystem {
         };
         // What the kernel's page cache may be fed from now on (holding no other lock).
         cell.page_gate
-            .opened(generation, writable, cell.is_dirty())
+            .opened(read_generation, writable, cell.is_dirty())
             .await;
-        if let Some(seen) = generation {
+        let (fh, keep_cache) = {
             let mut st = cell.state.lock().await;
-            if !cell.is_dirty() && st.base_generation != seen {
+            // An upload of this file (in the background, say) may have published a newer
+            // generation since the attributes were read: the handle works on that one, as the
+            // handles open during the upload were moved to it (`published`). Read under the
+            // state lock, which a publish holds, and the handle is registered before it is let
+            // go, so a publish either came before (and is seen here) or will move this handle.
+            let generation = self
+                .inodes
+                .lock()
+                .get(ino)
+                .map_or(read_generation, |i| i.stat.generation);
+            let moved = generation != read_generation;
+            if moved {
+                cell.page_gate.try_close();
+            }
+            if let Some(seen) = generation
+                && !cell.is_dirty()
+                && st.base_generation != seen
+            {
                 // A newer generation than the clean local copy: changes are based on it now,
                 // and the old copy must not answer this handle's reads.
                 st.staged = None;
                 st.base_generation = seen;
             }
-        }
-        let fh = self.new_handle(Handle::File(FileHandle {
-            ino,
-            cell: cell.clone(),
-            writable,
-            wrote: Arc::default(),
-            lost: Arc::default(),
-            generation,
-            size,
-            reader: Arc::new(tokio::sync::Mutex::new(None)),
-        }));
+            let fh = self.new_handle(Handle::File(FileHandle {
+                ino,
+                cell: cell.clone(),
+                writable,
+                wrote: Arc::default(),
+                lost: Arc::default(),
+                generation,
+                size,
+                reader: Arc::new(tokio::sync::Mutex::new(None)),
+            }));
+            (fh, keep_cache && !moved)
+        };
         if writable && flags & libc::O_TRUNC != 0 {
             let r = self
                 .setattr(
@@ -315,16 +333,42 @@ impl Filesystem {
 
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let FileHandle {
-            ino,
-            cell,
-            generation,
-            size: fsize,
-            reader,
-            ..
-        } = self.file_handle(fh)?;
-        {
+        // A read of a generation that this mount's own upload replaced meanwhile (the upload
+        // moved the handle to its new generation) is read again from where the handle is now;
+        // another writer's replacement stays ESTALE.
+        let mut tries = 0;
+        loop {
+            let mut used = None;
+            match self.read_once(fh, offset, size, &mut used).await {
+                Err(FsError::Stale(_)) if tries < 3 && self.file_handle(fh)?.generation != used => {
+                    tries += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt of [`Filesystem::read`]; `used` is set to the generation it read from the
+    /// store (left `None` for local data).
+    async fn read_once(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        used: &mut Option<Generation>,
+    ) -> FsResult<Bytes> {
+        let cell = self.file_handle(fh)?.cell;
+        let (ino, generation, fsize, reader) = {
             let mut st = cell.state.lock().await;
+            // The handle as it is now, under the state lock a publish holds while it moves the
+            // file's handles to its new generation.
+            let FileHandle {
+                ino,
+                generation,
+                size: fsize,
+                reader,
+                ..
+            } = self.file_handle(fh)?;
             if let Some(head) = &st.head {
                 let start = (offset as usize).min(head.len());
                 let end = (start + size as usize).min(head.len());
@@ -343,11 +387,13 @@ impl Filesystem {
             {
                 return Ok(Bytes::from(staged.read_at(offset, size)?));
             }
-        }
+            (ino, generation, fsize, reader)
+        };
         let Some(generation) = generation else {
             // A local file whose staging file is gone (uploaded and released elsewhere).
             return Err(FsError::Stale("file has no readable generation"));
         };
+        *used = Some(generation);
         let plan = {
             let mut r = reader.lock().await;
             if r.is_none() {

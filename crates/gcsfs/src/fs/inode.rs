@@ -14,7 +14,7 @@
 //! ## Eviction
 //!
 //! One rule, [`InodeTable::evictable`], decides when an inode may go: nothing refers to it (no
-//! kernel lookup reference, no open handle), it holds no unsaved data and is not a name made here
+//! kernel lookup reference, no open handle, no request that resolved a name to it), it holds no unsaved data and is not a name made here
 //! and not yet in the bucket, no name is bound below it (a directory goes after its children),
 //! and no open directory stream may still hand it to the kernel (it is not bound in a directory
 //! that is open: a readdir entry stays valid until the kernel has it and counted it). `forget`,
@@ -66,6 +66,8 @@ pub struct Inode {
     lookups: u64,
     /// Open handles, file or directory (set through the table).
     open_handles: u32,
+    /// Requests using the inode right now (a name resolved to it: `Filesystem::resolve`).
+    pins: u32,
     /// Write-back state, created on first open of a file (set through the table).
     file: Option<Arc<FileCell>>,
     /// Created here and not yet in the bucket (set through the table).
@@ -158,6 +160,7 @@ impl InodeTable {
             valid_until: now + std::time::Duration::from_secs(u64::from(u32::MAX)),
             lookups: 1,
             open_handles: 0,
+            pins: 0,
             file: None,
             local: false,
             unlinked: false,
@@ -241,6 +244,32 @@ impl InodeTable {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.lookups += n;
             self.recent.promote(&ino);
+        }
+    }
+
+    /// A request uses `ino` until [`InodeTable::unpin`]: it is not evicted meanwhile. Whether
+    /// it is (still) in the table.
+    pub fn pin(&mut self, ino: InodeNo) -> bool {
+        match self.inodes.get_mut(&ino) {
+            Some(inode) => {
+                inode.pins += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The request that pinned `ino` is done with it. An inode still bound to its name stays
+    /// cached (see `sweep`); one that lost its name meanwhile (unlinked, replaced) goes now if
+    /// nothing else refers to it.
+    pub fn unpin(&mut self, ino: InodeNo) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.pins = inode.pins.saturating_sub(1);
+        let (parent, name) = (inode.parent, inode.name.clone());
+        if self.child(parent, &name) != Some(ino) {
+            self.maybe_evict(ino);
         }
     }
 
@@ -329,6 +358,7 @@ impl InodeTable {
                 valid_until,
                 lookups: 0,
                 open_handles: 0,
+                pins: 0,
                 file: None,
                 local: false,
                 unlinked: false,
@@ -474,6 +504,7 @@ impl InodeTable {
         inode.ino != InodeNo::ROOT
             && inode.lookups == 0
             && inode.open_handles == 0
+            && inode.pins == 0
             && !inode.dirty()
             && (!inode.local || inode.unlinked)
             && !self.names.contains_key(&inode.ino)
@@ -727,6 +758,28 @@ mod tests {
         t.sweep(4);
         assert!(t.len() <= 4, "{} inodes left", t.len());
         assert!(t.get(d).is_some(), "the kernel holds it");
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_pinned_inode_outlives_sweeps_and_goes_when_unpinned_without_a_name() {
+        let (mut t, now) = table();
+        let kept = dir(&mut t, InodeNo::ROOT, "kept", now);
+        let gone = dir(&mut t, InodeNo::ROOT, "gone", now);
+        assert!(t.pin(kept) && t.pin(gone));
+        for i in 0..6 {
+            dir(&mut t, InodeNo::ROOT, &format!("i{i}"), now);
+        }
+        t.sweep(4);
+        assert_eq!(alive(&t, &[kept, gone]), [true, true]);
+        // Unpinned while bound: stays cached. Unpinned after losing its name: goes.
+        t.unpin(kept);
+        assert!(t.get(kept).is_some());
+        t.detach(InodeNo::ROOT, "gone");
+        assert!(t.get(gone).is_some(), "still pinned");
+        t.unpin(gone);
+        assert!(t.get(gone).is_none());
+        assert!(!t.pin(gone), "a dropped inode cannot be pinned");
         t.check().unwrap();
     }
 

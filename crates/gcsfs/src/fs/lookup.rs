@@ -23,6 +23,20 @@ enum Cached {
     Unknown(String),
 }
 
+/// An inode a name resolved to, kept from eviction until dropped: between resolving a name and
+/// using its inode, another request (a sweep, a finished background upload, a `forget`) may
+/// otherwise drop an inode nothing else refers to.
+pub(super) struct Resolved<'a> {
+    fs: &'a Filesystem,
+    pub ino: InodeNo,
+}
+
+impl Drop for Resolved<'_> {
+    fn drop(&mut self) {
+        self.fs.inodes.lock().unpin(self.ino);
+    }
+}
+
 /// What the store says a child name is.
 pub(super) enum Found {
     File(ObjectMeta),
@@ -34,11 +48,11 @@ pub(super) enum Found {
 impl Filesystem {
     /// Looks up `name` in `parent`; on success the kernel holds one more reference to the inode.
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
-        let ino = self.resolve(parent, name).await?;
+        let resolved = self.resolve(parent, name).await?;
         let mut table = self.inodes.lock();
-        table.add_lookups(ino, 1);
+        table.add_lookups(resolved.ino, 1);
         let attr = table
-            .get(ino)
+            .get(resolved.ino)
             .ok_or(FsError::NotFound)?
             .attr(&self.ownership());
         drop(table);
@@ -152,8 +166,25 @@ impl Filesystem {
         }
     }
 
-    /// Resolves `parent/name` to an inode (without counting a kernel reference).
-    pub(super) async fn resolve(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
+    /// Resolves `parent/name` to an inode (without counting a kernel reference), kept in the
+    /// table while the result lives. An inode dropped between resolving and pinning it (another
+    /// request evicted it) is resolved again.
+    pub(super) async fn resolve(&self, parent: InodeNo, name: &str) -> FsResult<Resolved<'_>> {
+        let mut tries = 0;
+        loop {
+            let ino = self.resolve_once(parent, name).await?;
+            if self.inodes.lock().pin(ino) {
+                return Ok(Resolved { fs: self, ino });
+            }
+            tries += 1;
+            if tries == 3 {
+                return Err(FsError::NotFound);
+            }
+        }
+    }
+
+    /// One attempt of [`Filesystem::resolve`].
+    async fn resolve_once(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
         let (file_only, base) = match name.strip_suffix(CONFLICT_SUFFIX) {
             Some(base) => (true, base),
             None => (false, name),

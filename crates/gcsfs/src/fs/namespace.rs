@@ -137,7 +137,8 @@ impl Filesystem {
     /// Removes empty directory `name`.
     pub async fn rmdir(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         let _change = self.check_writable()?;
-        let ino = self.resolve(parent, name).await?;
+        let resolved = self.resolve(parent, name).await?;
+        let ino = resolved.ino;
         let key = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
@@ -185,7 +186,8 @@ impl Filesystem {
     /// Removes file or symlink `name`.
     pub async fn unlink(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         let _change = self.check_writable()?;
-        let ino = self.resolve(parent, name).await?;
+        let resolved = self.resolve(parent, name).await?;
+        let ino = resolved.ino;
         let cell = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
@@ -342,13 +344,15 @@ impl Filesystem {
             return Err(FsError::NotSupported("RENAME_EXCHANGE"));
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
-        let ino = self.resolve(parent, name).await?;
+        let resolved = self.resolve(parent, name).await?;
+        let ino = resolved.ino;
         let new_prefix = self.dir_key(new_parent)?;
-        let dst = match self.resolve(new_parent, new_name).await {
+        let dst_resolved = match self.resolve(new_parent, new_name).await {
             Ok(d) => Some(d),
             Err(FsError::NotFound) => None,
             Err(e) => return Err(e),
         };
+        let dst = dst_resolved.as_ref().map(|d| d.ino);
         if dst == Some(ino) {
             return Ok(());
         }
@@ -378,12 +382,7 @@ impl Filesystem {
                 inode.complete_until = None;
             }
         } else {
-            let new_key = names::join(&new_prefix, new_name);
-            let dst_generation = dst_info.and_then(|(_, g)| g);
-            self.rename_file(ino, &new_key, dst_generation).await?;
-            self.inodes
-                .lock()
-                .rename(ino, new_parent, new_name, new_key);
+            self.rename_file(ino, dst, new_parent, new_name).await?;
         }
         {
             // A directory moved takes its link along; over an (empty) directory of the same
@@ -402,36 +401,57 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Copies file `ino` to `new_key` and deletes the source generation.
+    /// Moves file `ino` to `new_parent/new_name`, over file `dst` if there is one: copies it to
+    /// the new key and deletes the source generation.
+    ///
+    /// Holds both files' publish locks (in inode order) until the table says where they are:
+    /// the source's, so the copy carries exactly what was published; the destination's, so an
+    /// upload of it (queued in the background, say) either finished before — and the copy is
+    /// conditional on the generation it made — or comes after and finds it replaced (unlinked),
+    /// never re-creating the old file over the renamed one.
     async fn rename_file(
         &self,
         ino: InodeNo,
-        new_key: &str,
-        dst_generation: Option<Generation>,
+        dst: Option<InodeNo>,
+        new_parent: InodeNo,
+        new_name: &str,
     ) -> FsResult<()> {
+        let new_key = names::join(&self.dir_key(new_parent)?, new_name);
+        let (cell, dst_cell) = {
+            let table = self.inodes.lock();
+            let cell_of = |i: InodeNo| table.get(i).and_then(|i| i.file().cloned());
+            (cell_of(ino), dst.and_then(cell_of))
+        };
+        // Lock order: two publish locks are taken in inode order.
+        let mut guards = Vec::with_capacity(2);
+        let mut cells: Vec<_> = [(ino, &cell), (dst.unwrap_or(ino), &dst_cell)]
+            .into_iter()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .collect();
+        cells.sort_by_key(|(i, _)| *i);
+        for (i, c) in cells {
+            guards.push((i, c.publish.lock().await));
+        }
         // Publish pending changes first, so the copy carries them; no other upload starts
         // until the object has moved.
-        let cell = self.inodes.lock().get(ino).and_then(|i| i.file().cloned());
-        let _publishing = match &cell {
-            Some(cell) => {
-                let publishing = cell.publish.lock().await;
-                self.upload_holding(ino, cell, &publishing).await?;
-                Some(publishing)
-            }
-            None => None,
-        };
-        let (key, generation) = {
+        if let (Some(cell), Some((_, publishing))) = (&cell, guards.iter().find(|(i, _)| *i == ino))
+        {
+            self.upload_holding(ino, cell, publishing).await?;
+        }
+        let (key, generation, dst_generation) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.stat.generation)
+            // Read under the destination's publish lock: what its last upload made.
+            let dst_generation = dst.and_then(|d| table.get(d)?.stat.generation);
+            (inode.key.clone(), inode.stat.generation, dst_generation)
         };
         let Some(generation) = generation else {
             return Err(FsError::Stale("file has no uploaded generation"));
         };
         let src = ObjectKey::new(key)?;
-        let dst = ObjectKey::new(new_key.to_string())?;
+        let dst_key = ObjectKey::new(new_key.clone())?;
         let pre = Preconditions::generation(dst_generation.unwrap_or(Generation::NONE));
-        let copied = match self.store.copy(&src, Some(generation), &dst, pre).await {
+        let copied = match self.store.copy(&src, Some(generation), &dst_key, pre).await {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
                 return Err(FsError::Stale("destination changed by another writer"));
@@ -466,6 +486,10 @@ impl Filesystem {
             cell.state.lock().await.base_generation = generation;
         }
         self.repin_handles(ino, Some(generation), new_generation, None);
+        self.inodes
+            .lock()
+            .rename(ino, new_parent, new_name, new_key);
+        drop(guards);
         Ok(())
     }
 
