@@ -117,6 +117,10 @@ pub struct Model {
     /// accepts either branch: ESTALE at the write (nothing accepted, nothing kept), or Ok and
     /// ESTALE at close (kept in the conflicts directory).
     pub held_copy: bool,
+    /// By file: every content its local copy had since this mount last published it. With
+    /// `--write-back async` a background upload publishes whichever of them the file held when
+    /// it ran (see `Harness::check_bucket`).
+    unpublished: BTreeMap<usize, Vec<Vec<u8>>>,
 }
 
 fn join(parent: &str, name: &str) -> String {
@@ -201,6 +205,21 @@ impl Model {
         self.files
             .iter()
             .rposition(|f| f.open > 0 && !f.unlinked && !f.unbound && f.key == key)
+    }
+
+    /// Whether `data` is a content the open file bound to `key` had since this mount last
+    /// published it.
+    pub fn had_since_published(&self, key: &str, data: &[u8]) -> bool {
+        self.bound(key)
+            .and_then(|fi| self.unpublished.get(&fi))
+            .is_some_and(|states| states.iter().any(|s| s == data))
+    }
+
+    /// Records file `fi`'s local content as one it had since it was last published.
+    fn note_state(&mut self, fi: usize) {
+        if let Body::Head(d) | Body::Staged(d) = &self.files[fi].body {
+            self.unpublished.entry(fi).or_default().push(d.clone());
+        }
     }
 
     /// The store no longer shows `path` as this file: whatever file was bound to it is unbound
@@ -399,6 +418,7 @@ impl Model {
 
     /// The file's changes are now `generation` of its key.
     fn adopt(&mut self, fi: usize, generation: u64) {
+        self.unpublished.remove(&fi);
         let f = &mut self.files[fi];
         f.base = generation;
         f.seen = Some(generation);
@@ -613,6 +633,7 @@ impl Model {
             && head.len() == offset
         {
             head.extend_from_slice(data);
+            self.note_state(fi);
             return Ok(());
         }
         self.ensure_staged(fi, h.pinned, None)?;
@@ -622,6 +643,7 @@ impl Model {
         };
         write_at(s, offset, data);
         f.dirty = true;
+        self.note_state(fi);
         Ok(())
     }
 
@@ -692,6 +714,7 @@ impl Model {
             let based = Some(f.base).filter(|&b| b != 0).or(f.seen);
             self.ensure_staged(fi, based, Some(size))?;
             self.files[fi].dirty = true;
+            self.note_state(fi);
             return Ok(Vec::new());
         }
         // Nobody has it open: uploaded at once, and no local copy is kept.

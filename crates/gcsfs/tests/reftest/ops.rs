@@ -125,6 +125,22 @@ pub enum Op {
     CheckTree,
     /// The kernel forgets every inode reference the test took so far.
     Forget,
+    /// `syncfs(2)`: every pending background upload finishes (a no-op with `--write-back
+    /// sync`); the bucket is compared after it in every mode.
+    Sync,
+}
+
+impl Op {
+    /// Whether the op acts on the bucket from outside this mount.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            Op::RemotePut { .. }
+                | Op::RemoteDelete { .. }
+                | Op::InterruptedRename { .. }
+                | Op::RepeatRename
+        )
+    }
 }
 
 fn path() -> impl Strategy<Value = P> {
@@ -163,5 +179,12 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => path().prop_map(|path| Op::List { path }),
         1 => Just(Op::CheckTree),
         1 => Just(Op::Forget),
+        1 => Just(Op::Sync),
     ]
+}
+
+/// One random op of this mount only (no other client): the async write-back's cases, where
+/// the bucket is compared only after a `Sync` (see `harness.rs`).
+pub fn local_op() -> impl Strategy<Value = Op> {
+    op().prop_filter("no other client", |op| !op.is_remote())
 }

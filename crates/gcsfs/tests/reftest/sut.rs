@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gcsfs::fs::{
-    Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, RENAME_FROM_KEY, SetAttr,
+    Filesystem, FsConfig, FsError, InodeNo, Kind, ManualClock, RENAME_FROM_KEY, SetAttr, WriteBack,
 };
 use gcsfs::store::mem::MemStore;
 use gcsfs::store::{ObjectKey, ObjectStore, Preconditions, WriteAttrs, WriteSource};
@@ -24,7 +24,7 @@ fn errno(e: FsError) -> i32 {
 
 pub struct Sut {
     pub store: Arc<MemStore>,
-    pub fs: Filesystem,
+    pub fs: Arc<Filesystem>,
     pub tmp: tempfile::TempDir,
     /// Open handles, in the same order as the model's.
     pub handles: Vec<(InodeNo, u64)>,
@@ -33,7 +33,8 @@ pub struct Sut {
 }
 
 impl Sut {
-    pub fn new(streaming: bool) -> Self {
+    /// With `async_wb`, `--write-back async`: closes queue background uploads.
+    pub fn new(streaming: bool, async_wb: bool) -> Self {
         let store = Arc::new(MemStore::new());
         let tmp = tempfile::tempdir().unwrap();
         let config = FsConfig {
@@ -45,9 +46,14 @@ impl Sut {
             // A tiny inode cache: sweeps run on most lookups and listings, and must be invisible.
             max_cached_inodes: 4,
             streaming_writes: streaming,
+            write_back: if async_wb {
+                WriteBack::Async
+            } else {
+                WriteBack::Sync
+            },
             ..Default::default()
         };
-        let fs = Filesystem::new(store.clone(), config, Arc::new(ManualClock::default()));
+        let fs = Filesystem::shared(store.clone(), config, Arc::new(ManualClock::default()));
         Self {
             store,
             fs,
@@ -159,6 +165,19 @@ impl Sut {
             .await
             .map_err(errno)?;
         Ok(Vec::new())
+    }
+
+    /// `syncfs`: waits for every background upload; an error if they do not finish.
+    pub async fn sync(&mut self) -> Result<(), String> {
+        if self
+            .fs
+            .wait_for_uploads(std::time::Duration::from_secs(30))
+            .await
+        {
+            Ok(())
+        } else {
+            Err("background uploads did not finish within 30 s".into())
+        }
     }
 
     pub async fn close(&mut self, handle: usize) -> Out {
