@@ -77,6 +77,10 @@ pub struct DirStream {
     listed: usize,
     /// Children still to emit when the listing comes from the inode table, by name.
     from_table: Option<std::collections::VecDeque<(String, InodeNo, Kind)>>,
+    /// The directory's `names_dropped` when the listing began: if a name was unbound while it
+    /// ran (a child evicted after its upload, say), the listing does not mark the directory
+    /// complete — the table may lack a child the listing did not show.
+    dropped_at_start: u64,
 }
 
 impl DirStream {
@@ -85,6 +89,7 @@ impl DirStream {
         parent: InodeNo,
         prefix: String,
         local: Vec<(String, InodeNo, Kind)>,
+        dropped: u64,
     ) -> Self {
         let mut stream = DirStream {
             ino,
@@ -101,12 +106,14 @@ impl DirStream {
             emitted_dirs: HashSet::new(),
             listed: 0,
             from_table: None,
+            dropped_at_start: dropped,
         };
-        stream.restart(local);
+        stream.restart(local, dropped);
         stream
     }
 
-    fn restart(&mut self, local: Vec<(String, InodeNo, Kind)>) {
+    fn restart(&mut self, local: Vec<(String, InodeNo, Kind)>, dropped: u64) {
+        self.dropped_at_start = dropped;
         self.buffer.clear();
         self.buffer_start = 0;
         self.next_token = None;
@@ -132,17 +139,17 @@ impl DirStream {
 impl Filesystem {
     /// Opens directory `ino` for listing.
     pub fn opendir(&self, ino: InodeNo) -> FsResult<u64> {
-        let (prefix, parent, local) = {
+        let (prefix, parent, local, dropped) = {
             let mut table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            let (key, parent) = (inode.key.clone(), inode.parent);
+            let (key, parent, dropped) = (inode.key.clone(), inode.parent, inode.names_dropped());
             table.open_handle(ino);
-            (key, parent, listed_local_children(&table, ino))
+            (key, parent, listed_local_children(&table, ino), dropped)
         };
-        let stream = DirStream::new(ino, parent, prefix, local);
+        let stream = DirStream::new(ino, parent, prefix, local, dropped);
         Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
     }
 
@@ -156,7 +163,13 @@ impl Filesystem {
                 return Err(FsError::NotDir);
             }
             let local = listed_local_children(&table, ino);
-            DirStream::new(ino, inode.parent, inode.key.clone(), local)
+            DirStream::new(
+                ino,
+                inode.parent,
+                inode.key.clone(),
+                local,
+                inode.names_dropped(),
+            )
         };
         let mut pages = 0;
         while !s.listing_done {
@@ -197,8 +210,12 @@ impl Filesystem {
         };
         let mut s = stream.lock().await;
         if offset < s.buffer_start {
-            let local = listed_local_children(&self.inodes.lock(), s.ino);
-            s.restart(local);
+            let (local, dropped) = {
+                let table = self.inodes.lock();
+                let dropped = table.get(s.ino).map_or(0, |i| i.names_dropped());
+                (listed_local_children(&table, s.ino), dropped)
+            };
+            s.restart(local, dropped);
         }
         while s.next_offset() <= offset && !s.finished {
             // Drop what the kernel has consumed, then fetch more.
@@ -328,6 +345,7 @@ impl Filesystem {
         self.add_listed(s, listed);
         if let Some(until) = complete_until
             && let Some(dir) = self.inodes.lock().get_mut(s.ino)
+            && dir.names_dropped() == s.dropped_at_start
         {
             dir.complete_until = Some(until);
             dir.dir_info.listed_len = Some(s.listed);

@@ -968,17 +968,13 @@ impl Filesystem {
         if kind == Kind::Symlink && set.size.is_some() {
             return Err(FsError::InvalidArgument("truncate of a symlink"));
         }
-        let (cell, idle_generation) = {
+        let cell = {
             let mut table = self.inodes.lock();
-            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
             let generation = inode.stat.generation.unwrap_or(Generation::NONE);
-            // Nobody has the file open: a change is based on the generation just looked up.
-            let idle = (inode.open_handles() == 0).then_some(inode.stat.generation);
-            let cell = table.file_cell(ino, generation).expect("checked above");
-            (cell, idle.flatten())
+            table.file_cell(ino, generation).expect("checked above")
         };
         let handle = set.fh.and_then(|fh| self.file_handle(fh).ok());
-        let pinned = handle.as_ref().and_then(|h| h.generation);
         if let Some(h) = &handle
             && set.size.is_some_and(|size| size > 0)
         {
@@ -991,6 +987,21 @@ impl Filesystem {
             cell.page_gate.close().await;
         }
         let mut st = cell.state.lock().await;
+        // Read under the state lock, which a publish holds while it records its generation and
+        // moves the handles: an upload that finished meanwhile is seen here. Nobody has the file
+        // open: a change is based on the generation just looked up; through a handle, on the
+        // one the handle works on.
+        let idle_generation = {
+            let table = self.inodes.lock();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            (inode.open_handles() == 0)
+                .then_some(inode.stat.generation)
+                .flatten()
+        };
+        let pinned = set
+            .fh
+            .and_then(|fh| self.file_handle(fh).ok())
+            .and_then(|h| h.generation);
         if changes_meta && st.stream.is_some() {
             // A streaming upload's object metadata was fixed at its first write: publish what
             // was streamed, so the new attributes are patched onto it below.

@@ -68,6 +68,9 @@ pub struct Inode {
     open_handles: u32,
     /// Requests using the inode right now (a name resolved to it: `Filesystem::resolve`).
     pins: u32,
+    /// Directories: how many names were unbound from it so far (a listing that saw one go
+    /// while it ran cannot say it knows every child).
+    names_dropped: u64,
     /// Write-back state, created on first open of a file (set through the table).
     file: Option<Arc<FileCell>>,
     /// Created here and not yet in the bucket (set through the table).
@@ -106,6 +109,12 @@ impl Inode {
     /// Open handles on this inode.
     pub fn open_handles(&self) -> u32 {
         self.open_handles
+    }
+
+    /// Directories: how many names were unbound from it so far (evicted, unlinked, renamed
+    /// away, or found gone).
+    pub fn names_dropped(&self) -> u64 {
+        self.names_dropped
     }
 
     fn dirty(&self) -> bool {
@@ -161,6 +170,7 @@ impl InodeTable {
             lookups: 1,
             open_handles: 0,
             pins: 0,
+            names_dropped: 0,
             file: None,
             local: false,
             unlinked: false,
@@ -193,6 +203,9 @@ impl InodeTable {
         let ino = dir.remove(name)?;
         if dir.is_empty() {
             self.names.remove(&parent);
+        }
+        if let Some(p) = self.inodes.get_mut(&parent) {
+            p.names_dropped += 1;
         }
         Some(ino)
     }
@@ -331,7 +344,13 @@ impl InodeTable {
                 let dirty = inode.dirty() || inode.local;
                 // A listing's prefix says less about a directory than its marker did.
                 let less = inode.stat.known && !stat.known;
-                if !dirty && !less {
+                // Generations of a key only grow: an older one is a listing or probe that
+                // began before this mount's own upload made the one known here.
+                let older = matches!(
+                    (inode.stat.generation, stat.generation),
+                    (Some(known), Some(seen)) if seen < known
+                );
+                if !dirty && !less && !older {
                     inode.stat = stat;
                     inode.meta = meta;
                 }
@@ -359,6 +378,7 @@ impl InodeTable {
                 lookups: 0,
                 open_handles: 0,
                 pins: 0,
+                names_dropped: 0,
                 file: None,
                 local: false,
                 unlinked: false,

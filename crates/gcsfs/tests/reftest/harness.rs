@@ -27,10 +27,10 @@ fn show(out: &Out) -> String {
 }
 
 impl Harness {
-    pub fn new(streaming: bool, async_wb: bool) -> Self {
+    pub fn new(streaming: bool, async_wb: bool, ttl: std::time::Duration) -> Self {
         Self {
             model: Model::new(streaming),
-            sut: Sut::new(streaming, async_wb),
+            sut: Sut::new(streaming, async_wb, ttl),
             last_interrupted: None,
             async_wb,
         }
@@ -316,12 +316,23 @@ impl Harness {
 
 /// Runs `ops` on a fresh model and filesystem; the error names the first disagreement.
 pub async fn run(ops: &[Op], streaming: bool) -> Result<(), String> {
-    run_mode(ops, streaming, false).await
+    run_mode(ops, streaming, false, false).await
 }
 
-/// Runs `ops` as [`run`] does, with `--write-back async` if `async_wb`.
-pub async fn run_mode(ops: &[Op], streaming: bool, async_wb: bool) -> Result<(), String> {
-    let mut h = Harness::new(streaming, async_wb);
+/// Runs `ops` as [`run`] does, with `--write-back async` if `async_wb`, and with metadata and
+/// negative caches that never expire if `cached` (for cases without other clients).
+pub async fn run_mode(
+    ops: &[Op],
+    streaming: bool,
+    async_wb: bool,
+    cached: bool,
+) -> Result<(), String> {
+    let ttl = if cached {
+        std::time::Duration::from_secs(3600)
+    } else {
+        std::time::Duration::ZERO
+    };
+    let mut h = Harness::new(streaming, async_wb, ttl);
     for (i, op) in ops.iter().enumerate() {
         h.apply(op)
             .await

@@ -33,14 +33,16 @@ pub struct Sut {
 }
 
 impl Sut {
-    /// With `async_wb`, `--write-back async`: closes queue background uploads.
-    pub fn new(streaming: bool, async_wb: bool) -> Self {
+    /// With `async_wb`, `--write-back async`: closes queue background uploads. `ttl` is both
+    /// the metadata and the negative TTL (the clock never moves: non-zero means caches never
+    /// expire, which only a case without other clients can afford).
+    pub fn new(streaming: bool, async_wb: bool, ttl: Duration) -> Self {
         let store = Arc::new(MemStore::new());
         let tmp = tempfile::tempdir().unwrap();
         let config = FsConfig {
             temp_dir: tmp.path().to_path_buf(),
-            metadata_ttl: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
+            metadata_ttl: ttl,
+            negative_ttl: ttl,
             // Small pages, so listings cross page boundaries.
             list_page_size: 2,
             // A tiny inode cache: sweeps run on most lookups and listings, and must be invisible.
