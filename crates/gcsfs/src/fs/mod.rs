@@ -42,7 +42,9 @@ mod write;
 mod writeback;
 
 pub use attr::{Attr, Caller, Kind, Ownership};
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use config::FsConfig;
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};

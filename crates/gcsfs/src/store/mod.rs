@@ -12,9 +12,11 @@
 //! - `gate::GatedStore` holds every call until a start-up check (the bucket exists) has passed.
 
 mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fault;
 pub mod gate;
 pub mod gcs;
+#[cfg(any(test, feature = "test-util"))]
 pub mod mem;
 mod op;
 pub mod retry;
@@ -22,8 +24,10 @@ mod types;
 mod upload;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
+#[cfg(any(test, feature = "test-util"))]
 pub use fault::{Fault, FaultStore};
 pub use gate::{Gate, GateKeeper, GatedStore};
+#[cfg(any(test, feature = "test-util"))]
 pub use mem::MemStore;
 pub use op::Op;
 pub use retry::{RetryConfig, RetryStore};
