@@ -418,18 +418,3 @@ fn spawn_background() -> anyhow_free::Result<()> {
     let status = child.wait().map_err(ServeError::Spawn)?;
     std::process::exit(status.code().unwrap_or(1).max(1));
 }
-
-/// `error: cause: cause` on one line.
-pub fn error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}

@@ -85,21 +85,14 @@ fn errno(op: &'static str, ino: u64, e: &FsError) -> Errno {
     } else if code == libc::ESTALE || code == libc::EROFS || code == libc::EMFILE {
         tracing::warn!(op, ino, error = %e, "request failed");
     } else {
-        tracing::error!(op, ino, error = ?anyhow_chain(e), "request failed");
+        tracing::error!(
+            op,
+            ino,
+            error = crate::logging::error_chain(e),
+            "request failed"
+        );
     }
     Errno::from_i32(code)
-}
-
-/// `error: cause: cause` in one line.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn file_type(kind: Kind) -> FileType {

@@ -308,20 +308,29 @@ impl Visit for FieldVisitor {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // The whole chain, joined like anyhow's `{:#}`.
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        self.put(field, Value::from(text));
+        self.put(field, Value::from(error_chain(value)));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, Value::from(format!("{value:?}")));
     }
+}
+
+/// An error and its sources on one line, `error: cause: cause` (as anyhow's `{:#}`); a cause
+/// whose text the line already ends with (an error that prints its source) is not repeated.
+/// The one formatter of error chains: log fields, FUSE request failures.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cur = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]
@@ -444,6 +453,26 @@ mod tests {
         assert_eq!(lines[0]["severity"], "ERROR");
         assert_eq!(lines[0]["field.severity"], "fake");
         assert!(lines[0].get("spans").is_none());
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line_without_repeats() {
+        #[derive(Debug)]
+        struct Says(io::Error);
+        impl std::fmt::Display for Says {
+            // Prints its source itself, as many `thiserror` "{0}" messages do.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "open failed: {}", self.0)
+            }
+        }
+        impl std::error::Error for Says {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(error_chain(&Says(reset())), "open failed: reset");
+        assert_eq!(error_chain(&Outer(reset())), "upload failed: reset");
     }
 
     #[test]
