@@ -490,6 +490,7 @@ impl Filesystem {
             None => {
                 self.ensure_staged(ino, &mut st, generation, None).await?;
                 let staged = st.staged.as_mut().expect("staged above");
+                staged.unshare().await?;
                 staged.write_at(offset, data)?;
                 staged.size
             }
@@ -531,6 +532,7 @@ impl Filesystem {
         }
         if let Some(staged) = st.staged.as_mut() {
             if let Some(len) = len {
+                staged.unshare().await?;
                 staged.set_len(len)?;
             }
             return Ok(());

@@ -387,6 +387,15 @@ impl Snapshot {
     }
 }
 
+/// A new staging file next to `src` with its contents.
+fn copy_of(src: &NamedTempFile) -> std::io::Result<NamedTempFile> {
+    let dir = src.path().parent().unwrap_or(Path::new("."));
+    let copy = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
+    let mut from = src.reopen()?;
+    std::io::copy(&mut from, &mut copy.as_file())?;
+    Ok(copy)
+}
+
 impl Staged {
     /// An empty staging file in `dir`.
     pub fn empty(dir: &Path) -> FsResult<Self> {
@@ -418,11 +427,17 @@ impl Staged {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // Written on a blocking thread, chunk by chunk (the disk may be slow; the async
+            // threads serve other requests meanwhile).
             let mut off = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
-                staged.file.as_file().write_all_at(&chunk, off)?;
-                off += chunk.len() as u64;
+                let file = staged.file.clone();
+                let len = chunk.len() as u64;
+                tokio::task::spawn_blocking(move || file.as_file().write_all_at(&chunk, off))
+                    .await
+                    .map_err(|e| FsError::Io(std::io::Error::other(e)))??;
+                off += len;
             }
             staged.size = off;
         }
@@ -445,14 +460,25 @@ impl Staged {
         }
     }
 
-    /// The file, to be changed: copied first if an upload holds a snapshot of it.
+    /// Makes the staging file this copy's own before a change: if an upload holds a snapshot
+    /// of it, copies it first, on a blocking thread (the copy is as large as the file).
+    pub async fn unshare(&mut self) -> FsResult<()> {
+        if Arc::get_mut(&mut self.file).is_some() {
+            return Ok(());
+        }
+        let src = self.file.clone();
+        let copy = tokio::task::spawn_blocking(move || copy_of(&src))
+            .await
+            .map_err(|e| FsError::Io(std::io::Error::other(e)))??;
+        self.file = Arc::new(copy);
+        Ok(())
+    }
+
+    /// The file, to be changed: copied first if an upload holds a snapshot of it (inline, for
+    /// callers that did not [`Staged::unshare`] first: a file new to them, nothing to copy).
     fn file_mut(&mut self) -> FsResult<&File> {
         if Arc::get_mut(&mut self.file).is_none() {
-            let dir = self.file.path().parent().unwrap_or(Path::new("."));
-            let copy = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
-            let mut src = self.file.reopen()?;
-            std::io::copy(&mut src, &mut copy.as_file())?;
-            self.file = Arc::new(copy);
+            self.file = Arc::new(copy_of(&self.file)?);
         }
         Ok(self.file.as_file())
     }
