@@ -37,6 +37,7 @@ mod namespace;
 mod page_cache;
 mod read;
 mod refresh;
+mod stats;
 mod write;
 mod writeback;
 
@@ -52,6 +53,7 @@ pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
 pub use read::ReadConfig;
+pub use stats::{DirtySummary, FsStats};
 pub use writeback::WriteBack;
 
 use std::collections::HashMap;
@@ -127,6 +129,8 @@ pub struct Filesystem {
     page_feeder: OnceLock<page_cache::PageFeeder>,
     /// The kernel's read-ahead on the mount, in bytes (0: not known).
     kernel_readahead: AtomicU64,
+    /// Upload counters (for metrics).
+    stats: Arc<FsStats>,
 }
 
 impl Filesystem {
@@ -173,6 +177,7 @@ impl Filesystem {
             uploader: writeback::Uploader::new(std::sync::Weak::new(), 1),
             page_feeder: OnceLock::new(),
             kernel_readahead: AtomicU64::new(0),
+            stats: Arc::default(),
         }
     }
 

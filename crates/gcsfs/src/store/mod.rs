@@ -26,7 +26,7 @@ pub use fault::{Fault, FaultStore};
 pub use gate::{Gate, GateKeeper, GatedStore};
 pub use mem::MemStore;
 pub use op::Op;
-pub use retry::{RetryConfig, RetryStore};
+pub use retry::{RetryConfig, RetryStats, RetryStore};
 pub use types::{
     ByteRange, ByteStream, ChunkData, Generation, ListPage, ListRequest, MetadataPatch,
     Metageneration, ObjectFacts, ObjectKey, ObjectMeta, Preconditions, UploadSession, UploadStatus,
