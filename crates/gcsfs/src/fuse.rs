@@ -88,11 +88,15 @@ impl FuseAdapter {
         self.rt.spawn(
             async move {
                 let result = fut.await;
-                let code = result.as_ref().err().map(FsError::errno);
-                reply(result.map_err(|e| errno(op, ino, &e)));
+                // Recorded before the answer: whoever sees the answer sees it counted.
                 if let Some(m) = metrics {
-                    m.record(op, started.elapsed(), code);
+                    m.record(
+                        op,
+                        started.elapsed(),
+                        result.as_ref().err().map(FsError::errno),
+                    );
                 }
+                reply(result.map_err(|e| errno(op, ino, &e)));
                 drop(permit);
             }
             .instrument(span),

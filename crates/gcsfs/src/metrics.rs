@@ -302,13 +302,13 @@ impl Metrics {
         registry.register_collector(Box::new(StateCollector(Box::new(source))));
         registry.register_with_unit(
             "fuse_op_duration",
-            "Time from a FUSE request's arrival to its answer, by operation.",
+            "Time from a FUSE request's arrival to its answer, by operation",
             Unit::Seconds,
             fuse.durations.clone(),
         );
         registry.register(
             "fuse_errors",
-            "FUSE requests answered with an error, by operation and errno.",
+            "FUSE requests answered with an error, by operation and errno",
             fuse.errors.clone(),
         );
         Self { registry }
@@ -500,6 +500,7 @@ mod tests {
             "gcsfs_fuse_op_duration_seconds_bucket{le=\"0.0064\",op=\"lookup\"} 2",
             "gcsfs_fuse_op_duration_seconds_bucket{le=\"+Inf\",op=\"write\"} 1",
             "gcsfs_fuse_op_duration_seconds_bucket{le=\"26.2144\",op=\"write\"} 0",
+            "# HELP gcsfs_fuse_errors FUSE requests answered with an error, by operation and errno.",
             "gcsfs_fuse_errors_total{op=\"lookup\",errno=\"ENOENT\"} 1",
             "gcsfs_fuse_errors_total{op=\"write\",errno=\"EROFS\"} 1",
             "# EOF",
