@@ -66,6 +66,8 @@ expect 2 "^gcsfs: error: .*'x9'.*--fuse-threads" GCSFS_FUSE_THREADS=x9 -- mount 
 expect 2 "^gcsfs: error: .*--anonymous-access.*--key-file" -- mount --anonymous-access --key-file /k bkt /mnt
 expect 2 "^gcsfs: error: .*without gs://" BUCKET=gs://bkt MNT_DIR=/mnt -- run -- true
 expect 2 "^gcsfs: error: .*--log-file.*must not be empty" -- --log-file "" mount bkt /mnt
+expect 2 "^gcsfs: error: .*'abc'.*--prometheus-port" -- mount --prometheus-port abc bkt /mnt
+expect 2 "^gcsfs: error: .*'70000'.*--prometheus-port" GCSFS_PROMETHEUS_PORT=70000 -- run bkt /mnt -- true
 
 # Errors before anything starts: exit 1, one line naming the path.
 expect 1 "^gcsfs: error: key file $work/missing.json: cannot be read: " -- \

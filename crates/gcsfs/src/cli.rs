@@ -355,9 +355,23 @@ pub struct MountArgs {
         default_value_t = 8
     )]
     pub drain_timeout_secs: u64,
+    /// Serve Prometheus metrics (OpenMetrics text) at `http://0.0.0.0:PORT/metrics`; 0 turns
+    /// it off. A port that cannot be listened on is an error at start-up. Default: off.
+    #[arg(
+        long,
+        env = "GCSFS_PROMETHEUS_PORT",
+        value_name = "PORT",
+        help_heading = "Metrics"
+    )]
+    pub prometheus_port: Option<u16>,
 }
 
 impl MountArgs {
+    /// `--prometheus-port`, unless absent or 0 (metrics off).
+    pub fn prometheus_port(&self) -> Option<u16> {
+        self.prometheus_port.filter(|&port| port != 0)
+    }
+
     /// The key prefix of `--only-dir` with its trailing `/` (`"logs/2026/"`), if given.
     pub fn only_dir_prefix(&self) -> Option<String> {
         self.only_dir.as_ref().map(|dir| format!("{dir}/"))
@@ -1341,6 +1355,27 @@ mod tests {
         rejected(&["mount", "--drain-timeout", "-1", "bkt", "/m"]);
         rejected(&["--log-format", "xml", "mount", "bkt", "/m"]);
         rejected(&["--log-severity", "verbose", "mount", "bkt", "/m"]);
+    }
+
+    #[test]
+    fn prometheus_port() {
+        assert_eq!(mount(&["bkt", "/m"]).mount.prometheus_port(), None);
+        assert_eq!(
+            mount(&["--prometheus-port", "0", "bkt", "/m"])
+                .mount
+                .prometheus_port(),
+            None
+        );
+        let m = mount(&["--prometheus-port", "9101", "bkt", "/m"]);
+        assert_eq!(m.mount.prometheus_port(), Some(9101));
+        let r = run(&["--prometheus-port=9102", "bkt", "/m", "--", "app"]);
+        assert_eq!(r.mount.prometheus_port(), Some(9102));
+        rejected(&["mount", "--prometheus-port", "-1", "bkt", "/m"]);
+        for bad in ["x", "65536", "", "80a"] {
+            let line = rejected(&["mount", "--prometheus-port", bad, "bkt", "/m"]);
+            assert!(line.contains("--prometheus-port"), "{bad:?}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
     }
 
     #[test]

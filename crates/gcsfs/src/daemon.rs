@@ -13,10 +13,12 @@ use tokio::time::Instant;
 
 use crate::cli::{MountArgs, MountCommand, StoreArgs};
 use crate::fs::{DrainFailure, Filesystem, FsConfig, Ownership, ReadConfig, SystemClock};
+use crate::metrics::{self, FuseMetrics, Metrics};
 use crate::mount::{self, MountError, Mounted};
 use crate::store::gcs::{GcsAuth, GcsConfig, GcsStore};
 use crate::store::{
-    ErrorKind, GatedStore, ListRequest, ObjectStore, RetryConfig, RetryStore, StoreError,
+    ErrorKind, GatedStore, ListRequest, ObjectStore, RetryConfig, RetryStats, RetryStore,
+    StoreError,
 };
 
 /// Why the bucket could not be used.
@@ -63,6 +65,8 @@ pub struct OpenedBucket {
     pub store: Arc<dyn ObjectStore>,
     /// One listing call checking that the bucket exists and that the credentials may list it.
     pub check: tokio::task::JoinHandle<Result<(), OpenError>>,
+    /// The retries the store's retry layer makes, by call (for metrics).
+    pub retries: Arc<RetryStats>,
 }
 
 /// Builds the clients for the bucket (with retries) and starts checking, with one listing call,
@@ -91,7 +95,9 @@ pub async fn open_bucket(
         .await
         .map_err(|e| OpenError::new(bucket, e))?;
     let retry = retry_config(store_args);
-    let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(Arc::new(gcs), retry));
+    let retrying = RetryStore::new(Arc::new(gcs), retry);
+    let retries = retrying.stats();
+    let store: Arc<dyn ObjectStore> = Arc::new(retrying);
     let (gated, keeper) = GatedStore::new(store.clone());
     let (bucket, prefix) = (bucket.to_string(), only_dir.to_string());
     let check = tokio::spawn(async move {
@@ -110,6 +116,7 @@ pub async fn open_bucket(
     Ok(OpenedBucket {
         store: Arc::new(gated),
         check,
+        retries,
     })
 }
 
@@ -173,6 +180,7 @@ pub fn mount_config(args: &MountArgs) -> mount::MountConfig {
         fsname: format!("gcsfs:{}", args.bucket),
         fuser: args.fuser_config(),
         read_ahead: args.max_read_ahead_mb << 20,
+        metrics: None,
     }
 }
 
@@ -184,8 +192,14 @@ pub async fn open_and_mount(
     args: &MountArgs,
 ) -> anyhow_free::Result<Mounted> {
     mount::check_mountpoint(&args.mountpoint)?;
+    // Bound first: a port that is taken fails the start before anything is mounted.
+    let listener = args.prometheus_port().map(metrics::bind).transpose()?;
     let only_dir = crate::fs::normalize_only_dir(args.only_dir.as_deref().unwrap_or(""));
-    let OpenedBucket { store, check } = open_bucket(store_args, &args.bucket, &only_dir).await?;
+    let OpenedBucket {
+        store,
+        check,
+        retries,
+    } = open_bucket(store_args, &args.bucket, &only_dir).await?;
     let (budget, budget_source) = memory_budget(args);
     let config = FsConfig {
         write_wait_limit: retry_config(store_args).upload_wait_limit(),
@@ -198,7 +212,11 @@ pub async fn open_and_mount(
     })?;
     let fs = Filesystem::shared(store, config, Arc::new(SystemClock));
     let rt = tokio::runtime::Handle::current();
-    let mcfg = mount_config(args);
+    let fuse_metrics = listener.as_ref().map(|_| Arc::new(FuseMetrics::default()));
+    let mcfg = mount::MountConfig {
+        metrics: fuse_metrics.clone(),
+        ..mount_config(args)
+    };
     let mounting = tokio::task::spawn_blocking(move || mount::mount(fs, rt, &mcfg));
     let (mounted, checked) = futures::join!(mounting, check);
     let mounted = mounted.map_err(|e| ServeError::Join(e.to_string()))?;
@@ -206,6 +224,13 @@ pub async fn open_and_mount(
         Ok(()) => {
             let mut mounted = mounted?;
             mounted.announce();
+            if let (Some(listener), Some(fuse)) = (listener, fuse_metrics) {
+                let metrics =
+                    Metrics::for_mount(Arc::downgrade(mounted.filesystem()), Some(retries), &fuse);
+                let port = args.prometheus_port().unwrap_or_default();
+                tracing::info!(port, "serving metrics at http://0.0.0.0:{port}/metrics");
+                tokio::spawn(metrics::serve(listener, Arc::new(metrics)));
+            }
             match budget_source {
                 Some(source) => tracing::info!(
                     budget_mib = budget >> 20,
@@ -241,6 +266,8 @@ pub enum ServeError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::BindError),
     #[error("temporary directory {path}: {source}")]
     TempDir {
         path: PathBuf,

@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -19,6 +19,7 @@ use fuser::{
 use tracing::Instrument;
 
 use crate::fs::{self, Attr, Entry, FsError, Kind, SetAttr};
+use crate::metrics::FuseMetrics;
 
 /// Largest read and write the kernel is asked to send (1 MiB).
 pub const MAX_IO: u32 = 1 << 20;
@@ -39,6 +40,8 @@ pub struct FuseAdapter {
     fs: Arc<fs::Filesystem>,
     rt: tokio::runtime::Handle,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where each request's latency and error are recorded (`--prometheus-port`).
+    metrics: Option<Arc<FuseMetrics>>,
 }
 
 impl FuseAdapter {
@@ -47,6 +50,20 @@ impl FuseAdapter {
             fs,
             rt,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            metrics: None,
+        }
+    }
+
+    /// Records every request's latency and error in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<FuseMetrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Records a request answered inline, started at `started`.
+    fn record(&self, op: &'static str, started: Instant, errno: Option<i32>) {
+        if let Some(m) = &self.metrics {
+            m.record(op, started.elapsed(), errno);
         }
     }
 
@@ -58,6 +75,7 @@ impl FuseAdapter {
         F: Future<Output = Result<T, FsError>> + Send + 'static,
         R: FnOnce(Result<T, Errno>) + Send + 'static,
     {
+        let started = Instant::now();
         let permit = match self.in_flight.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => self
@@ -66,10 +84,19 @@ impl FuseAdapter {
                 .ok(),
         };
         let span = tracing::debug_span!("fuse", op, ino);
+        let metrics = self.metrics.clone();
         self.rt.spawn(
             async move {
-                let result = fut.await.map_err(|e| errno(op, ino, &e));
-                reply(result);
+                let result = fut.await;
+                // Recorded before the answer: whoever sees the answer sees it counted.
+                if let Some(m) = metrics {
+                    m.record(
+                        op,
+                        started.elapsed(),
+                        result.as_ref().err().map(FsError::errno),
+                    );
+                }
+                reply(result.map_err(|e| errno(op, ino, &e)));
                 drop(permit);
             }
             .instrument(span),
@@ -501,7 +528,14 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino(i)) {
+        let started = Instant::now();
+        let result = self.fs.opendir(ino(i));
+        self.record(
+            "opendir",
+            started,
+            result.as_ref().err().map(FsError::errno),
+        );
+        match result {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", i.0, &e)),
         }
@@ -592,7 +626,14 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.releasedir(fh.0) {
+        let started = Instant::now();
+        let result = self.fs.releasedir(fh.0);
+        self.record(
+            "releasedir",
+            started,
+            result.as_ref().err().map(FsError::errno),
+        );
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("releasedir", i.0, &e)),
         }

@@ -25,6 +25,9 @@ pub struct MountConfig {
     /// The kernel read-ahead to set on the mount, in bytes (`--max-read-ahead-mb`); the
     /// kernel's own default (128 KiB) stays if it cannot be set (no root, read-only `/sys`).
     pub read_ahead: u64,
+    /// Where the FUSE adapter records each request's latency and error, if metrics are
+    /// served (`--prometheus-port`).
+    pub metrics: Option<Arc<crate::metrics::FuseMetrics>>,
 }
 
 /// Why a mount could not be made.
@@ -239,7 +242,7 @@ pub fn mount(
     }
     fuse_config.n_threads = Some(fuse_config.n_threads.unwrap_or(4).max(1));
     fuse_config.clone_fd = true;
-    let adapter = FuseAdapter::new(fs.clone(), rt);
+    let adapter = FuseAdapter::new(fs.clone(), rt).with_metrics(config.metrics.clone());
     let mut session =
         fuser::Session::new(adapter, &config.mountpoint, &fuse_config).map_err(|e| {
             MountError::Fuse {

@@ -238,6 +238,11 @@ fn interrupted_dir_rename_is_finished_by_mv_t() {
 /// Runs `gcsfs mount` (in the background mode, or `--foreground`), checks that it fails with
 /// one `gcsfs: error: ` line on stderr and nothing on stdout, and returns that line.
 fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
+    mount_fails_with(endpoint, bucket, dir, fg, &[])
+}
+
+/// [`mount_fails`] with `extra` flags.
+fn mount_fails_with(endpoint: &str, bucket: &str, dir: &Path, fg: bool, extra: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcsfs"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("GCSFS_") {
@@ -248,7 +253,7 @@ fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
     if fg {
         cmd.arg("--foreground");
     }
-    cmd.arg(bucket).arg(dir);
+    cmd.args(extra).arg(bucket).arg(dir);
     let out = output(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -267,7 +272,7 @@ fn mount_fails(endpoint: &str, bucket: &str, dir: &Path, fg: bool) -> String {
     stderr
 }
 
-/// Missing bucket, missing mount point, busy mount point: non-zero exit and one error line,
+/// Missing bucket, missing mount point, busy mount point, metrics port taken: non-zero exit and one error line,
 /// in both the background and the foreground mode; nothing is left mounted.
 #[test]
 fn mount_failures_exit_non_zero_with_one_line() {
@@ -290,6 +295,17 @@ fn mount_failures_exit_non_zero_with_one_line() {
 
         let err = mount_fails(&endpoint, &bucket.name, live.path(), fg);
         assert!(err.contains("busy"), "{err}");
+
+        // A metrics port that is taken: nothing is mounted.
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        let extra = ["--prometheus-port", port.as_str()];
+        let err = mount_fails_with(&endpoint, &bucket.name, &empty, fg, &extra);
+        assert!(
+            err.contains(&format!("--prometheus-port {port}: cannot listen")),
+            "{err}"
+        );
+        assert!(!is_mounted(&empty));
     }
     // The live mount is unharmed.
     std::fs::write(live.join("still"), b"here").unwrap();

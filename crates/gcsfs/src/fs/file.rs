@@ -468,6 +468,7 @@ impl Filesystem {
                             self.new_object_attrs(ino, false),
                             self.config.write_wait_limit,
                             memory,
+                            self.stats.in_flight(),
                         ));
                         if stream.send(head).await.is_err() {
                             return Err(self.settle_failed_stream(ino, &mut st).await);
@@ -756,10 +757,13 @@ impl Filesystem {
         let seen = cell.changes();
         let object_key = ObjectKey::new(key.clone())?;
         drop(st);
+        let in_flight = self.stats.in_flight();
         let result = self
             .store
             .write(&object_key, source, Preconditions::generation(base), &attrs)
             .await;
+        self.stats.upload_ended(&result);
+        drop(in_flight);
         drop(snapshot);
         let mut st = cell.state.lock().await;
         match result {
@@ -857,7 +861,9 @@ impl Filesystem {
         let Some(stream) = st.stream.take() else {
             return Ok(());
         };
-        match stream.finish().await {
+        let finished = stream.finish().await;
+        self.stats.upload_ended(&finished);
+        match finished {
             Ok(new) => {
                 let old = std::mem::replace(&mut st.base_generation, new.generation);
                 self.mark_clean(ino);

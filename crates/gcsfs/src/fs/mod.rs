@@ -38,6 +38,7 @@ mod namespace;
 mod page_cache;
 mod read;
 mod refresh;
+mod stats;
 mod write;
 mod writeback;
 
@@ -55,6 +56,7 @@ pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
 pub use read::ReadConfig;
+pub use stats::{DirtySummary, FsStats};
 pub use writeback::WriteBack;
 
 use std::collections::HashMap;
@@ -130,6 +132,8 @@ pub struct Filesystem {
     page_feeder: OnceLock<page_cache::PageFeeder>,
     /// The kernel's read-ahead on the mount, in bytes (0: not known).
     kernel_readahead: AtomicU64,
+    /// Upload counters (for metrics).
+    stats: Arc<FsStats>,
 }
 
 impl Filesystem {
@@ -176,6 +180,7 @@ impl Filesystem {
             uploader: writeback::Uploader::new(std::sync::Weak::new(), 1),
             page_feeder: OnceLock::new(),
             kernel_readahead: AtomicU64::new(0),
+            stats: Arc::default(),
         }
     }
 

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use super::error::{FsError, FsResult};
 use super::memory::{Charge, MemoryBudget};
 use super::page_cache::PageGate;
+use super::stats::InFlight;
 use crate::store::{
     ByteRange, ErrorKind, Generation, ObjectKey, ObjectMeta, ObjectStore, Preconditions,
     StoreError, StoreResult, WriteAttrs, WriteSource,
@@ -260,13 +261,15 @@ fn upload_failed(e: Arc<StoreError>) -> FsError {
 
 impl Streaming {
     /// Starts a create-only upload of `key` fed by [`Streaming::send`].
-    /// The upload holds `memory` (its share of the budget) until it ends.
+    /// The upload holds `memory` (its share of the budget) and counts as `in_flight` until it
+    /// ends.
     pub fn start(
         store: Arc<dyn ObjectStore>,
         key: ObjectKey,
         attrs: WriteAttrs,
         wait_limit: Duration,
         memory: Charge,
+        in_flight: InFlight,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<StoreResult<Bytes>>(STREAM_QUEUE);
         let source = futures::stream::unfold(rx, |mut rx| async move {
@@ -275,6 +278,7 @@ impl Streaming {
         .boxed();
         let task = tokio::spawn(async move {
             let _memory = memory;
+            let _in_flight = in_flight;
             store
                 .write(
                     &key,

@@ -30,7 +30,7 @@ pub use gate::{Gate, GateKeeper, GatedStore};
 #[cfg(any(test, feature = "test-util"))]
 pub use mem::MemStore;
 pub use op::Op;
-pub use retry::{RetryConfig, RetryStore};
+pub use retry::{RetryConfig, RetryStats, RetryStore};
 pub use types::{
     ByteRange, ByteStream, ChunkData, Generation, ListPage, ListRequest, MetadataPatch,
     Metageneration, ObjectFacts, ObjectKey, ObjectMeta, Preconditions, UploadSession, UploadStatus,

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::op::OpCounters;
 use super::upload::{SINGLE_REQUEST_MAX, Source, Upload, file_size, read_file};
 use super::{
     ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
@@ -112,23 +113,47 @@ impl Default for RetryConfig {
     }
 }
 
+/// Retries made, by store call: each attempt after a call's first that a backoff let start
+/// (for metrics). Resumptions of a read stream count as `read`; a resumable upload's status
+/// query after a failed request counts as `upload_chunk`, and a session started over as
+/// `start_upload`.
+#[derive(Debug, Default)]
+pub struct RetryStats(OpCounters);
+
+impl RetryStats {
+    /// Retries of `op` so far.
+    pub fn retries(&self, op: Op) -> u64 {
+        self.0.get(op)
+    }
+}
+
 /// Retries the calls of an inner store that failed transiently, within limits (see the module
 /// documentation for the rules).
 #[derive(Debug)]
 pub struct RetryStore {
     inner: Arc<dyn ObjectStore>,
     config: RetryConfig,
+    stats: Arc<RetryStats>,
 }
 
 impl RetryStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>, config: RetryConfig) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config,
+            stats: Arc::default(),
+        }
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &RetryConfig {
         &self.config
+    }
+
+    /// The retries made so far, by call (shared: it keeps counting).
+    pub fn stats(&self) -> Arc<RetryStats> {
+        self.stats.clone()
     }
 
     /// Runs `attempt` with this store's settings and a fresh budget.
@@ -146,6 +171,7 @@ impl RetryStore {
     {
         let call = Call {
             config: &self.config,
+            stats: &self.stats,
             op,
             key,
             idempotent,
@@ -228,6 +254,8 @@ pub(super) fn stalled(op: Op, key: &str, limit: Duration) -> StoreError {
 /// One retried operation.
 pub(super) struct Call<'a> {
     pub(super) config: &'a RetryConfig,
+    /// Where retries are counted.
+    pub(super) stats: &'a RetryStats,
     pub(super) op: Op,
     /// The object (or listing prefix) named in logs and errors.
     pub(super) key: &'a str,
@@ -267,6 +295,7 @@ impl Call<'_> {
         let Some(wait) = budget.next_wait(self.config) else {
             return Err(budget.give_up(self.op, self.key, err));
         };
+        self.stats.0.bump(self.op);
         tracing::debug!(
             op = self.op.name(),
             key = %self.key,
@@ -284,6 +313,7 @@ impl Call<'_> {
 struct Resuming {
     inner: Arc<dyn ObjectStore>,
     config: RetryConfig,
+    stats: Arc<RetryStats>,
     key: ObjectKey,
     generation: Option<Generation>,
     /// Next byte to deliver.
@@ -348,6 +378,7 @@ impl Resuming {
         // Borrow fields one by one: the future must not hold `&Resuming` (a stream is not `Sync`).
         let call = Call {
             config: &self.config,
+            stats: &self.stats,
             op: Op::Read,
             key: self.key.as_str(),
             idempotent: true,
@@ -390,6 +421,7 @@ impl ObjectStore for RetryStore {
         let mut budget = Budget::new();
         let call = Call {
             config: &self.config,
+            stats: &self.stats,
             op: Op::Read,
             key: key.as_str(),
             idempotent: true,
@@ -401,6 +433,7 @@ impl ObjectStore for RetryStore {
         let state = Resuming {
             inner: self.inner.clone(),
             config: self.config.clone(),
+            stats: self.stats.clone(),
             key: key.clone(),
             generation,
             offset: range.start,
@@ -427,6 +460,7 @@ impl ObjectStore for RetryStore {
         let upload = Upload {
             store: self.inner.as_ref(),
             config: &self.config,
+            stats: &self.stats,
             key,
             attrs,
         };

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::retry::{Budget, Call, stalled};
+use super::retry::{Budget, Call, RetryStats, stalled};
 use super::{
     ByteStream, ChunkData, ErrorKind, ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Op,
     Preconditions, RetryConfig, StoreError, StoreResult, UploadSession, UploadStatus, WriteAttrs,
@@ -310,6 +310,8 @@ enum Checked {
 pub(crate) struct Upload<'a> {
     pub(crate) store: &'a dyn ObjectStore,
     pub(crate) config: &'a RetryConfig,
+    /// Where retries are counted.
+    pub(crate) stats: &'a RetryStats,
     pub(crate) key: &'a ObjectKey,
     pub(crate) attrs: &'a WriteAttrs,
 }
@@ -624,6 +626,7 @@ impl Upload<'_> {
     fn call(&self, op: Op) -> Call<'_> {
         Call {
             config: self.config,
+            stats: self.stats,
             op,
             key: self.key.as_str(),
             idempotent: true,

@@ -33,8 +33,8 @@ use futures::{FutureExt, StreamExt};
 use super::upload::{Source, Upload};
 use super::{
     ByteRange, ByteStream, ChunkData, ErrorKind, Generation, ListPage, ListRequest, MetadataPatch,
-    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Preconditions, RetryConfig, StoreError,
-    StoreResult, UploadSession, UploadStatus, WriteAttrs, WriteSource,
+    ObjectFacts, ObjectKey, ObjectMeta, ObjectStore, Preconditions, RetryConfig, RetryStats,
+    StoreError, StoreResult, UploadSession, UploadStatus, WriteAttrs, WriteSource,
 };
 use data::DataClient;
 use json::JsonClient;
@@ -187,9 +187,11 @@ impl ObjectStore for GcsStore {
             other => Source::of(other).await?,
         };
         let config = RetryConfig::no_retries();
+        let stats = RetryStats::default();
         let upload = Upload {
             store: self,
             config: &config,
+            stats: &stats,
             key,
             attrs,
         };
