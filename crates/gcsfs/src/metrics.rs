@@ -621,7 +621,7 @@ mod tests {
         let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let err = bind(port).unwrap_err();
-        let line = crate::daemon::error_line(&err);
+        let line = crate::logging::error_chain(&err);
         assert!(
             line.starts_with(&format!(
                 "--prometheus-port {port}: cannot listen on 0.0.0.0:{port}: "

@@ -53,7 +53,6 @@ impl Op {
     ];
 
     /// A dense index (0..12) for per-operation tables.
-    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -83,12 +82,10 @@ impl fmt::Display for Op {
     }
 }
 
-/// Per-operation call counters (lock-free; the test doubles count calls with them).
-#[cfg(any(test, feature = "test-util"))]
+/// Per-operation call counters (lock-free): the retry layer's retries, the test doubles' calls.
 #[derive(Debug, Default)]
 pub(crate) struct OpCounters([std::sync::atomic::AtomicU64; COUNT]);
 
-#[cfg(any(test, feature = "test-util"))]
 impl OpCounters {
     /// Counts one call of `op`.
     pub(crate) fn bump(&self, op: Op) {
