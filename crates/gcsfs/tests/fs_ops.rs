@@ -246,6 +246,36 @@ async fn large_directory_lists_every_entry_once_across_pages() {
     f.fs.releasedir(fh).unwrap();
 }
 
+/// A path nobody looked at: the probe that finds its first directory lists a few keys below
+/// it, and the names along the first path there are bound at once, so looking up the rest of
+/// `data/deep/a/b/one.bin` asks the store nothing (one round trip instead of five). A file name
+/// that is also a directory is not taken for a file.
+#[tokio::test]
+async fn a_cold_deep_path_costs_one_probe() {
+    let store = Arc::new(MemStore::new());
+    put(&store, "data/deep/a/b/one.bin", b"first").await;
+    put(&store, "data/deep/a/b/two", b"x").await;
+    put(&store, "data/deep/a/b/two/inside", b"y").await;
+    let f = fixture_with(store.clone(), Duration::from_secs(60));
+    let data = lookup_path(&f.fs, "data").await.unwrap();
+    let calls = |op| store.calls(op);
+    let before = (calls(Op::Stat), calls(Op::List));
+    let ino = lookup_path(&f.fs, "data/deep/a/b/one.bin").await.unwrap();
+    assert_eq!(
+        (calls(Op::Stat), calls(Op::List)),
+        before,
+        "answered from the first probe"
+    );
+    assert_eq!(read_file(&f.fs, ino).await.unwrap(), b"first");
+    // `two` is a file and a directory: not learned as either kind from the page; the lookup
+    // asks, and the directory wins.
+    let b = lookup_path(&f.fs, "data/deep/a/b").await.unwrap();
+    let two = f.fs.lookup(b, "two").await.unwrap();
+    assert_eq!(two.attr.kind, Kind::Dir);
+    assert!(data != b);
+    f.fs.check_invariants().unwrap();
+}
+
 /// Entries a readdirplus buffered stay valid until the kernel has them: a sweep past
 /// `max_cached_inodes` (here set off by listing another directory) does not drop the children
 /// of a directory being listed, so `readdirplus_sent` counts a reference to a live inode whose
@@ -1329,6 +1359,14 @@ async fn a_directory_whose_entries_expired_is_listed_from_the_store() {
     assert_eq!(a.attr.size, 6, "the new listing's attributes");
 }
 
+/// Objects sorting before the `f…` names under `dir/`: the probe that finds `dir` learns these
+/// (see `lookup::learn_below`), so the lookups a test counts all reach the store.
+async fn pad_first_keys(store: &MemStore, dir: &str) {
+    for i in 0..gcsfs::fs::PROBE_KEYS {
+        put(store, &format!("{dir}/_pad{i:02}"), b"").await;
+    }
+}
+
 #[tokio::test]
 async fn many_lookups_in_one_directory_list_it_once() {
     use gcsfs::store::Op;
@@ -1340,6 +1378,7 @@ async fn many_lookups_in_one_directory_list_it_once() {
     for i in 0..40 {
         put(&f.store, &format!("big/f{i:02}"), b"x").await;
     }
+    pad_first_keys(&f.store, "big").await;
     let big = lookup_path(&f.fs, "big").await.unwrap();
     let stats = f.store.calls(Op::Stat);
     // Fifteen names are probed one by one; the sixteenth lists the directory (40 entries in
@@ -1375,6 +1414,7 @@ async fn directory_too_large_to_list_keeps_being_probed() {
     for i in 0..240 {
         put(&f.store, &format!("huge/f{i:03}"), b"x").await;
     }
+    pad_first_keys(&f.store, "huge").await;
     let huge = lookup_path(&f.fs, "huge").await.unwrap();
     for i in 0..16 {
         assert!(f.fs.lookup(huge, &format!("f{i:03}")).await.is_ok());

@@ -252,13 +252,21 @@ async fn a_streamed_file_still_reports_its_upload_at_close() {
 }
 
 /// Lets spawned tasks run until `op` has been called `n` times on the fault store (an upload
-/// is then in its network call). Counts no time: it only yields.
+/// is then in its network call). Counts no virtual time: it yields, and now and then sleeps a
+/// real millisecond, since the way to the call may pass a blocking thread (reading a staging
+/// file) that a busy machine schedules late. Gives up after a minute of real time.
 async fn until_called(faults: &FaultStore, op: Op, n: u64) {
-    for _ in 0..10_000 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut spins = 0u32;
+    while std::time::Instant::now() < deadline {
         if faults.calls(op) >= n {
             return;
         }
         tokio::task::yield_now().await;
+        spins += 1;
+        if spins.is_multiple_of(1000) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     panic!("{op} was not called {n} times");
 }

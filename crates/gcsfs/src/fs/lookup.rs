@@ -6,6 +6,13 @@
 //! directory, explicit marker or implicit prefix). The directory wins a tie; the file stays
 //! reachable as `name` + [`CONFLICT_SUFFIX`](super::names::CONFLICT_SUFFIX). Before probing,
 //! a lookup may list the whole directory instead when that is cheaper (`super::refresh`).
+//!
+//! The probe's listing asks for the first [`PROBE_KEYS`] keys under `key/` (not one): a
+//! directory found that way comes with the first paths below it, which are bound at once
+//! ([`learn_below`]) — the directories along each path, and its file when nothing else shows
+//! that name is also a directory. A path nobody looked at before (`head -c 1 dir/sub/file`
+//! right after mounting) then costs one round trip for the first directory instead of one per
+//! name, at no extra request. Names already bound are left as they are.
 
 use std::time::SystemTime;
 
@@ -37,11 +44,20 @@ impl Drop for Resolved<'_> {
     }
 }
 
+/// Keys the probe of a name lists under `name/`: enough to see past the markers of a few
+/// nested directories to the first file below them.
+pub const PROBE_KEYS: u32 = 16;
+
 /// What the store says a child name is.
 pub(super) enum Found {
     File(ObjectMeta),
-    /// A directory, with its marker object if it has one.
-    Dir(Option<ObjectMeta>),
+    /// A directory, with its marker object if it has one, and the first objects below it (in
+    /// key order; `more`: the listing has more).
+    Dir {
+        marker: Option<ObjectMeta>,
+        below: Vec<ObjectMeta>,
+        more: bool,
+    },
     Nothing,
 }
 
@@ -160,7 +176,9 @@ impl Filesystem {
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock();
         match found {
-            Found::Dir(marker) => Ok(bind_dir(&mut table, parent, name, &key, marker, valid)),
+            Found::Dir { marker, .. } => {
+                Ok(bind_dir(&mut table, parent, name, &key, marker, valid))
+            }
             Found::File(_) => Err(FsError::Stale("directory replaced by a file")),
             Found::Nothing => Err(FsError::NotFound),
         }
@@ -223,7 +241,22 @@ impl Filesystem {
             return Ok(ino);
         }
         match found {
-            Found::Dir(marker) => Ok(bind_dir(&mut table, parent, name, &key, marker, valid)),
+            Found::Dir {
+                marker,
+                below,
+                more,
+            } => {
+                let ino = bind_dir(&mut table, parent, name, &key, marker, valid);
+                learn_below(
+                    &mut table,
+                    ino,
+                    &names::dir_prefix(&key),
+                    &below,
+                    more,
+                    valid,
+                );
+                Ok(ino)
+            }
             Found::File(meta) => {
                 // A directory holding files not uploaded yet keeps its name; the file is
                 // reachable as `name` + CONFLICT_SUFFIX, as when the store shows both.
@@ -278,7 +311,7 @@ impl Filesystem {
         let list_req = ListRequest {
             prefix: names::dir_prefix(key),
             delimiter: None,
-            max_results: Some(1),
+            max_results: Some(PROBE_KEYS),
             ..Default::default()
         };
         let list = async {
@@ -293,11 +326,15 @@ impl Filesystem {
             && (!page.objects.is_empty() || !page.prefixes.is_empty())
         {
             // The marker `key/`, if there is one, sorts before everything else under it.
-            let marker = page
+            let (marker, below): (Vec<_>, Vec<_>) = page
                 .objects
                 .into_iter()
-                .find(|o| o.key.as_str() == list_req.prefix);
-            return Ok(Found::Dir(marker));
+                .partition(|o| o.key.as_str() == list_req.prefix);
+            return Ok(Found::Dir {
+                marker: marker.into_iter().next(),
+                below,
+                more: page.next_page_token.is_some(),
+            });
         }
         match stat {
             Ok(meta) => Ok(Found::File(meta)),
@@ -349,4 +386,64 @@ fn bind_dir(
         None => Stat::dir(SystemTime::now()),
     };
     table.upsert_child(parent, name, names::dir_prefix(key), stat, marker, valid)
+}
+
+/// Binds what the first objects below directory `dir` (prefix `prefix`) show, in key order:
+/// every directory along their paths (a marker among them gives its directory's attributes),
+/// and each file unless its name may be a directory too (a key under `name/` in the page, or
+/// the page stopping before it could show one). Names already bound are left alone, as are
+/// names that cannot be paths. Valid for the metadata TTL, as a listing's entries are.
+fn learn_below(
+    table: &mut super::inode::InodeTable,
+    dir: InodeNo,
+    prefix: &str,
+    below: &[ObjectMeta],
+    more: bool,
+    valid: std::time::Instant,
+) {
+    'objects: for o in below {
+        let Some(rel) = o.key.as_str().strip_prefix(prefix) else {
+            continue;
+        };
+        // "a/b/f": directories a, a/b and file f; "a/b/": the marker of a/b.
+        let comps: Vec<&str> = rel.split('/').collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            continue;
+        };
+        let mut parent = dir;
+        let mut at = prefix.to_string();
+        for part in dirs {
+            if names::check_component(part).is_err() {
+                continue 'objects;
+            }
+            let dir_key = names::dir_prefix(&format!("{at}{part}"));
+            parent = match table.child(parent, part) {
+                Some(ino) if table.get(ino).is_some_and(|i| i.kind() == Kind::Dir) => ino,
+                Some(_) => continue 'objects,
+                None => {
+                    let marker = (o.key.as_str() == dir_key).then(|| o.clone());
+                    let stat = match &marker {
+                        Some(m) => Stat::from_marker(m),
+                        None => Stat::listed_dir(SystemTime::now()),
+                    };
+                    table.upsert_child(parent, part, dir_key.clone(), stat, marker, valid)
+                }
+            };
+            at = dir_key;
+        }
+        if last.is_empty() || names::check_component(last).is_err() {
+            continue;
+        }
+        // Keys under `name/` sort from `name/` up to (not including) `name0`.
+        let key = format!("{at}{last}");
+        let (lo, hi) = (format!("{key}/"), format!("{key}0"));
+        let shown_as_dir = below
+            .iter()
+            .any(|n| n.key.as_str() >= lo.as_str() && n.key.as_str() < hi.as_str());
+        let page_covers = !more || below.last().is_some_and(|n| n.key.as_str() >= hi.as_str());
+        if !shown_as_dir && page_covers && table.child(parent, last).is_none() {
+            let stat = Stat::from_object(o);
+            table.upsert_child(parent, last, key, stat, Some(o.clone()), valid);
+        }
+    }
 }

@@ -51,6 +51,7 @@ pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
+pub use lookup::PROBE_KEYS;
 pub use memory::{LimitSource, MemoryBudget, memory_limit};
 pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
