@@ -426,3 +426,46 @@ async fn reading_back_a_file_while_its_background_upload_runs_sees_the_data() {
     }
     assert!(r.fs.wait_for_uploads(Duration::from_secs(30)).await);
 }
+
+/// `tar x` with `--write-back async`: each file's mode and times are set right after its close,
+/// while its upload is queued or running. The setattr does not wait for the upload, and the
+/// attributes are not lost: an upload that took the old ones leaves the file to upload again.
+#[tokio::test(start_paused = true)]
+async fn attributes_set_after_an_async_close_wait_for_nothing_and_land() {
+    let r = rig(4, Duration::from_secs(3600));
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let writes = r.faults.calls(Op::Write);
+    let ino = write_file(&r.fs, "f", b"data").await;
+    until_called(&r.faults, Op::Write, writes + 1).await;
+    // The upload is in its network call: chmod and utimes return at once.
+    let set = gcsfs::fs::SetAttr {
+        mode: Some(0o600),
+        mtime: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000)),
+        ..Default::default()
+    };
+    let e = tokio::time::timeout(Duration::from_secs(1), r.fs.setattr(ino, set))
+        .await
+        .expect("setattr waited for the upload")
+        .unwrap();
+    assert_eq!(e.attr.perm, 0o600);
+    // The first upload took the old attributes; the file is uploaded again with the new ones
+    // once it ends (no handle is open to close it later).
+    r.faults.push(Op::Write, Fault::Latency(Duration::ZERO));
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    let (meta, data) = r.mem.get(&ObjectKey::new("f").unwrap()).unwrap();
+    assert_eq!(&data[..], b"data");
+    assert_eq!(
+        meta.metadata
+            .get("goog-reserved-posix-mode")
+            .map(String::as_str),
+        Some("600")
+    );
+    assert_eq!(
+        meta.metadata
+            .get("goog-reserved-file-mtime")
+            .map(String::as_str),
+        Some("1000000")
+    );
+    assert!(!r.fs.has_dirty());
+}

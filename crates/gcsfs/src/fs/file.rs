@@ -833,7 +833,7 @@ impl Filesystem {
     /// Records that this mount replaced generation `old` of `ino` (`Generation::NONE`: created
     /// it) with `new`. Handles of `old`, and handles of a file created here, now work on `new`:
     /// what they read and write was ours. If the file is not `clean` (changed during the
-    /// upload), its size and times stay the local ones.
+    /// upload), its size, times, mode and owner stay the local ones.
     fn published(&self, ino: InodeNo, old: Generation, new: crate::store::ObjectMeta, clean: bool) {
         let (generation, size) = (new.generation, new.size);
         {
@@ -845,6 +845,9 @@ impl Filesystem {
                     inode.stat.size = local.size;
                     inode.stat.mtime = local.mtime;
                     inode.stat.ctime = local.ctime;
+                    inode.stat.perm = local.perm;
+                    inode.stat.uid = local.uid;
+                    inode.stat.gid = local.gid;
                 }
                 inode.cached_generation = Some(new.generation);
                 inode.meta = Some(new);
@@ -1056,14 +1059,25 @@ impl Filesystem {
             drop(st);
             self.patch_posix(ino).await?;
         } else {
+            if changes_meta {
+                // The new attributes go with the file's next upload; one in flight now took the
+                // old ones, so the change leaves the file dirty after it (`settle_upload`).
+                cell.set_dirty(true);
+            }
             drop(st);
             if !open {
-                // truncate(2) or chmod on a file nobody has open: persist now, and keep no
-                // local copy (no handle will use it).
-                self.upload(ino, &cell).await?;
-                let mut st = cell.state.lock().await;
-                if !cell.is_dirty() {
-                    st.staged = None;
+                if self.writes_back_async() {
+                    // As a close with `--write-back async` (`tar x` sets each file's times
+                    // right after closing it): queued, merged with an upload still queued.
+                    self.queue_upload_or_not(ino, &cell);
+                } else {
+                    // truncate(2) or chmod on a file nobody has open: persist now, and keep no
+                    // local copy (no handle will use it).
+                    self.upload(ino, &cell).await?;
+                    let mut st = cell.state.lock().await;
+                    if !cell.is_dirty() {
+                        st.staged = None;
+                    }
                 }
             }
         }

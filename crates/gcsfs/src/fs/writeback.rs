@@ -103,7 +103,19 @@ impl Filesystem {
     /// fsync; a file nobody holds any more lets go of its local copy.
     async fn upload_in_background(&self, ino: InodeNo, cell: &Arc<FileCell>) {
         match self.upload(ino, cell).await {
-            Ok(()) => cell.set_background_error(None),
+            Ok(()) => {
+                cell.set_background_error(None);
+                // Changed while it was uploading (a chmod or utimes after its close, say) and
+                // held by no handle whose close would queue it: upload it again now.
+                let held = self
+                    .inodes
+                    .lock()
+                    .get(ino)
+                    .is_some_and(|i| i.open_handles() > 0);
+                if cell.is_dirty() && !held {
+                    self.queue_upload(ino, cell.clone());
+                }
+            }
             // Removed meanwhile (unlinked, forgotten): nothing to upload.
             Err(super::FsError::NotFound) => {}
             Err(e) => {
