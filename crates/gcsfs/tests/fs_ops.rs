@@ -276,6 +276,47 @@ async fn a_cold_deep_path_costs_one_probe() {
     f.fs.check_invariants().unwrap();
 }
 
+/// `tar x` sets each directory's mode and times: each change patches the marker as this mount
+/// last saw it (made by `mkdir`, or by the change before), with no request to look at it
+/// first. A marker another writer changed meanwhile is looked at and patched again; its other
+/// metadata stays.
+#[tokio::test]
+async fn directory_attributes_patch_the_marker_as_last_seen() {
+    let f = fixture();
+    let d =
+        f.fs.mkdir(InodeNo::ROOT, "d", 0o755, ME)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    let stats = f.store.calls(Op::Stat);
+    let mode = |m| SetAttr {
+        mode: Some(m),
+        ..Default::default()
+    };
+    f.fs.setattr(d, mode(0o700)).await.unwrap();
+    let times = SetAttr {
+        mtime: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000)),
+        ..Default::default()
+    };
+    f.fs.setattr(d, times).await.unwrap();
+    assert_eq!(f.store.calls(Op::Stat), stats, "no look before a patch");
+    let marker = ObjectKey::new("d/").unwrap();
+    let theirs = [("owner-team".to_string(), Some("x".to_string()))]
+        .into_iter()
+        .collect();
+    f.store
+        .patch_metadata(&marker, &theirs, Preconditions::NONE)
+        .await
+        .unwrap();
+    let e = f.fs.setattr(d, mode(0o711)).await.unwrap();
+    assert_eq!(e.attr.perm, 0o711);
+    let (meta, _) = f.store.get(&marker).unwrap();
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "711");
+    assert_eq!(meta.metadata["goog-reserved-file-mtime"], "1000000");
+    assert_eq!(meta.metadata["owner-team"], "x");
+}
+
 /// Entries a readdirplus buffered stay valid until the kernel has them: a sweep past
 /// `max_cached_inodes` (here set off by listing another directory) does not drop the children
 /// of a directory being listed, so `readdirplus_sent` counts a reference to a live inode whose

@@ -1090,10 +1090,11 @@ impl Filesystem {
     /// implicit directory). The bucket's root has no object: there they last as long as the
     /// mount.
     async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
-        let (key, mut stat) = {
+        let (key, mut stat, known) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.stat.clone())
+            let known = inode.meta.clone().filter(|m| m.key.as_str() == inode.key);
+            (inode.key.clone(), inode.stat.clone(), known)
         };
         if let Some(mode) = set.mode {
             stat.perm = Some((mode & 0o7777) as u16);
@@ -1110,7 +1111,10 @@ impl Filesystem {
         stat.ctime = SystemTime::now();
         let meta = match key.is_empty() {
             true => None,
-            false => Some(self.write_dir_attrs(&ObjectKey::new(key)?, &stat).await?),
+            false => Some(
+                self.write_dir_attrs(&ObjectKey::new(key)?, &stat, known)
+                    .await?,
+            ),
         };
         let mut table = self.inodes.lock();
         let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
@@ -1127,15 +1131,24 @@ impl Filesystem {
     /// Stores `stat`'s POSIX attributes on directory marker `marker`: a metadata patch of the
     /// live marker (conditional on its generation and metageneration), or, for a directory
     /// without one, a new marker (create-only). Tried again if another writer changes the
-    /// marker in between.
+    /// marker in between. The first try patches the marker as this mount last saw it (`known`:
+    /// made by `mkdir` here, or by the previous change), without asking for it first: one
+    /// round trip where nobody else touched it (`tar x` sets each directory's mode and times).
     async fn write_dir_attrs(
         &self,
         marker: &ObjectKey,
         stat: &Stat,
+        known: Option<crate::store::ObjectMeta>,
     ) -> FsResult<crate::store::ObjectMeta> {
         let md = attr::posix_metadata(stat);
-        for _ in 0..3 {
-            let written = match self.store.stat(marker).await {
+        let mut known = known;
+        for _ in 0..4 {
+            let guessed = known.is_some();
+            let live = match known.take() {
+                Some(meta) => Ok(meta),
+                None => self.store.stat(marker).await,
+            };
+            let written = match live {
                 Ok(live) => {
                     let patch = md
                         .iter()
@@ -1162,6 +1175,8 @@ impl Filesystem {
             match written {
                 Ok(meta) => return Ok(meta),
                 Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
+                // The marker as last seen here is gone: ask what there is now.
+                Err(e) if guessed && e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             }
         }
