@@ -2,6 +2,8 @@
 //! result, the bucket and the conflicts directory after every op, the whole tree (readdir +
 //! lookup + read) on `CheckTree` and at the end, after every handle is closed.
 
+use std::collections::BTreeMap;
+
 use gcsfs::fs::InodeNo;
 
 use super::model::{K, Model, Out};
@@ -17,6 +19,10 @@ pub struct Harness {
     /// `--write-back async`: the bucket lags behind closes, so it is compared only after a
     /// `Sync` (and at the end); reads, listings and every op's result are compared as always.
     async_wb: bool,
+    /// The model's bucket at the last `Sync` (or the start): what a crash must not lose.
+    synced: BTreeMap<String, Vec<u8>>,
+    /// Every state (`None`: absent) the model's bucket gave each key after an op since then.
+    since_sync: BTreeMap<String, Vec<Option<Vec<u8>>>>,
 }
 
 fn show(out: &Out) -> String {
@@ -33,6 +39,8 @@ impl Harness {
             sut: Sut::new(streaming, async_wb, ttl),
             last_interrupted: None,
             async_wb,
+            synced: BTreeMap::new(),
+            since_sync: BTreeMap::new(),
         }
     }
 
@@ -62,7 +70,7 @@ impl Harness {
                 deleted,
             } => model.interrupted_rename(&from.0, &to.0, *copied, *deleted),
             Op::RepeatRename => unreachable!("replaced by a Rename in apply"),
-            Op::List { .. } | Op::CheckTree | Op::Forget | Op::Sync => Ok(Vec::new()),
+            Op::List { .. } | Op::CheckTree | Op::Forget | Op::Sync | Op::Crash => Ok(Vec::new()),
         }
     }
 
@@ -122,6 +130,10 @@ impl Harness {
                 self.sut.sync().await?;
                 Ok(Vec::new())
             }
+            Op::Crash => {
+                self.check_crash_image()?;
+                Ok(Vec::new())
+            }
         })
     }
 
@@ -164,10 +176,80 @@ impl Harness {
             .fs
             .check_invariants()
             .map_err(|e| format!("inode table: {e}"))?;
+        self.note_model_states();
         if self.async_wb && !matches!(op, Op::Sync) {
             return Ok(());
         }
-        self.check_bucket()
+        self.check_bucket()?;
+        if matches!(op, Op::Sync) {
+            self.synced = self.model_bucket();
+            self.since_sync.clear();
+        }
+        Ok(())
+    }
+
+    fn model_bucket(&self) -> BTreeMap<String, Vec<u8>> {
+        self.model
+            .bucket
+            .iter()
+            .map(|(k, o)| (k.clone(), o.data.clone()))
+            .collect()
+    }
+
+    /// Records, for every key, the state the model's bucket gives it now, if new.
+    fn note_model_states(&mut self) {
+        let now = self.model_bucket();
+        let keys: std::collections::BTreeSet<String> = now
+            .keys()
+            .chain(self.since_sync.keys())
+            .chain(self.synced.keys())
+            .cloned()
+            .collect();
+        for key in keys {
+            let state = now.get(&key).cloned();
+            let states = self.since_sync.entry(key).or_default();
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+        }
+    }
+
+    /// What a crash now would leave (the bucket at this instant, background uploads in flight
+    /// or not): every key holds what the last `Sync` saved, or a state the model gave it since,
+    /// or a content its open file had since it was last published (a background upload takes
+    /// the file as it is). A key the model never changed since the `Sync` thus holds exactly
+    /// what was saved: a crash loses at most what was not saved yet.
+    fn check_crash_image(&self) -> Result<(), String> {
+        let image: BTreeMap<String, Vec<u8>> = self.sut.bucket().into_iter().collect();
+        let keys: std::collections::BTreeSet<&String> = image
+            .keys()
+            .chain(self.synced.keys())
+            .chain(self.since_sync.keys())
+            .collect();
+        for key in keys {
+            let have = image.get(key);
+            let saved = self.synced.get(key);
+            let later = self.since_sync.get(key);
+            let allowed = have == saved
+                || later.is_some_and(|states| states.iter().any(|s| s.as_ref() == have))
+                || have.is_some_and(|d| self.model.had_since_published(key, d));
+            if !allowed {
+                let show = |d: Option<&Vec<u8>>| {
+                    d.map_or("absent".to_string(), |d| {
+                        format!("{:?}", String::from_utf8_lossy(d))
+                    })
+                };
+                return Err(format!(
+                    "crash image: {key:?} holds {}, saved {} at the last Sync, states since {:?}",
+                    show(have),
+                    show(saved),
+                    later
+                        .map(|s| s.iter().map(|d| show(d.as_ref())).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` on the model; if the answer differs from the fs's `have`, tries the model's

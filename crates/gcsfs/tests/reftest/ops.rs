@@ -128,6 +128,11 @@ pub enum Op {
     /// `syncfs(2)`: every pending background upload finishes (a no-op with `--write-back
     /// sync`); the bucket is compared after it in every mode.
     Sync,
+    /// The process dies now (`kill -9`): the bucket as it is at this instant, uploads in flight
+    /// or not, is what would survive. It must hold everything the last `Sync` saved that was not
+    /// changed since, and nothing that was never a saved or pending state of its file (see
+    /// `Harness::check_crash_image`). The run then goes on: the image is only looked at.
+    Crash,
 }
 
 impl Op {
@@ -180,6 +185,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CheckTree),
         1 => Just(Op::Forget),
         1 => Just(Op::Sync),
+        1 => Just(Op::Crash),
     ]
 }
 
