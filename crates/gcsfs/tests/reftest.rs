@@ -16,6 +16,9 @@
 //! result and every tree walk must agree as in the sync mode; the bucket is compared after each
 //! `Sync` (syncfs) and at the end, where an open file may be in the bucket with any of the
 //! contents it had since it was last published (a background upload takes the file as it is).
+//! A `Crash` op looks at the bucket at that instant, uploads in flight or not: it must hold
+//! what the last `Sync` saved (where nothing changed since) and no state its file never had —
+//! a crash loses at most the changes not saved yet.
 //! The inode cache is 4 inodes, so sweeps run on most lookups and listings; half the cases
 //! keep metadata and negative caches for an hour (nothing else changes the bucket, so they
 //! never lie), so lookups, listings from the inode table and the negative cache answer from
