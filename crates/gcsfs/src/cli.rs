@@ -10,7 +10,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -664,23 +663,6 @@ pub fn usage_error_line(err: &clap::Error) -> String {
     let words: Vec<&str> = body.split_whitespace().collect();
     let line = words.join(" ");
     line.strip_prefix("error: ").unwrap_or(&line).to_owned()
-}
-
-/// Mounts the bucket as `args` say and serves it until unmounted; `log_file` is `--log-file`.
-pub fn run_mount(args: MountCommand, log_file: Option<&Path>) -> anyhow::Result<()> {
-    Ok(crate::daemon::mount_main(args, log_file)?)
-}
-
-/// Mounts the bucket, runs the command and supervises it; returns the command's exit status.
-pub fn run_run(args: RunCommand) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gcsfs-worker")
-        .build()?;
-    let outcome = rt.block_on(crate::run::run(&args));
-    // Nothing is left to wait for once the mount is gone; don't hang on a stuck blocking task.
-    rt.shutdown_timeout(crate::daemon::RUNTIME_SHUTDOWN);
-    Ok(ExitCode::from(outcome?.exit_code()))
 }
 
 fn check_readable_file(path: &Path) -> Result<(), CliError> {

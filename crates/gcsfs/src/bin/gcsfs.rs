@@ -53,7 +53,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log_file = cli.log.log_file.as_deref();
     logging::init(cli.log.log_format, cli.log.log_severity, log_file)?;
     match cli.command {
-        Command::Mount(args) => cli::run_mount(args, log_file).map(|()| ExitCode::SUCCESS),
-        Command::Run(args) => cli::run_run(args),
+        Command::Mount(args) => run_mount(args, log_file).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run_run(args),
     }
+}
+
+/// Mounts the bucket as `args` say and serves it until unmounted; `log_file` is `--log-file`.
+fn run_mount(args: cli::MountCommand, log_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    Ok(gcsfs::daemon::mount_main(args, log_file)?)
+}
+
+/// Mounts the bucket, runs the command and supervises it; returns the command's exit status.
+fn run_run(args: cli::RunCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gcsfs-worker")
+        .build()?;
+    let outcome = rt.block_on(gcsfs::run::run(&args));
+    // Nothing is left to wait for once the mount is gone; don't hang on a stuck blocking task.
+    rt.shutdown_timeout(gcsfs::daemon::RUNTIME_SHUTDOWN);
+    Ok(ExitCode::from(outcome?.exit_code()))
 }

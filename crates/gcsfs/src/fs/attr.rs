@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::inode::InodeNo;
+use super::ino::InodeNo;
 use crate::store::{Generation, ObjectMeta};
 
 pub const MODE_KEY: &str = "goog-reserved-posix-mode";

@@ -35,19 +35,7 @@ use super::refresh::DirInfo;
 use super::write::FileCell;
 use crate::store::{Generation, ObjectMeta};
 
-/// A FUSE inode number. `InodeNo::ROOT` (1) is the mount's root directory.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct InodeNo(pub u64);
-
-impl InodeNo {
-    pub const ROOT: InodeNo = InodeNo(1);
-}
-
-impl std::fmt::Display for InodeNo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use super::ino::InodeNo;
 
 /// One inode.
 #[derive(Debug)]

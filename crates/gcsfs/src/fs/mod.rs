@@ -30,6 +30,7 @@ mod dir;
 mod drain;
 mod error;
 mod file;
+mod ino;
 mod inode;
 mod lookup;
 mod memory;
