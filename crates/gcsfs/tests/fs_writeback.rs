@@ -469,3 +469,48 @@ async fn attributes_set_after_an_async_close_wait_for_nothing_and_land() {
     );
     assert!(!r.fs.has_dirty());
 }
+
+/// `tar x` sets each directory's mode and times at the end; with `--write-back async` those
+/// changes are made here at once and written to the marker in the background, like a file's
+/// data. A directory removed meanwhile is never brought back by its pending attributes, whether
+/// their write was running (rmdir waits for it) or still queued (it finds the directory gone).
+#[tokio::test(start_paused = true)]
+async fn directory_attributes_are_written_back_and_never_revive_a_removed_directory() {
+    let r = rig(1, Duration::from_secs(3600));
+    let mode = |m| gcsfs::fs::SetAttr {
+        mode: Some(m),
+        ..Default::default()
+    };
+    let marker = |name: &str| r.mem.get(&ObjectKey::new(format!("{name}/")).unwrap());
+    for name in ["kept", "running", "queued"] {
+        r.fs.mkdir(InodeNo::ROOT, name, 0o755, ME).await.unwrap();
+    }
+    let ino = |name: &'static str| {
+        let fs = r.fs.clone();
+        async move { fs.lookup(InodeNo::ROOT, name).await.unwrap().attr.ino }
+    };
+    let (kept, running, queued) = (ino("kept").await, ino("running").await, ino("queued").await);
+
+    // A patch in its network call: the chmod returned without waiting for it.
+    r.faults
+        .push(Op::Patch, Fault::Latency(Duration::from_secs(5)));
+    let patches = r.faults.calls(Op::Patch);
+    let e = tokio::time::timeout(Duration::from_secs(1), r.fs.setattr(running, mode(0o700)))
+        .await
+        .expect("a directory's chmod waited for the network")
+        .unwrap();
+    assert_eq!(e.attr.perm, 0o700, "seen here at once");
+    until_called(&r.faults, Op::Patch, patches + 1).await;
+    // One upload slot: this one waits in the queue behind it.
+    r.fs.setattr(queued, mode(0o711)).await.unwrap();
+    r.fs.setattr(kept, mode(0o750)).await.unwrap();
+    // Both removed while their attributes are pending.
+    r.fs.rmdir(InodeNo::ROOT, "queued").await.unwrap();
+    r.fs.rmdir(InodeNo::ROOT, "running").await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(marker("running").is_none(), "removed, not revived");
+    assert!(marker("queued").is_none(), "removed, not revived");
+    let (meta, _) = marker("kept").expect("kept");
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "750");
+    assert!(!r.fs.has_dirty());
+}

@@ -711,6 +711,14 @@ impl Filesystem {
         if !cell.is_dirty() {
             return Ok(());
         }
+        if self
+            .inodes
+            .lock()
+            .get(ino)
+            .is_some_and(|i| i.kind() == Kind::Dir)
+        {
+            return self.publish_dir_attrs(ino, cell).await;
+        }
         // The bytes the upload will hold in memory (one request's worth at most), from the
         // budget's transfers share: waited for before the state lock is taken.
         let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat.size);
@@ -1088,27 +1096,24 @@ impl Filesystem {
 
     /// Changes a directory's mode, owner or times: kept on its marker object (made for an
     /// implicit directory). The bucket's root has no object: there they last as long as the
-    /// mount.
+    /// mount. With `--write-back async` the change is made here at once and written to the
+    /// marker in the background, as a file's data is (see [`Filesystem::publish_dir_attrs`]).
     async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
+        let root = self
+            .inodes
+            .lock()
+            .get(ino)
+            .is_some_and(|i| i.key.is_empty());
+        if self.writes_back_async() && !root {
+            return self.setattr_dir_async(ino, set).await;
+        }
         let (key, mut stat, known) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             let known = inode.meta.clone().filter(|m| m.key.as_str() == inode.key);
             (inode.key.clone(), inode.stat.clone(), known)
         };
-        if let Some(mode) = set.mode {
-            stat.perm = Some((mode & 0o7777) as u16);
-        }
-        if let Some(uid) = set.uid {
-            stat.uid = Some(uid);
-        }
-        if let Some(gid) = set.gid {
-            stat.gid = Some(gid);
-        }
-        if let Some(mtime) = set.mtime {
-            stat.mtime = mtime;
-        }
-        stat.ctime = SystemTime::now();
+        apply_dir_attrs(&mut stat, set);
         let meta = match key.is_empty() {
             true => None,
             false => Some(
@@ -1128,7 +1133,71 @@ impl Filesystem {
         Ok(self.entry(inode.attr(&self.ownership())))
     }
 
-    /// Stores `stat`'s POSIX attributes on directory marker `marker`: a metadata patch of the
+    /// [`Filesystem::setattr_dir`] with `--write-back async`: the attributes change in the table
+    /// now; the directory gets write-back state of its own (a `FileCell`, dirty) and is queued,
+    /// so the drain, `fsync`-like waits and the age bound treat it as they treat a file.
+    async fn setattr_dir_async(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
+        let cell = {
+            let mut table = self.inodes.lock();
+            table
+                .file_cell(ino, Generation::NONE)
+                .ok_or(FsError::NotFound)?
+        };
+        // Every change is made with the state lock held (see `FileCell::settle_upload`).
+        let st = cell.state.lock().await;
+        let entry = {
+            let mut table = self.inodes.lock();
+            let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
+            apply_dir_attrs(&mut inode.stat, set);
+            self.entry(inode.attr(&self.ownership()))
+        };
+        cell.set_dirty(true);
+        drop(st);
+        self.queue_upload(ino, cell);
+        Ok(entry)
+    }
+
+    /// Writes a directory's pending attributes (`--write-back async`) to its marker; the
+    /// caller holds the directory's publish lock, which `rmdir` and a rename of it take too, so
+    /// a removed directory's marker is never written again.
+    pub(super) async fn publish_dir_attrs(&self, ino: InodeNo, cell: &FileCell) -> FsResult<()> {
+        let st = cell.state.lock().await;
+        if !cell.is_dirty() {
+            return Ok(());
+        }
+        let (key, stat, known, unlinked) = {
+            let table = self.inodes.lock();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            let known = inode.meta.clone().filter(|m| m.key.as_str() == inode.key);
+            (
+                inode.key.clone(),
+                inode.stat.clone(),
+                known,
+                inode.unlinked(),
+            )
+        };
+        if unlinked || key.is_empty() {
+            cell.set_dirty(false);
+            return Ok(());
+        }
+        let seen = cell.changes();
+        drop(st);
+        let written = self
+            .write_dir_attrs(&ObjectKey::new(key)?, &stat, known)
+            .await;
+        let _st = cell.state.lock().await;
+        let meta = written?;
+        let clean = cell.settle_upload(seen);
+        let mut table = self.inodes.lock();
+        if let Some(inode) = table.get_mut(ino) {
+            if clean {
+                inode.stat = Stat::from_marker(&meta);
+            }
+            inode.meta = Some(meta);
+        }
+        Ok(())
+    }
+
     /// live marker (conditional on its generation and metageneration), or, for a directory
     /// without one, a new marker (create-only). Tried again if another writer changes the
     /// marker in between. The first try patches the marker as this mount last saw it (`known`:
@@ -1219,4 +1288,21 @@ impl Filesystem {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A directory's attributes after `set` (mode, owner, mtime; ctime is now).
+fn apply_dir_attrs(stat: &mut Stat, set: SetAttr) {
+    if let Some(mode) = set.mode {
+        stat.perm = Some((mode & 0o7777) as u16);
+    }
+    if let Some(uid) = set.uid {
+        stat.uid = Some(uid);
+    }
+    if let Some(gid) = set.gid {
+        stat.gid = Some(gid);
+    }
+    if let Some(mtime) = set.mtime {
+        stat.mtime = mtime;
+    }
+    stat.ctime = SystemTime::now();
 }

@@ -19,8 +19,9 @@
 //! lock while the mount lives on. No critical section calls anything that can panic on input.
 //!
 //! A lock of a lower number is never taken while one of a higher number is held; two `FileCell`
-//! locks are never held at once, but for the two `publish` locks of a file renamed over another
-//! file, taken in inode-number order. A page gate is only ever awaited holding nothing else (a read
+//! locks are never held at once, but for the two `publish` locks of a rename (a file over a
+//! file, or a directory and the empty directory it replaces), taken in inode-number order; a
+//! directory rename then takes its descendants' one at a time while it publishes them. A page gate is only ever awaited holding nothing else (a read
 //! the page-cache thread waits for may need any of the others).
 
 mod attr;

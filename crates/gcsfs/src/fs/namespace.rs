@@ -134,11 +134,26 @@ impl Filesystem {
         Ok(entry)
     }
 
-    /// Removes empty directory `name`.
+    /// Removes empty directory `name`. Holds the directory's publish lock (if it has
+    /// write-back state: attributes pending with `--write-back async`), so a background write
+    /// of its attributes either ends before or finds it removed.
     pub async fn rmdir(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         let _change = self.check_writable()?;
         let resolved = self.resolve(parent, name).await?;
-        let ino = resolved.ino;
+        let cell = self
+            .inodes
+            .lock()
+            .get(resolved.ino)
+            .and_then(|i| i.file().cloned());
+        let _publishing = match &cell {
+            Some(cell) => Some(cell.publish.lock().await),
+            None => None,
+        };
+        self.rmdir_holding(parent, name, resolved.ino).await
+    }
+
+    /// [`Filesystem::rmdir`] of `ino` (`parent/name`) for a caller holding its publish lock.
+    async fn rmdir_holding(&self, parent: InodeNo, name: &str, ino: InodeNo) -> FsResult<()> {
         let key = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
@@ -373,6 +388,24 @@ impl Filesystem {
         if kind == Kind::Dir {
             let new_key = names::dir_prefix(&names::join(&new_prefix, new_name));
             let existing = dst.map(|_| (new_parent, new_name));
+            // Directories with attributes pending (`--write-back async`) have publish locks:
+            // both are held, taken in inode order, so no background write of their
+            // attributes runs during the move (it then writes to the new name, or finds the
+            // replaced directory removed).
+            let cells: Vec<_> = {
+                let table = self.inodes.lock();
+                let mut cells: Vec<_> = [Some(ino), dst]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| Some((i, table.get(i)?.file()?.clone())))
+                    .collect();
+                cells.sort_by_key(|(i, _)| *i);
+                cells
+            };
+            let mut _publishing = Vec::with_capacity(cells.len());
+            for (_, cell) in &cells {
+                _publishing.push(cell.publish.lock().await);
+            }
             self.rename_dir(ino, &new_key, existing).await?;
             let mut table = self.inodes.lock();
             table.rename(ino, new_parent, new_name, new_key);
@@ -720,7 +753,9 @@ impl Filesystem {
         };
         if let Some((parent, name)) = existing {
             if resumed.is_none() {
-                self.rmdir(parent, name).await?;
+                // The caller holds the destination's publish lock.
+                let dst = self.resolve(parent, name).await?;
+                self.rmdir_holding(parent, name, dst.ino).await?;
             } else {
                 // A partial copy holds only copies: changes made here under it (new or
                 // dirty files) are not the source's.
