@@ -9,14 +9,12 @@
 //! `MemStore` by the shared conformance suite instead:
 //! - the content type given on an SDK upload (multipart: taken from the media part, which
 //!   the SDK leaves untyped; resumable: overwritten by the chunk PUT's
-//!   `application/octet-stream`); copy and compose content types are checked here;
+//!   `application/octet-stream`); copy content types are checked here;
 //! - `max_results` bounding objects *and* prefixes (it bounds objects only and repeats every
 //!   prefix on every page), so prefixes are collected as a set;
 //! - PATCH with `null` removing a metadata key (it stores `""`), and PATCH bumping the
 //!   metageneration;
-//! - compose with a missing source answering 404 (it answers 500);
-//! - preconditions on delete, copy (rewrite), compose, PATCH and media/resumable uploads
-//!   (ignored).
+//! - preconditions on delete, copy (rewrite), PATCH and media/resumable uploads (ignored).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -755,52 +753,6 @@ async fn copy_keeps_data_metadata_and_content_type() {
         store.stat(&key("dst/y")).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
-}
-
-#[tokio::test]
-async fn compose_concatenates_sources() {
-    let ep = emulator!();
-    let store = fresh_store(&ep, "compose").await;
-    let parts = [
-        random_bytes(5, 1000),
-        random_bytes(6, 1),
-        random_bytes(7, 70_000),
-    ];
-    let mut keys = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let k = format!("part{i}");
-        put(&store, &k, p).await;
-        keys.push(key(&k));
-    }
-    let attrs = WriteAttrs {
-        content_type: Some("text/csv".into()),
-        metadata: BTreeMap::from([("joined".to_owned(), "yes".to_owned())]),
-    };
-    let meta = store
-        .compose(&keys, &key("whole"), Preconditions::create_only(), &attrs)
-        .await
-        .unwrap();
-    let want = parts.concat();
-    assert_eq!(meta.size, want.len() as u64);
-    let got = read_all(&store, "whole", None, ByteRange::ALL)
-        .await
-        .unwrap();
-    assert_same(&got, &want, "compose");
-    let stat = store.stat(&key("whole")).await.unwrap();
-    assert_eq!(stat.content_type.as_deref(), Some("text/csv"));
-    assert_eq!(stat.metadata, attrs.metadata);
-
-    let too_many = vec![key("part0"); 33];
-    let e = store
-        .compose(
-            &too_many,
-            &key("whole3"),
-            Preconditions::NONE,
-            &WriteAttrs::default(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
 #[tokio::test]

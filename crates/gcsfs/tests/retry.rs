@@ -134,9 +134,8 @@ async fn mutations_without_precondition_are_never_retried() {
     let rig = rig();
     put(&rig, "a", data(3)).await;
     let none = Preconditions::NONE;
-    let attrs = WriteAttrs::default();
     let patch: MetadataPatch = [("x".to_owned(), Some("y".to_owned()))].into();
-    for op in [Op::Write, Op::Delete, Op::Copy, Op::Compose, Op::Patch] {
+    for op in [Op::Write, Op::Delete, Op::Copy, Op::Patch] {
         rig.faults.push(op, Fault::Status(503));
     }
     let results: Vec<(Op, StoreResult<()>)> = vec![
@@ -146,13 +145,6 @@ async fn mutations_without_precondition_are_never_retried() {
             Op::Copy,
             rig.store
                 .copy(&k("a"), None, &k("c"), none)
-                .await
-                .map(|_| ()),
-        ),
-        (
-            Op::Compose,
-            rig.store
-                .compose(&[k("a")], &k("d"), none, &attrs)
                 .await
                 .map(|_| ()),
         ),
@@ -238,7 +230,7 @@ async fn a_stream_write_resumes_after_a_failed_request() {
 async fn conditional_mutations_are_retried() {
     let rig = rig();
     let a = put(&rig, "a", data(3)).await;
-    for op in [Op::Copy, Op::Compose, Op::Patch, Op::Delete] {
+    for op in [Op::Copy, Op::Patch, Op::Delete] {
         rig.faults.push(op, Fault::Status(503));
     }
     let create = Preconditions::create_only();
@@ -248,13 +240,6 @@ async fn conditional_mutations_are_retried() {
         .await
         .unwrap();
     assert_eq!(copied.size, 3);
-    let attrs = WriteAttrs::default();
-    let composed = rig
-        .store
-        .compose(&[k("a"), k("c")], &k("d"), create, &attrs)
-        .await
-        .unwrap();
-    assert_eq!(composed.size, 6);
     let patch: MetadataPatch = [("x".to_owned(), Some("y".to_owned()))].into();
     let meta_match = Preconditions {
         if_generation_match: None,
@@ -268,10 +253,10 @@ async fn conditional_mutations_are_retried() {
         .delete(&k("c"), Preconditions::generation(copied.generation))
         .await
         .unwrap();
-    for op in [Op::Copy, Op::Compose, Op::Patch, Op::Delete] {
+    for op in [Op::Copy, Op::Patch, Op::Delete] {
         assert_eq!(rig.faults.calls(op), 2, "{op}");
     }
-    assert_eq!(rig.mem.keys(), vec![k("a"), k("d")]);
+    assert_eq!(rig.mem.keys(), vec![k("a")]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -570,15 +570,6 @@ impl ObjectStore for Delegate {
             .copy(src, src_generation, dst, preconditions)
             .await
     }
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        self.inner.compose(sources, dst, preconditions, attrs).await
-    }
     async fn patch_metadata(
         &self,
         key: &ObjectKey,

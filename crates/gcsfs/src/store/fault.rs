@@ -298,17 +298,6 @@ impl ObjectStore for FaultStore {
         self.run(Op::Copy, call).await
     }
 
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        let call = self.inner.compose(sources, dst, preconditions, attrs);
-        self.run(Op::Compose, call).await
-    }
-
     async fn patch_metadata(
         &self,
         key: &ObjectKey,

@@ -122,17 +122,6 @@ impl ObjectStore for GatedStore {
             .await
     }
 
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        self.pass().await?;
-        self.inner.compose(sources, dst, preconditions, attrs).await
-    }
-
     async fn patch_metadata(
         &self,
         key: &ObjectKey,

@@ -85,15 +85,6 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
         preconditions: Preconditions,
     ) -> StoreResult<ObjectMeta>;
 
-    /// Concatenates `sources` (at most 32) into `dst`; `preconditions` apply to `dst`.
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta>;
-
     /// Changes user metadata without touching data; bumps the metageneration.
     async fn patch_metadata(
         &self,

@@ -18,8 +18,6 @@ pub enum Op {
     Delete,
     /// [`ObjectStore::copy`](super::ObjectStore::copy).
     Copy,
-    /// [`ObjectStore::compose`](super::ObjectStore::compose).
-    Compose,
     /// [`ObjectStore::patch_metadata`](super::ObjectStore::patch_metadata).
     Patch,
     /// [`ObjectStore::start_upload`](super::ObjectStore::start_upload).
@@ -33,7 +31,7 @@ pub enum Op {
 }
 
 /// How many operations there are.
-pub(crate) const COUNT: usize = 12;
+pub(crate) const COUNT: usize = 11;
 
 impl Op {
     /// Every operation, in declaration order.
@@ -44,7 +42,6 @@ impl Op {
         Op::Write,
         Op::Delete,
         Op::Copy,
-        Op::Compose,
         Op::Patch,
         Op::StartUpload,
         Op::UploadChunk,
@@ -52,7 +49,7 @@ impl Op {
         Op::CancelUpload,
     ];
 
-    /// A dense index (0..12) for per-operation tables.
+    /// A dense index (0..11) for per-operation tables.
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -66,7 +63,6 @@ impl Op {
             Op::Write => "write",
             Op::Delete => "delete",
             Op::Copy => "copy",
-            Op::Compose => "compose",
             Op::Patch => "patch",
             Op::StartUpload => "start_upload",
             Op::UploadChunk => "upload_chunk",

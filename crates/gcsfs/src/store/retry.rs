@@ -2,10 +2,10 @@
 //!
 //! - Only errors whose kind [is retryable](super::ErrorKind::is_retryable) (`Transient`,
 //!   `RateLimited`) are retried, and only on idempotent calls: `stat`, `list`, `read`,
-//!   `start_upload`, `upload_status` and `cancel_upload` always; `write`, `delete`, `copy`,
-//!   `compose` and `patch_metadata` only when they carry a precondition. A mutation without a
-//!   precondition is tried exactly once. `upload_chunk` is tried once: after a failure only
-//!   the upload's status says what to send next.
+//!   `start_upload`, `upload_status` and `cancel_upload` always; `write`, `delete`, `copy` and
+//!   `patch_metadata` only when they carry a precondition. A mutation without a precondition
+//!   is tried exactly once. `upload_chunk` is tried once: after a failure only the upload's
+//!   status says what to send next.
 //! - `write` sends data of known size up to [`SINGLE_REQUEST_MAX`] in one request, checks
 //!   the object created against it, and retries the request whole; larger data and streams go
 //!   through a resumable upload driven by [`super::upload`], which resumes where a failure
@@ -53,7 +53,7 @@ pub struct RetryConfig {
     /// progress since its last failure. Default: 60 s.
     pub deadline: Duration,
     /// An attempt that makes no progress this long is abandoned as `Transient`: the whole call
-    /// for `stat`, `list`, `delete`, `copy`, `compose`, `patch_metadata` and opening a read;
+    /// for `stat`, `list`, `delete`, `copy`, `patch_metadata` and opening a read;
     /// the wait for each chunk of a read stream; for each upload request, the limit is
     /// `stall_timeout + size / min_write_throughput`. A stream's producer is never timed (its
     /// pace is the application's). Default: 30 s.
@@ -499,21 +499,6 @@ impl ObjectStore for RetryStore {
         let idempotent = preconditions.is_conditional();
         self.run(Op::Copy, dst.as_str(), idempotent, limit, || {
             self.inner.copy(src, src_generation, dst, preconditions)
-        })
-        .await
-    }
-
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        let limit = Some(self.config.stall_timeout);
-        let idempotent = preconditions.is_conditional();
-        self.run(Op::Compose, dst.as_str(), idempotent, limit, || {
-            self.inner.compose(sources, dst, preconditions, attrs)
         })
         .await
     }

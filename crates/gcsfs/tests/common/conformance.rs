@@ -38,22 +38,16 @@ pub enum Gap {
     DeletePrecondition,
     /// Preconditions on the destination of a copy (rewrite) are ignored.
     CopyPrecondition,
-    /// Preconditions on the destination of a compose are ignored.
-    ComposePrecondition,
     /// Preconditions are ignored on metadata patches.
     PatchPrecondition,
     /// The metageneration does not change on a metadata patch.
     MetagenerationOnPatch,
     /// Replaced generations stay readable (and copyable) instead of being `NotFound`.
     OldGenerationsKept,
-    /// More than 32 compose sources are accepted.
-    ComposeSourceLimit,
     /// `max_results` bounds objects only and every prefix is repeated on every page.
     PrefixPagination,
     /// A metadata patch with `null` stores `""` instead of removing the key.
     PatchNullRemoves,
-    /// Compose with a missing source answers 500 instead of 404.
-    ComposeMissingSource,
     /// A resumable upload's status query (`Content-Range: bytes */*`) finalizes the upload
     /// with the bytes held, instead of answering how many are held.
     StatusQueryFinalizes,
@@ -131,10 +125,6 @@ macro_rules! conformance_tests {
             copy_pinned_source_generation: [OldGenerationsKept],
             copy_missing_source_is_not_found: [],
             copy_destination_preconditions: [CopyPrecondition],
-            compose_concatenates: [],
-            compose_missing_source_is_not_found: [ComposeMissingSource],
-            compose_destination_preconditions: [ComposePrecondition],
-            compose_rejects_more_than_32_sources: [ComposeSourceLimit],
             patch_sets_and_removes_metadata: [PatchNullRemoves],
             patch_bumps_metageneration: [MetagenerationOnPatch],
             patch_precondition_mismatch_fails: [PatchPrecondition],
@@ -709,93 +699,6 @@ pub async fn copy_destination_preconditions(store: Arc<dyn ObjectStore>) {
         .await
         .unwrap();
     assert_eq!(read_all(&store, "fresh").await, b"source");
-}
-
-/// Compose concatenates its sources in order, with the given attributes and a CRC of the result.
-pub async fn compose_concatenates(store: Arc<dyn ObjectStore>) {
-    let parts = [pattern(1000, 5), pattern(0, 6), pattern(300 * 1024, 7)];
-    for (i, part) in parts.iter().enumerate() {
-        put(&store, &format!("part{i}"), part).await;
-    }
-    let sources = [k("part0"), k("part1"), k("part2"), k("part0")];
-    let attrs = attrs("application/octet-stream", &[("composed", "yes")]);
-    let meta = store
-        .compose(&sources, &k("whole"), Preconditions::NONE, &attrs)
-        .await
-        .unwrap();
-    let expected: Vec<u8> = [&parts[0][..], &parts[1], &parts[2], &parts[0]].concat();
-    assert_eq!(meta.size, expected.len() as u64);
-    assert_eq!(meta.crc32c, Some(crc32c::crc32c(&expected)));
-    assert_eq!(meta.content_type, attrs.content_type);
-    assert_eq!(meta.metadata, attrs.metadata);
-    assert!(
-        read_all(&store, "whole").await == expected,
-        "composed data differs"
-    );
-    // Composing onto one of the sources (appending) works too.
-    store
-        .compose(
-            &[k("part1"), k("part0")],
-            &k("part1"),
-            Preconditions::NONE,
-            &WriteAttrs::default(),
-        )
-        .await
-        .unwrap();
-    assert!(read_all(&store, "part1").await == parts[0]);
-}
-
-/// A compose with a missing source is `NotFound` and creates nothing.
-pub async fn compose_missing_source_is_not_found(store: Arc<dyn ObjectStore>) {
-    put(&store, "a", b"a").await;
-    let got = store
-        .compose(
-            &[k("a"), k("missing")],
-            &k("whole"),
-            Preconditions::NONE,
-            &WriteAttrs::default(),
-        )
-        .await;
-    assert_eq!(err_kind(got), ErrorKind::NotFound);
-    assert_eq!(err_kind(store.stat(&k("whole")).await), ErrorKind::NotFound);
-}
-
-/// Preconditions of a compose apply to the destination.
-pub async fn compose_destination_preconditions(store: Arc<dyn ObjectStore>) {
-    put(&store, "a", b"a").await;
-    let dst = put(&store, "dst", b"existing").await;
-    let sources = [k("a"), k("a")];
-    let none = WriteAttrs::default();
-    let got = store
-        .compose(&sources, &k("dst"), Preconditions::create_only(), &none)
-        .await;
-    assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
-    let wrong = Preconditions::generation(Generation(dst.generation.0 + 1));
-    let got = store.compose(&sources, &k("dst"), wrong, &none).await;
-    assert_eq!(err_kind(got), ErrorKind::PreconditionFailed);
-    assert_eq!(read_all(&store, "dst").await, b"existing");
-    let right = Preconditions::generation(dst.generation);
-    store
-        .compose(&sources, &k("dst"), right, &none)
-        .await
-        .unwrap();
-    assert_eq!(read_all(&store, "dst").await, b"aa");
-}
-
-/// Compose takes at most 32 sources.
-pub async fn compose_rejects_more_than_32_sources(store: Arc<dyn ObjectStore>) {
-    put(&store, "a", b"a").await;
-    let none = WriteAttrs::default();
-    let sources = vec![k("a"); 33];
-    let got = store
-        .compose(&sources, &k("dst"), Preconditions::NONE, &none)
-        .await;
-    assert_eq!(err_kind(got), ErrorKind::InvalidArgument);
-    let meta = store
-        .compose(&sources[..32], &k("dst"), Preconditions::NONE, &none)
-        .await
-        .unwrap();
-    assert_eq!(meta.size, 32);
 }
 
 /// A patch sets and removes user metadata and leaves data and generation alone.

@@ -32,8 +32,8 @@ pub struct GcsConfig {
     pub auth: GcsAuth,
     /// Requester pays: the project billed for every call (`userProject`). Default: `None`.
     pub billing_project: Option<String>,
-    /// Limit on one HTTP attempt of a metadata call (stat, list, delete, copy, compose,
-    /// patch), connect plus full response. Default: 30 s.
+    /// Limit on one HTTP attempt of a metadata call (stat, list, delete, copy, patch),
+    /// connect plus full response. Default: 30 s.
     pub request_timeout: Duration,
 }
 

@@ -13,15 +13,12 @@ use super::resource::{ListResponse, ObjectResource, RewriteResponse};
 use super::url::{encode_key, encode_segment};
 use crate::store::{
     ErrorKind, Generation, ListPage, ListRequest, MetadataPatch, ObjectKey, ObjectMeta,
-    Preconditions, StoreError, StoreResult, WriteAttrs,
+    Preconditions, StoreError, StoreResult,
 };
 
 /// The object fields a listing asks for (a partial response keeps pages small).
 const LIST_FIELDS: &str = "items(name,size,generation,metageneration,updated,timeCreated,\
                            crc32c,contentType,metadata),prefixes,nextPageToken";
-
-/// The most sources one compose call accepts.
-pub(crate) const MAX_COMPOSE_SOURCES: usize = 32;
 
 /// How much of an error body goes into an error message.
 const ERROR_BODY_LIMIT: usize = 300;
@@ -33,7 +30,7 @@ pub(crate) struct JsonClient {
     creds: Credentials,
     /// `{endpoint}/storage/v1/b/{bucket}`, bucket percent-encoded.
     bucket_url: String,
-    /// The bucket's name, unencoded (rewrite and compose name it in the path or body).
+    /// The bucket's name, unencoded (rewrite names it in the path).
     bucket: String,
     user_project: Option<String>,
 }
@@ -163,47 +160,6 @@ impl JsonClient {
                 }
             }
         }
-    }
-
-    /// POST o/{dst}/compose.
-    pub(crate) async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        pre: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        if sources.is_empty() || sources.len() > MAX_COMPOSE_SOURCES {
-            return Err(StoreError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "compose {dst:?}: {} sources (1 to {MAX_COMPOSE_SOURCES} allowed)",
-                    sources.len()
-                ),
-            ));
-        }
-        let mut destination = serde_json::Map::new();
-        if let Some(ct) = &attrs.content_type {
-            destination.insert("contentType".into(), ct.clone().into());
-        }
-        if !attrs.metadata.is_empty() {
-            destination.insert("metadata".into(), serde_json::json!(attrs.metadata));
-        }
-        let body = serde_json::json!({
-            "sourceObjects": sources
-                .iter()
-                .map(|s| serde_json::json!({ "name": s.as_str() }))
-                .collect::<Vec<_>>(),
-            "destination": destination,
-        });
-        let rb = self
-            .http
-            .post(format!("{}/compose", self.object_url(dst)?))
-            .json(&body);
-        let r: ObjectResource = self
-            .call_json(rb, preconditions(pre), || format!("compose {dst:?}"))
-            .await?;
-        r.into_meta()
     }
 
     /// PATCH o/{name} with `{"metadata": {k: v or null}}`.

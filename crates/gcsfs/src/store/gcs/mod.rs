@@ -5,7 +5,7 @@
 //! - Uploads go over the JSON API with our own client ([`upload`]): multipart requests and the
 //!   calls of the resumable protocol, driven by `store::upload` (google-cloud-storage 1.21
 //!   resends wrong bytes when it resumes; see `store/upload.rs`).
-//! - Metadata calls (stat, list, delete, copy, compose, patch) go over the JSON API with our
+//! - Metadata calls (stat, list, delete, copy, patch) go over the JSON API with our
 //!   own small client ([`json`]): the official crate offers them only over gRPC, which no
 //!   emulator speaks.
 //! - All share one credentials object ([`auth`]); failures become [`StoreError`]s through
@@ -214,17 +214,6 @@ impl ObjectStore for GcsStore {
         self.json
             .rewrite(src, src_generation, dst, preconditions)
             .await
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(key = %dst, sources = sources.len()))]
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        self.json.compose(sources, dst, preconditions, attrs).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(key = %key))]

@@ -27,9 +27,6 @@ use super::{
 /// Size of the chunks a read stream yields (256 KiB), so consumers see several chunks.
 pub const READ_CHUNK: usize = 256 * 1024;
 
-/// GCS's limit on the number of sources of one compose request.
-pub const MAX_COMPOSE_SOURCES: usize = 32;
-
 /// Every request of a resumable upload but the last carries a whole number of these.
 pub const UPLOAD_BLOCK: u64 = 256 * 1024;
 
@@ -370,42 +367,6 @@ impl ObjectStore for MemStore {
         );
         check(&preconditions, dst, state.objects.get(dst).map(|s| &s.meta))?;
         Ok(state.put(dst, data, content_type, metadata))
-    }
-
-    async fn compose(
-        &self,
-        sources: &[ObjectKey],
-        dst: &ObjectKey,
-        preconditions: Preconditions,
-        attrs: &WriteAttrs,
-    ) -> StoreResult<ObjectMeta> {
-        self.calls.bump(Op::Compose);
-        if sources.is_empty() || sources.len() > MAX_COMPOSE_SOURCES {
-            return Err(StoreError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "compose takes 1 to {MAX_COMPOSE_SOURCES} sources, got {}",
-                    sources.len()
-                ),
-            ));
-        }
-        let mut state = self.lock();
-        let mut parts = Vec::with_capacity(sources.len());
-        for key in sources {
-            let stored = state.objects.get(key).ok_or_else(|| not_found(key))?;
-            parts.push(stored.data.clone());
-        }
-        check(&preconditions, dst, state.objects.get(dst).map(|s| &s.meta))?;
-        let mut data = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for part in &parts {
-            data.extend_from_slice(part);
-        }
-        Ok(state.put(
-            dst,
-            data.freeze(),
-            attrs.content_type.clone(),
-            attrs.metadata.clone(),
-        ))
     }
 
     async fn patch_metadata(
