@@ -514,3 +514,49 @@ async fn directory_attributes_are_written_back_and_never_revive_a_removed_direct
     assert_eq!(meta.metadata["goog-reserved-posix-mode"], "750");
     assert!(!r.fs.has_dirty());
 }
+
+/// A chmod of a directory that arrives while the directory is being renamed waits for the
+/// move and lands on the new name: never patched onto the old marker that the rename then
+/// deletes (lost), and never a new marker at the old name (revived). A second chmod made while
+/// the first is being written lands too, even with the directory open (no close of a
+/// directory queues it again).
+#[tokio::test(start_paused = true)]
+async fn directory_attributes_follow_a_rename_and_a_second_change_lands() {
+    let r = rig(4, Duration::from_secs(3600));
+    let mode = |m| gcsfs::fs::SetAttr {
+        mode: Some(m),
+        ..Default::default()
+    };
+    let marker = |name: &str| r.mem.get(&ObjectKey::new(format!("{name}/")).unwrap());
+    r.fs.mkdir(InodeNo::ROOT, "a", 0o755, ME).await.unwrap();
+    let a = r.fs.lookup(InodeNo::ROOT, "a").await.unwrap().attr.ino;
+
+    // The rename's removal of the old marker takes a while; the chmod comes meanwhile.
+    r.faults
+        .push(Op::Delete, Fault::Latency(Duration::from_secs(5)));
+    let deletes = r.faults.calls(Op::Delete);
+    let fs = r.fs.clone();
+    let rename =
+        tokio::spawn(async move { fs.rename(InodeNo::ROOT, "a", InodeNo::ROOT, "b", 0).await });
+    until_called(&r.faults, Op::Delete, deletes + 1).await;
+    r.fs.setattr(a, mode(0o700)).await.unwrap();
+    rename.await.unwrap().unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(marker("a").is_none(), "the old name is not revived");
+    let (meta, _) = marker("b").expect("moved");
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "700", "not lost");
+
+    // Open, and changed twice: the second change comes while the first is being written.
+    let dh = r.fs.opendir(a).unwrap();
+    r.faults
+        .push(Op::Patch, Fault::Latency(Duration::from_secs(5)));
+    let patches = r.faults.calls(Op::Patch);
+    r.fs.setattr(a, mode(0o750)).await.unwrap();
+    until_called(&r.faults, Op::Patch, patches + 1).await;
+    r.fs.setattr(a, mode(0o711)).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    let (meta, _) = marker("b").unwrap();
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "711");
+    assert!(!r.fs.has_dirty());
+    r.fs.releasedir(dh).unwrap();
+}

@@ -1099,12 +1099,12 @@ impl Filesystem {
     /// mount. With `--write-back async` the change is made here at once and written to the
     /// marker in the background, as a file's data is (see [`Filesystem::publish_dir_attrs`]).
     async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
-        let root = self
-            .inodes
-            .lock()
-            .get(ino)
-            .is_some_and(|i| i.key.is_empty());
-        if self.writes_back_async() && !root {
+        // In the background only for a directory with a marker known here: an implicit one
+        // needs its marker made, which must not happen after a rename or rmdir of it.
+        let marked = self.inodes.lock().get(ino).is_some_and(|i| {
+            !i.key.is_empty() && i.meta.as_ref().is_some_and(|m| m.key.as_str() == i.key)
+        });
+        if self.writes_back_async() && marked {
             return self.setattr_dir_async(ino, set).await;
         }
         let (key, mut stat, known) = {
@@ -1117,7 +1117,7 @@ impl Filesystem {
         let meta = match key.is_empty() {
             true => None,
             false => Some(
-                self.write_dir_attrs(&ObjectKey::new(key)?, &stat, known)
+                self.write_dir_attrs(&ObjectKey::new(key)?, &stat, known, true)
                     .await?,
             ),
         };
@@ -1183,10 +1183,23 @@ impl Filesystem {
         let seen = cell.changes();
         drop(st);
         let written = self
-            .write_dir_attrs(&ObjectKey::new(key)?, &stat, known)
+            .write_dir_attrs(&ObjectKey::new(key)?, &stat, known, false)
             .await;
         let _st = cell.state.lock().await;
-        let meta = written?;
+        let meta = match written {
+            Ok(meta) => meta,
+            Err(FsError::NotFound) => {
+                // Its marker is gone (the directory was renamed or removed, here or by
+                // another client): the attributes go with it.
+                tracing::warn!(
+                    path = self.path_of(ino),
+                    "directory gone before its attributes were saved; they are dropped"
+                );
+                cell.set_dirty(false);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let clean = cell.settle_upload(seen);
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
@@ -1203,11 +1216,15 @@ impl Filesystem {
     /// marker in between. The first try patches the marker as this mount last saw it (`known`:
     /// made by `mkdir` here, or by the previous change), without asking for it first: one
     /// round trip where nobody else touched it (`tar x` sets each directory's mode and times).
+    ///
+    /// Without `create` a marker found missing is not made: `NotFound` (the background write
+    /// of a directory renamed or removed meanwhile must not bring its old name back).
     async fn write_dir_attrs(
         &self,
         marker: &ObjectKey,
         stat: &Stat,
         known: Option<crate::store::ObjectMeta>,
+        create: bool,
     ) -> FsResult<crate::store::ObjectMeta> {
         let md = attr::posix_metadata(stat);
         let mut known = known;
@@ -1228,6 +1245,9 @@ impl Filesystem {
                         if_metageneration_match: Some(live.metageneration),
                     };
                     self.store.patch_metadata(marker, &patch, pre).await
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && !create => {
+                    return Err(FsError::NotFound);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     let attrs = WriteAttrs {

@@ -141,6 +141,8 @@ pub struct InodeTable {
     recent: lru::LruCache<InodeNo, ()>,
     /// The table size at which the next sweep walks `recent`.
     next_sweep: usize,
+    /// Names unbound anywhere so far (see [`InodeTable::unbound_total`]).
+    unbound_total: u64,
     next: u64,
 }
 
@@ -175,6 +177,7 @@ impl InodeTable {
             cells: HashSet::new(),
             recent: lru::LruCache::unbounded(),
             next_sweep: 0,
+            unbound_total: 0,
             next: 2,
         }
     }
@@ -196,6 +199,14 @@ impl InodeTable {
             p.names_dropped += 1;
         }
         Some(ino)
+    }
+
+    /// How many names were removed (unlinked, renamed away, found gone) anywhere so far; an
+    /// eviction does not count, the name still stands. A probe that saw none go while it ran may
+    /// bind what its listing showed below the directory it found (`lookup::learn_below`); one
+    /// that did might bring back a name removed meanwhile.
+    pub fn unbound_total(&self) -> u64 {
+        self.unbound_total
     }
 
     /// Keeps `locals` in step with `ino`'s `local` and `unlinked`.
@@ -384,6 +395,7 @@ impl InodeTable {
     /// open handle still refers to it.
     pub fn detach(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
         let ino = self.unbind_name(parent, name)?;
+        self.unbound_total += 1;
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.unlinked = true;
         }
@@ -397,6 +409,7 @@ impl InodeTable {
     /// file keeps its pending changes, whose conditional upload then decides what happens.
     pub fn unbind(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
         let ino = self.unbind_name(parent, name)?;
+        self.unbound_total += 1;
         self.maybe_evict(ino);
         Some(ino)
     }
@@ -471,6 +484,7 @@ impl InodeTable {
             self.detach(new_parent, new_name);
         }
         self.unbind_name(old_parent, &old_name);
+        self.unbound_total += 1;
         self.bind(new_parent, new_name, ino);
         let is_dir = {
             let inode = self.inodes.get_mut(&ino).expect("checked above");

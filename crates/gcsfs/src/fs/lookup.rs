@@ -229,6 +229,7 @@ impl Filesystem {
             }
         }
         let key = names::join(&prefix, base);
+        let unbound_before = self.inodes.lock().unbound_total();
         let found = self.probe(&key, !file_only).await?;
         let valid = self.now() + self.config.metadata_ttl;
         let mut table = self.inodes.lock();
@@ -247,14 +248,12 @@ impl Filesystem {
                 more,
             } => {
                 let ino = bind_dir(&mut table, parent, name, &key, marker, valid);
-                learn_below(
-                    &mut table,
-                    ino,
-                    &names::dir_prefix(&key),
-                    &below,
-                    more,
-                    valid,
-                );
+                // Not if a name was unbound while the probe ran (an rm here): its listing may
+                // still show it.
+                if table.unbound_total() == unbound_before {
+                    let prefix = names::dir_prefix(&key);
+                    learn_below(&mut table, ino, &prefix, &below, more, valid);
+                }
                 Ok(ino)
             }
             Found::File(meta) => {

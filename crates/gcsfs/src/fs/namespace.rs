@@ -393,7 +393,12 @@ impl Filesystem {
             // attributes runs during the move (it then writes to the new name, or finds the
             // replaced directory removed).
             let cells: Vec<_> = {
-                let table = self.inodes.lock();
+                let mut table = self.inodes.lock();
+                if self.writes_back_async() {
+                    // So that a chmod arriving during the move waits for it (and then writes
+                    // to the new name), the source always has a publish lock to hold.
+                    let _ = table.file_cell(ino, Generation::NONE);
+                }
                 let mut cells: Vec<_> = [Some(ino), dst]
                     .into_iter()
                     .flatten()

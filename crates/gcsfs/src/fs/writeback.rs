@@ -106,12 +106,12 @@ impl Filesystem {
             Ok(()) => {
                 cell.set_background_error(None);
                 // Changed while it was uploading (a chmod or utimes after its close, say) and
-                // held by no handle whose close would queue it: upload it again now.
-                let held = self
-                    .inodes
-                    .lock()
-                    .get(ino)
-                    .is_some_and(|i| i.open_handles() > 0);
+                // held by no file handle whose close would queue it (a directory's never
+                // does): upload it again now.
+                let held =
+                    self.inodes.lock().get(ino).is_some_and(|i| {
+                        i.open_handles() > 0 && i.kind() != super::attr::Kind::Dir
+                    });
                 if cell.is_dirty() && !held {
                     self.queue_upload(ino, cell.clone());
                 }
