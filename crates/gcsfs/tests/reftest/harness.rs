@@ -19,7 +19,7 @@ pub struct Harness {
     /// `--write-back async`: the bucket lags behind closes, so it is compared only after a
     /// `Sync` (and at the end); reads, listings and every op's result are compared as always.
     async_wb: bool,
-    /// The model's bucket at the last `Sync` (or the start): what a crash must not lose.
+    /// The bucket at the last `Sync` (or the start): what a crash must not lose.
     synced: BTreeMap<String, Vec<u8>>,
     /// Every state (`None`: absent) the model's bucket gave each key after an op since then.
     since_sync: BTreeMap<String, Vec<Option<Vec<u8>>>>,
@@ -182,7 +182,9 @@ impl Harness {
         }
         self.check_bucket()?;
         if matches!(op, Op::Sync) {
-            self.synced = self.model_bucket();
+            // What the bucket holds now (checked against the model just above; an open file
+            // may be there with a content it had since its last publish) is what was saved.
+            self.synced = self.sut.bucket().into_iter().collect();
             self.since_sync.clear();
         }
         Ok(())
@@ -196,8 +198,15 @@ impl Harness {
             .collect()
     }
 
-    /// Records, for every key, the state the model's bucket gives it now, if new.
+    /// Records, for every key, the state the model's bucket gives it now, and the content of an
+    /// open file that would be uploaded to it (a background upload may take it), if new.
     fn note_model_states(&mut self) {
+        for (key, data) in self.model.open_contents() {
+            let states = self.since_sync.entry(key).or_default();
+            if !states.contains(&Some(data.clone())) {
+                states.push(Some(data));
+            }
+        }
         let now = self.model_bucket();
         let keys: std::collections::BTreeSet<String> = now
             .keys()
@@ -216,7 +225,7 @@ impl Harness {
 
     /// What a crash now would leave (the bucket at this instant, background uploads in flight
     /// or not): every key holds what the last `Sync` saved, or a state the model gave it since,
-    /// or a content its open file had since it was last published (a background upload takes
+    /// or a content an open file to be uploaded to it had since (a background upload takes
     /// the file as it is). A key the model never changed since the `Sync` thus holds exactly
     /// what was saved: a crash loses at most what was not saved yet.
     fn check_crash_image(&self) -> Result<(), String> {

@@ -215,6 +215,19 @@ impl Model {
             .is_some_and(|states| states.iter().any(|s| s == data))
     }
 
+    /// The local content of every file still open here and not removed, by the key it would be
+    /// uploaded to.
+    pub fn open_contents(&self) -> Vec<(String, Vec<u8>)> {
+        self.files
+            .iter()
+            .filter(|f| f.open > 0 && !f.unlinked)
+            .filter_map(|f| match &f.body {
+                Body::Head(d) | Body::Staged(d) => Some((f.key.clone(), d.clone())),
+                Body::None => None,
+            })
+            .collect()
+    }
+
     /// Records file `fi`'s local content as one it had since it was last published.
     fn note_state(&mut self, fi: usize) {
         if let Body::Head(d) | Body::Staged(d) = &self.files[fi].body {
