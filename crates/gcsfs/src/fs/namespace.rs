@@ -13,6 +13,7 @@
 //!   source's marker last) and clears the key. A repeat of the rename after a crash finds the
 //!   journal on the non-empty destination and resumes instead of failing with ENOTEMPTY.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -20,7 +21,9 @@ use futures::StreamExt;
 
 use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::inode::InodeTable;
 use super::names::{self, BadName};
+use super::write::FileCell;
 use super::{Entry, Filesystem, InodeNo};
 use crate::store::{
     ByteRange, ErrorKind, Generation, ListRequest, ObjectKey, ObjectMeta, Preconditions,
@@ -392,25 +395,16 @@ impl Filesystem {
             // both are held, taken in inode order, so no background write of their
             // attributes runs during the move (it then writes to the new name, or finds the
             // replaced directory removed).
-            let cells: Vec<_> = {
+            let cells = {
                 let mut table = self.inodes.lock();
                 if self.writes_back_async() {
                     // So that a chmod arriving during the move waits for it (and then writes
                     // to the new name), the source always has a publish lock to hold.
                     let _ = table.file_cell(ino, Generation::NONE);
                 }
-                let mut cells: Vec<_> = [Some(ino), dst]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| Some((i, table.get(i)?.file()?.clone())))
-                    .collect();
-                cells.sort_by_key(|(i, _)| *i);
-                cells
+                cells_in_lock_order(&table, ino, dst)
             };
-            let mut _publishing = Vec::with_capacity(cells.len());
-            for (_, cell) in &cells {
-                _publishing.push(cell.publish.lock().await);
-            }
+            let _publishing = lock_publish(&cells).await;
             self.rename_dir(ino, &new_key, existing).await?;
             let mut table = self.inodes.lock();
             table.rename(ino, new_parent, new_name, new_key);
@@ -455,26 +449,14 @@ impl Filesystem {
         new_name: &str,
     ) -> FsResult<()> {
         let new_key = names::join(&self.dir_key(new_parent)?, new_name);
-        let (cell, dst_cell) = {
-            let table = self.inodes.lock();
-            let cell_of = |i: InodeNo| table.get(i).and_then(|i| i.file().cloned());
-            (cell_of(ino), dst.and_then(cell_of))
-        };
-        // Lock order: two publish locks are taken in inode order.
-        let mut guards = Vec::with_capacity(2);
-        let mut cells: Vec<_> = [(ino, &cell), (dst.unwrap_or(ino), &dst_cell)]
-            .into_iter()
-            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
-            .collect();
-        cells.sort_by_key(|(i, _)| *i);
-        for (i, c) in cells {
-            guards.push((i, c.publish.lock().await));
-        }
+        let cells = cells_in_lock_order(&self.inodes.lock(), ino, dst);
+        let guards = lock_publish(&cells).await;
+        let source = cells.iter().position(|(i, _)| *i == ino);
+        let cell = source.map(|k| cells[k].1.clone());
         // Publish pending changes first, so the copy carries them; no other upload starts
         // until the object has moved.
-        if let (Some(cell), Some((_, publishing))) = (&cell, guards.iter().find(|(i, _)| *i == ino))
-        {
-            self.upload_holding(ino, cell, publishing).await?;
+        if let Some(k) = source {
+            self.upload_holding(ino, &cells[k].1, &guards[k]).await?;
         }
         let (key, generation, dst_generation) = {
             let table = self.inodes.lock();
@@ -921,6 +903,32 @@ impl Filesystem {
             }
         }
     }
+}
+
+/// The write-back state of `ino` and of `dst` (what a rename replaces), those that have one,
+/// in inode order: the order in which a rename takes their two publish locks (the lock order
+/// in `mod.rs`).
+fn cells_in_lock_order(
+    table: &InodeTable,
+    ino: InodeNo,
+    dst: Option<InodeNo>,
+) -> Vec<(InodeNo, Arc<FileCell>)> {
+    let mut cells: Vec<_> = [Some(ino), dst.filter(|&d| d != ino)]
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i, table.get(i)?.file()?.clone())))
+        .collect();
+    cells.sort_by_key(|(i, _)| *i);
+    cells
+}
+
+/// Takes the publish locks of `cells`, in their order (see `cells_in_lock_order`).
+async fn lock_publish(cells: &[(InodeNo, Arc<FileCell>)]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+    let mut guards = Vec::with_capacity(cells.len());
+    for (_, cell) in cells {
+        guards.push(cell.publish.lock().await);
+    }
+    guards
 }
 
 #[cfg(test)]
