@@ -682,13 +682,21 @@ impl fuser::Filesystem for FuseAdapter {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        i: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are made in the bucket as they happen: nothing to sync.
-        reply.ok();
+        let fs = self.fs.clone();
+        self.spawn(
+            "fsyncdir",
+            i.0,
+            async move { fs.fsyncdir(ino(i)).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn getxattr(

@@ -17,29 +17,36 @@ struct Rig {
     mem: Arc<MemStore>,
     faults: Arc<FaultStore>,
     fs: Arc<Filesystem>,
+    clock: Arc<ManualClock>,
     _tmp: tempfile::TempDir,
 }
 
 fn rig(concurrency: usize, max_dirty_age: Duration) -> Rig {
+    rig_mode(WriteBack::Async, concurrency, max_dirty_age)
+}
+
+fn rig_mode(write_back: WriteBack, concurrency: usize, max_dirty_age: Duration) -> Rig {
     let mem = Arc::new(MemStore::new());
     let faults = Arc::new(FaultStore::new(mem.clone()));
     let store = Arc::new(RetryStore::new(faults.clone(), RetryConfig::default()));
     let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
     let fs = Filesystem::shared(
         store,
         FsConfig {
             temp_dir: tmp.path().into(),
-            write_back: WriteBack::Async,
+            write_back,
             upload_concurrency: concurrency,
             max_dirty_age,
             ..Default::default()
         },
-        Arc::new(ManualClock::default()),
+        clock.clone(),
     );
     Rig {
         mem,
         faults,
         fs,
+        clock,
         _tmp: tmp,
     }
 }
@@ -559,4 +566,116 @@ async fn directory_attributes_follow_a_rename_and_a_second_change_lands() {
     assert_eq!(meta.metadata["goog-reserved-posix-mode"], "711");
     assert!(!r.fs.has_dirty());
     r.fs.releasedir(dh).unwrap();
+}
+
+/// With `--write-back sync` a file's close and setattr still wait for the bucket, but a
+/// directory's attributes are written in the background as in `async` (`tar x` ends by setting
+/// the mode and times of every directory it made, one after the other): the chmod returns
+/// before its patch, `fsync` of the directory waits for it, and a write that fails is tried
+/// again by the age bound.
+#[tokio::test(start_paused = true)]
+async fn sync_mode_writes_directory_attributes_in_the_background() {
+    let r = rig_mode(WriteBack::Sync, 4, Duration::from_secs(60));
+    let marker = |name: &str| r.mem.get(&ObjectKey::new(format!("{name}/")).unwrap());
+    let mode = |m| gcsfs::fs::SetAttr {
+        mode: Some(m),
+        ..Default::default()
+    };
+    let d =
+        r.fs.mkdir(InodeNo::ROOT, "d", 0o700, ME)
+            .await
+            .unwrap()
+            .attr
+            .ino;
+    // A file's close in this mode still returns once the file is in the bucket.
+    write_file(&r.fs, "f", b"data").await;
+    assert_eq!(get(&r.mem, "f").unwrap(), b"data");
+
+    r.faults
+        .push(Op::Patch, Fault::Latency(Duration::from_secs(5)));
+    let patches = r.faults.calls(Op::Patch);
+    let e = tokio::time::timeout(Duration::from_secs(1), r.fs.setattr(d, mode(0o755)))
+        .await
+        .expect("a directory's chmod waited for the network")
+        .unwrap();
+    assert_eq!(e.attr.perm, 0o755, "seen here at once");
+    until_called(&r.faults, Op::Patch, patches + 1).await;
+    r.fs.fsyncdir(d).await.unwrap();
+    let (meta, _) = marker("d").unwrap();
+    assert_eq!(
+        meta.metadata["goog-reserved-posix-mode"], "755",
+        "fsyncdir waited"
+    );
+    assert!(!r.fs.has_dirty());
+
+    // A write refused for good keeps the change; fsyncdir reports its own failure; the age
+    // bound tries again.
+    r.faults.push(Op::Patch, Fault::Status(403));
+    r.fs.setattr(d, mode(0o711)).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(r.fs.has_dirty(), "the change is kept");
+    let (meta, _) = marker("d").unwrap();
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "755");
+    r.faults.push(Op::Patch, Fault::Status(403));
+    let err = r.fs.fsyncdir(d).await;
+    assert!(err.is_err(), "the failure is reported: {err:?}");
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    let (meta, _) = marker("d").unwrap();
+    assert_eq!(
+        meta.metadata["goog-reserved-posix-mode"], "711",
+        "the age bound saved it"
+    );
+    assert!(!r.fs.has_dirty());
+}
+
+/// `tar x` and `cp -p` chown every entry to the owner it already has and chmod it to the mode
+/// it was made with: while this mount's view is current, that costs no request. Once the view
+/// is older than the metadata TTL, the same call is written (another client may have changed
+/// the attribute meanwhile; the patch's preconditions tell).
+#[tokio::test(start_paused = true)]
+async fn setattr_to_the_current_values_sends_nothing_while_the_view_is_current() {
+    for write_back in [WriteBack::Sync, WriteBack::Async] {
+        let r = rig_mode(write_back, 4, Duration::from_secs(3600));
+        let d =
+            r.fs.mkdir(InodeNo::ROOT, "d", 0o755, ME)
+                .await
+                .unwrap()
+                .attr
+                .ino;
+        let f = write_file(&r.fs, "f", b"data").await;
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        let calls = |r: &Rig| [Op::Patch, Op::Write, Op::Stat].map(|op| r.faults.calls(op));
+        let before = calls(&r);
+        for ino in [d, f] {
+            let attr = r.fs.getattr(ino).await.unwrap().attr;
+            let same = gcsfs::fs::SetAttr {
+                mode: Some(u32::from(attr.perm)),
+                uid: Some(attr.uid),
+                gid: Some(attr.gid),
+                mtime: Some(attr.mtime),
+                ..Default::default()
+            };
+            let e = r.fs.setattr(ino, same).await.unwrap();
+            assert_eq!(e.attr.perm, attr.perm);
+        }
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        assert_eq!(calls(&r), before, "{write_back:?}: nothing to write");
+        assert!(!r.fs.has_dirty());
+
+        // Past the TTL the view may be stale: the same chmod is written.
+        r.clock.advance(Duration::from_secs(61));
+        let patches = r.faults.calls(Op::Patch);
+        let writes = r.faults.calls(Op::Write);
+        let chmod = gcsfs::fs::SetAttr {
+            mode: Some(0o644),
+            ..Default::default()
+        };
+        r.fs.setattr(f, chmod).await.unwrap();
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        assert!(
+            r.faults.calls(Op::Patch) + r.faults.calls(Op::Write) > patches + writes,
+            "{write_back:?}: a stale view is not trusted"
+        );
+    }
 }

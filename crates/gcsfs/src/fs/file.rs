@@ -663,6 +663,29 @@ impl Filesystem {
         }
     }
 
+    /// `fsync` of a directory: returns once its attributes, written in the background (see
+    /// [`Filesystem::setattr_dir`]), are on its marker, or with why they are not. Entries are
+    /// made and removed in the bucket as they happen: nothing else to wait for.
+    pub async fn fsyncdir(&self, ino: InodeNo) -> FsResult<()> {
+        let cell = {
+            let table = self.inodes.lock();
+            let inode = table.get(ino).ok_or(FsError::NotFound)?;
+            if inode.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            inode.file().cloned()
+        };
+        let Some(cell) = cell else {
+            return Ok(());
+        };
+        let earlier = cell.take_background_error();
+        self.upload(ino, &cell).await?;
+        match earlier {
+            Some(e) if cell.is_dirty() => Err(FsError::Background(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
     /// and is retried at unmount.
     pub async fn release(&self, ino: InodeNo, fh: u64) -> FsResult<()> {
@@ -978,6 +1001,11 @@ impl Filesystem {
         } else {
             None
         };
+        if set.size.is_none()
+            && let Some(entry) = self.setattr_in_place(ino, set)
+        {
+            return Ok(entry);
+        }
         if kind == Kind::Dir {
             if set.size.is_some() {
                 return Err(FsError::IsDir);
@@ -1094,6 +1122,32 @@ impl Filesystem {
         Ok(self.entry(inode.attr(&self.ownership())))
     }
 
+    /// A `setattr` that sets each attribute to what it already is (`tar x` and `cp -p` chown
+    /// every entry to the owner it already has, and chmod it to the mode it was made with):
+    /// nothing to write, so no request. Only where this mount's view is current (within the
+    /// metadata TTL, or changed here and not yet uploaded): a stale view may hide another
+    /// client's change, which the full path's preconditions would see. The change time moves
+    /// as POSIX asks. `None`: the full path applies.
+    fn setattr_in_place(&self, ino: InodeNo, set: SetAttr) -> Option<Entry> {
+        let now = self.now();
+        let own = self.ownership();
+        let mut table = self.inodes.lock();
+        let inode = table.get_mut(ino)?;
+        if !inode.answers_from_memory(now) {
+            return None;
+        }
+        let attr = inode.attr(&own);
+        let same = set.mode.is_none_or(|m| (m & 0o7777) as u16 == attr.perm)
+            && set.uid.is_none_or(|u| u == attr.uid)
+            && set.gid.is_none_or(|g| g == attr.gid)
+            && set.mtime.is_none_or(|t| t == attr.mtime);
+        if !same {
+            return None;
+        }
+        inode.stat.ctime = SystemTime::now();
+        Some(self.entry(inode.attr(&own)))
+    }
+
     /// Changes a directory's mode, owner or times: kept on its marker object (made for an
     /// implicit directory). The bucket's root has no object: there they last as long as the
     /// mount. With `--write-back async` the change is made here at once and written to the
@@ -1104,7 +1158,7 @@ impl Filesystem {
         let marked = self.inodes.lock().get(ino).is_some_and(|i| {
             !i.key.is_empty() && i.meta.as_ref().is_some_and(|m| m.key.as_str() == i.key)
         });
-        if self.writes_back_async() && marked {
+        if self.uploader_available() && marked {
             return self.setattr_dir_async(ino, set).await;
         }
         let (key, mut stat, known) = {
@@ -1127,6 +1181,7 @@ impl Filesystem {
             Some(meta) => {
                 inode.stat = Stat::from_marker(&meta);
                 inode.meta = Some(meta);
+                inode.valid_until = self.now() + self.config.metadata_ttl;
             }
             None => inode.stat = stat,
         }

@@ -391,13 +391,13 @@ impl Filesystem {
         if kind == Kind::Dir {
             let new_key = names::dir_prefix(&names::join(&new_prefix, new_name));
             let existing = dst.map(|_| (new_parent, new_name));
-            // Directories with attributes pending (`--write-back async`) have publish locks:
+            // Directories with attributes pending (written in the background) have publish locks:
             // both are held, taken in inode order, so no background write of their
             // attributes runs during the move (it then writes to the new name, or finds the
             // replaced directory removed).
             let cells = {
                 let mut table = self.inodes.lock();
-                if self.writes_back_async() {
+                if self.uploader_available() {
                     // So that a chmod arriving during the move waits for it (and then writes
                     // to the new name), the source always has a publish lock to hold.
                     let _ = table.file_cell(ino, Generation::NONE);

@@ -16,8 +16,10 @@
 //!   unlink of a file uploaded meanwhile deletes the object it made. Reads and writes of the
 //!   file never wait for an upload (see `write.rs`).
 //!
-//! With `--write-back sync` (the default) `close` uploads inline, as before; the queue is not
-//! used.
+//! With `--write-back sync` (the default) `close` and a setattr of a file upload inline, as
+//! before; the queue carries only directories' attributes (mode, owner, times on the marker),
+//! which are written in the background in both modes, under the same age bound, and waited
+//! for by an `fsync` of the directory and by the drain.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -74,6 +76,13 @@ impl Uploader {
 }
 
 impl Filesystem {
+    /// Whether uploads can be left to the background at all: directories' attributes always
+    /// are (in both modes, see [`Filesystem::queue_aged`]), files' data with `--write-back
+    /// async`.
+    pub(super) fn uploader_available(&self) -> bool {
+        self.uploader.available()
+    }
+
     /// Whether `close` leaves the upload to the background.
     pub(super) fn writes_back_async(&self) -> bool {
         self.config.write_back == WriteBack::Async && self.uploader.available()
@@ -138,20 +147,35 @@ impl Filesystem {
         self.inodes.lock().maybe_evict(ino);
     }
 
-    /// Queues every file whose oldest pending change is older than the age bound.
+    /// Queues every file whose oldest pending change is older than the age bound. With
+    /// `--write-back sync` only directories are pending here (their attributes are written in
+    /// the background in both modes: `tar x` sets the mode and times of every directory it
+    /// made, one after the other, and each would cost the application a round trip or two);
+    /// a file's data there is uploaded by its close, never part-way.
     fn queue_aged(&self) {
         let max = self.config.max_dirty_age;
+        let files_too = self.config.write_back == WriteBack::Async;
         let cells = self.inodes.lock().with_file_state();
         for (ino, cell) in cells {
-            if cell.dirty_age().is_some_and(|age| age >= max) && cell.may_upload_part_way() {
+            if cell.dirty_age().is_some_and(|age| age >= max)
+                && cell.may_upload_part_way()
+                && (files_too || self.is_dir(ino))
+            {
                 self.queue_upload(ino, cell);
             }
         }
     }
 
-    /// Starts the age bound's ticker (async write-back only); it ends with the filesystem.
+    fn is_dir(&self, ino: InodeNo) -> bool {
+        self.inodes
+            .lock()
+            .get(ino)
+            .is_some_and(|i| i.kind() == super::attr::Kind::Dir)
+    }
+
+    /// Starts the age bound's ticker; it ends with the filesystem.
     pub(super) fn start_age_bound(fs: &Arc<Filesystem>) {
-        if fs.config.write_back != WriteBack::Async || fs.config.max_dirty_age.is_zero() {
+        if fs.config.max_dirty_age.is_zero() {
             return;
         }
         if tokio::runtime::Handle::try_current().is_err() {
