@@ -679,3 +679,86 @@ async fn setattr_to_the_current_values_sends_nothing_while_the_view_is_current()
         );
     }
 }
+
+/// A file's way through the write-back's states (`lifecycle.rs`), as this mount shows them:
+/// Staged while written, Queued behind another upload, Uploading, Clean once in the bucket,
+/// Failed when its upload is refused (dirty: kept), Conflicted when another writer won the race
+/// (not dirty: its data went to the conflicts directory), Unlinked once removed.
+#[tokio::test(start_paused = true)]
+async fn a_file_walks_through_the_write_back_phases() {
+    use gcsfs::fs::Phase;
+    use gcsfs::store::{ObjectStore, Preconditions, WriteAttrs, WriteSource};
+    let r = rig(1, Duration::from_secs(3600));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "a", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    let a = e.attr.ino;
+    r.fs.write(o.fh, 0, b"one").await.unwrap();
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Staged));
+
+    // The only upload slot is taken by a slow upload: "a" waits in the queue.
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let writes = r.faults.calls(Op::Write);
+    let slow = write_file(&r.fs, "slow", b"slow").await;
+    until_called(&r.faults, Op::Write, writes + 1).await;
+    assert_eq!(
+        r.fs.phase_of(slow),
+        Some(Phase::Uploading { requeued: false })
+    );
+    r.fs.flush(o.fh).await.unwrap();
+    r.fs.release(a, o.fh).await.unwrap();
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Queued));
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Clean));
+    assert_eq!(get(&r.mem, "a").unwrap(), b"one");
+
+    // Refused: kept, dirty.
+    r.faults.push(Op::Write, Fault::Status(403));
+    let o = r.fs.open(a, libc::O_WRONLY).await.unwrap();
+    r.fs.write(o.fh, 0, b"two").await.unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Failed));
+    assert!(r.fs.has_dirty());
+    r.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Clean));
+    assert_eq!(get(&r.mem, "a").unwrap(), b"two");
+
+    // Another writer replaces the object: this mount's next upload loses the race.
+    r.mem
+        .write(
+            &ObjectKey::new("a").unwrap(),
+            WriteSource::Bytes(bytes::Bytes::from_static(b"theirs")),
+            Preconditions::NONE,
+            &WriteAttrs::default(),
+        )
+        .await
+        .unwrap();
+    r.fs.write(o.fh, 0, b"three").await.unwrap();
+    assert!(r.fs.fsync(o.fh).await.is_err(), "ESTALE");
+    assert_eq!(r.fs.phase_of(a), Some(Phase::Conflicted));
+    assert!(!r.fs.has_dirty());
+    assert_eq!(get(&r.mem, "a").unwrap(), b"theirs", "never overwritten");
+
+    r.fs.release(a, o.fh).await.unwrap();
+
+    // Removed while open and changed: its changes go nowhere, and it stays so.
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "b", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    let b = e.attr.ino;
+    r.fs.write(o.fh, 0, b"four").await.unwrap();
+    assert_eq!(r.fs.phase_of(b), Some(Phase::Staged));
+    r.fs.unlink(InodeNo::ROOT, "b").await.unwrap();
+    r.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(r.fs.phase_of(b), Some(Phase::Unlinked));
+    r.fs.write(o.fh, 0, b"five").await.unwrap();
+    assert_eq!(r.fs.phase_of(b), Some(Phase::Unlinked));
+    assert!(!r.fs.has_dirty());
+    r.fs.release(b, o.fh).await.unwrap();
+    assert!(get(&r.mem, "b").is_none());
+    assert_eq!(gcsfs::fs::unexpected_events(), 0);
+}

@@ -229,7 +229,7 @@ impl Filesystem {
                 st.staged = Some(Staged::empty(&self.config.temp_dir)?);
             }
             st.base_generation = Generation::NONE;
-            cell.set_dirty(true);
+            cell.changed();
         }
         let fh = self.new_handle(Handle::File(FileHandle {
             ino,
@@ -470,6 +470,7 @@ impl Filesystem {
                             memory,
                             self.stats.in_flight(),
                         ));
+                        cell.stream_started();
                         if stream.send(head).await.is_err() {
                             return Err(self.settle_failed_stream(ino, &mut st).await);
                         }
@@ -496,7 +497,7 @@ impl Filesystem {
                 staged.size
             }
         };
-        cell.set_dirty(true);
+        cell.changed();
         drop(st);
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
@@ -762,7 +763,7 @@ impl Filesystem {
             if let Some(stream) = st.stream.take() {
                 stream.abort().await;
             }
-            cell.set_dirty(false);
+            cell.unlinked();
             return Ok(());
         }
         if st.stream.is_some() {
@@ -782,11 +783,11 @@ impl Filesystem {
             };
             (source, self.object_attrs(ino), Some(snapshot))
         } else {
-            cell.set_dirty(false);
+            cell.nothing_to_upload();
             return Ok(());
         };
-        let seen = cell.changes();
         let object_key = ObjectKey::new(key.clone())?;
+        let seen = cell.upload_started();
         drop(st);
         let in_flight = self.stats.in_flight();
         let result = self
@@ -800,7 +801,7 @@ impl Filesystem {
         match result {
             Ok(new) => {
                 st.base_generation = new.generation;
-                let clean = cell.settle_upload(seen);
+                let clean = cell.uploaded(seen);
                 if clean {
                     st.head = None;
                 }
@@ -810,6 +811,7 @@ impl Filesystem {
             // (An upload whose answer was lost, met again by its own retry, is recognised by
             // the store and never ends here.)
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                cell.conflicted();
                 let staged = match (st.staged.take(), st.head.take()) {
                     (Some(staged), _) => Some(staged),
                     (None, Some(head)) => {
@@ -819,7 +821,6 @@ impl Filesystem {
                     }
                     (None, None) => None,
                 };
-                cell.set_dirty(false);
                 let kept = staged.map(|staged| self.keep_conflict(&key, staged));
                 let why = if base == Generation::NONE {
                     "another writer created this file first"
@@ -835,7 +836,10 @@ impl Filesystem {
                 Err(FsError::Stale(why))
             }
             // The data stays staged (or in memory) for a later attempt (a close, the drain).
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                cell.upload_failed();
+                Err(e.into())
+            }
         }
     }
 
@@ -900,7 +904,9 @@ impl Filesystem {
         match finished {
             Ok(new) => {
                 let old = std::mem::replace(&mut st.base_generation, new.generation);
-                self.mark_clean(ino);
+                if let Some(cell) = self.cell_of(ino) {
+                    cell.stream_done();
+                }
                 self.published(ino, old, new, true);
                 Ok(())
             }
@@ -924,7 +930,9 @@ impl Filesystem {
     fn stream_lost(&self, ino: InodeNo, e: FsError) -> FsError {
         let path = self.path_of(ino);
         tracing::error!(path, error = %e, "streaming upload of a new file failed; its data was not saved");
-        self.mark_clean(ino);
+        if let Some(cell) = self.cell_of(ino) {
+            cell.stream_lost();
+        }
         self.mark_not_local(ino);
         let e = Arc::new(match e.store_kind() {
             Some(ErrorKind::PreconditionFailed) => {
@@ -943,10 +951,8 @@ impl Filesystem {
         FsError::Lost(e)
     }
 
-    fn mark_clean(&self, ino: InodeNo) {
-        if let Some(cell) = self.inodes.lock().get(ino).and_then(|i| i.file().cloned()) {
-            cell.set_dirty(false);
-        }
+    fn cell_of(&self, ino: InodeNo) -> Option<Arc<FileCell>> {
+        self.inodes.lock().get(ino).and_then(|i| i.file().cloned())
     }
 
     /// Attributes for a new object: its POSIX attributes. `with_mtime` is false for a stream,
@@ -1064,7 +1070,7 @@ impl Filesystem {
         }
         if let Some(size) = set.size {
             self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;
-            cell.set_dirty(true);
+            cell.changed();
         }
         let (open, local) = {
             let mut table = self.inodes.lock();
@@ -1097,8 +1103,8 @@ impl Filesystem {
         } else {
             if changes_meta {
                 // The new attributes go with the file's next upload; one in flight now took the
-                // old ones, so the change leaves the file dirty after it (`settle_upload`).
-                cell.set_dirty(true);
+                // old ones, so the change leaves the file dirty after it (`uploaded`).
+                cell.changed();
             }
             drop(st);
             if !open {
@@ -1198,7 +1204,7 @@ impl Filesystem {
                 .file_cell(ino, Generation::NONE)
                 .ok_or(FsError::NotFound)?
         };
-        // Every change is made with the state lock held (see `FileCell::settle_upload`).
+        // Every change is made with the state lock held (see `FileCell::uploaded`).
         let st = cell.state.lock().await;
         let entry = {
             let mut table = self.inodes.lock();
@@ -1206,7 +1212,7 @@ impl Filesystem {
             apply_dir_attrs(&mut inode.stat, set);
             self.entry(inode.attr(&self.ownership()))
         };
-        cell.set_dirty(true);
+        cell.changed();
         drop(st);
         self.queue_upload(ino, cell);
         Ok(entry)
@@ -1231,15 +1237,19 @@ impl Filesystem {
                 inode.unlinked(),
             )
         };
-        if unlinked || key.is_empty() {
-            cell.set_dirty(false);
+        if unlinked {
+            cell.unlinked();
             return Ok(());
         }
-        let seen = cell.changes();
+        if key.is_empty() {
+            // The bucket's root: its attributes live in memory only.
+            cell.nothing_to_upload();
+            return Ok(());
+        }
+        let marker = ObjectKey::new(key)?;
+        let seen = cell.upload_started();
         drop(st);
-        let written = self
-            .write_dir_attrs(&ObjectKey::new(key)?, &stat, known, false)
-            .await;
+        let written = self.write_dir_attrs(&marker, &stat, known, false).await;
         let _st = cell.state.lock().await;
         let meta = match written {
             Ok(meta) => meta,
@@ -1250,12 +1260,17 @@ impl Filesystem {
                     path = self.path_of(ino),
                     "directory gone before its attributes were saved; they are dropped"
                 );
-                cell.set_dirty(false);
+                // Another client's doing (a rename here holds the publish lock): its state
+                // wins, as an upload's lost race does.
+                cell.conflicted();
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                cell.upload_failed();
+                return Err(e);
+            }
         };
-        let clean = cell.settle_upload(seen);
+        let clean = cell.uploaded(seen);
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             if clean {

@@ -14,6 +14,10 @@
 //! 4. `Filesystem::inodes` (`parking_lot::Mutex`; never held across `.await`),
 //! 5. `Filesystem::handles` (`parking_lot::Mutex`; never held across `.await`).
 //!
+//! Leaves, which may be taken under any of the above and take nothing themselves: a
+//! `FileCell`'s state machine (`life`, see `lifecycle.rs`) and its kept background error
+//! (`parking_lot` mutexes, held for a transition or a swap).
+//!
 //! The synchronous locks are `parking_lot`'s, which a panic does not poison: a request that
 //! panics (a bug) fails alone, instead of leaving every later request to fail on a poisoned
 //! lock while the mount lives on. No critical section calls anything that can panic on input.
@@ -33,6 +37,7 @@ mod error;
 mod file;
 mod ino;
 mod inode;
+mod lifecycle;
 mod lookup;
 mod memory;
 mod names;
@@ -53,6 +58,7 @@ pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
+pub use lifecycle::{Phase, unexpected_events};
 pub use lookup::PROBE_KEYS;
 pub use memory::{LimitSource, MemoryBudget, memory_limit};
 pub use names::normalize_only_dir;

@@ -13,13 +13,16 @@
 //!   across network I/O only where the data itself is not local yet: staging an existing
 //!   object for its first change, and settling a streamed upload.
 //!
+//! Where the file's changes stand (staged, queued, uploading, failed, ...) is the cell's state
+//! machine, [`Lifecycle`] (`lifecycle.rs`), changed only through the cell's event methods.
+//!
 //! Lock order: `publish`, then `state`, then the inode-table lock (a `parking_lot` mutex,
 //! never held across `.await`). Nothing takes `publish` while holding `state`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
 
 use super::error::{FsError, FsResult};
+use super::lifecycle::{Lifecycle, Phase};
 use super::memory::{Charge, MemoryBudget};
 use super::page_cache::PageGate;
 use super::stats::InFlight;
@@ -46,15 +50,13 @@ pub struct FileCell {
     pub state: tokio::sync::Mutex<WriteState>,
     /// Which generation the kernel's page cache may be fed (see `page_cache.rs`).
     pub page_gate: Arc<PageGate>,
-    /// Mirrors `state.staged.dirty` so the inode table can see it without the async lock.
+    /// Where the file's changes stand (see `lifecycle.rs`); changed only through the methods
+    /// below, with `state` held (but for `queue` and `dequeued`).
+    life: parking_lot::Mutex<Lifecycle>,
+    /// Mirrors `life`'s phase being dirty, so the inode table can see it without a lock.
     dirty: AtomicBool,
-    /// Counts changes to the local data: an upload publishes the changes counted when it took
-    /// its snapshot, and leaves the file dirty if more were made meanwhile.
-    changes: AtomicU64,
-    /// When the oldest change not yet uploaded was made (the write-back's age bound).
-    dirty_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
-    /// Why the last upload made in the background (`--write-back async`) failed, until a
-    /// `close` or `fsync` of the file reports it.
+    /// Why the last upload made in the background failed, until a `close` or `fsync` of the
+    /// file reports it.
     background_error: parking_lot::Mutex<Option<Arc<FsError>>>,
 }
 
@@ -69,9 +71,8 @@ impl FileCell {
                 base_generation,
             }),
             page_gate: Arc::default(),
+            life: parking_lot::Mutex::new(Lifecycle::default()),
             dirty: AtomicBool::new(false),
-            changes: AtomicU64::new(0),
-            dirty_since: parking_lot::Mutex::new(None),
             background_error: parking_lot::Mutex::new(None),
         }
     }
@@ -81,40 +82,84 @@ impl FileCell {
         self.dirty.load(Ordering::Acquire)
     }
 
-    /// Records whether changes are pending (`true`: one more change was made; the first one
-    /// starts the dirty age). Called with `state` held.
-    pub fn set_dirty(&self, dirty: bool) {
-        if dirty {
-            self.changes.fetch_add(1, Ordering::AcqRel);
-        }
-        let mut since = self.dirty_since.lock();
-        match (dirty, since.is_some()) {
-            (true, false) => *since = Some(tokio::time::Instant::now()),
-            (false, _) => *since = None,
-            (true, true) => {}
-        }
-        self.dirty.store(dirty, Ordering::Release);
+    /// Where the file's changes stand.
+    pub fn phase(&self) -> Phase {
+        self.life.lock().phase()
     }
 
-    /// The change count an upload's snapshot stands for (read with `state` held).
-    pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Acquire)
+    /// Takes a transition of the file's state machine (and mirrors whether it is dirty).
+    fn life<R>(&self, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
+        let mut life = self.life.lock();
+        let r = f(&mut life);
+        self.dirty.store(life.phase().is_dirty(), Ordering::Release);
+        r
+    }
+
+    /// One more change of the local data (a write, a truncate, an attribute).
+    pub fn changed(&self) {
+        self.life(Lifecycle::changed);
+    }
+
+    /// A new file's bytes start going into a streamed upload.
+    pub fn stream_started(&self) {
+        self.life(Lifecycle::stream_started);
+    }
+
+    /// The streamed upload made its object.
+    pub fn stream_done(&self) {
+        self.life(Lifecycle::stream_done);
+    }
+
+    /// The streamed upload failed: its bytes are gone.
+    pub fn stream_lost(&self) {
+        self.life(Lifecycle::stream_lost);
+    }
+
+    /// Queued for a background upload: whether a new upload task is needed.
+    pub fn queue(&self) -> bool {
+        self.life(Lifecycle::queue)
+    }
+
+    /// Its queued upload task starts.
+    pub fn dequeued(&self) {
+        self.life(Lifecycle::dequeued);
+    }
+
+    /// An upload takes its snapshot (with `state` held): the change count it stands for.
+    pub fn upload_started(&self) -> u64 {
+        self.life(Lifecycle::upload_started)
     }
 
     /// After an upload of the snapshot taken at change count `seen`: the file is clean if no
     /// change was made since (returns whether it is). Called with `state` held, as every
     /// change is made, so no change can slip between the check and the result.
-    pub fn settle_upload(&self, seen: u64) -> bool {
-        let clean = self.changes() == seen;
-        if clean {
-            self.set_dirty(false);
-        }
-        clean
+    pub fn uploaded(&self, seen: u64) -> bool {
+        self.life(|l| l.uploaded(seen))
+    }
+
+    /// The upload failed; its changes are kept.
+    pub fn upload_failed(&self) {
+        self.life(Lifecycle::upload_failed);
+    }
+
+    /// The upload lost its precondition race; the changes went to the conflicts directory.
+    pub fn conflicted(&self) {
+        self.life(Lifecycle::conflicted);
+    }
+
+    /// Dirty, but there was nothing to send.
+    pub fn nothing_to_upload(&self) {
+        self.life(Lifecycle::nothing_to_upload);
+    }
+
+    /// The file is gone: its changes go nowhere.
+    pub fn unlinked(&self) {
+        self.life(Lifecycle::unlinked);
     }
 
     /// How long the oldest pending change has waited, if any.
     pub fn dirty_age(&self) -> Option<std::time::Duration> {
-        self.dirty_since.lock().map(|t| t.elapsed())
+        self.life.lock().dirty_age()
     }
 
     /// Whether the file's pending changes may be uploaded now while it may still be written:

@@ -21,13 +21,13 @@
 //! which are written in the background in both modes, under the same age bound, and waited
 //! for by an `fsync` of the directory and by the drain.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+use super::lifecycle::Phase;
 use super::write::FileCell;
 use super::{Filesystem, InodeNo};
 
@@ -49,8 +49,9 @@ const AGE_TICK: Duration = Duration::from_secs(1);
 pub(super) struct Uploader {
     /// The filesystem, for the upload tasks (set by [`Filesystem::shared`]).
     fs: Weak<Filesystem>,
-    /// Files queued and not started yet (a close of one of them adds nothing).
-    queued: Mutex<HashSet<InodeNo>>,
+    /// Upload tasks queued and not started yet (which files have one is in their state
+    /// machine: a close of a file that has one adds nothing, see `lifecycle.rs`).
+    queued: AtomicUsize,
     /// Uploads running at once.
     slots: Arc<Semaphore>,
 }
@@ -59,7 +60,7 @@ impl Uploader {
     pub(super) fn new(fs: Weak<Filesystem>, concurrency: usize) -> Self {
         Self {
             fs,
-            queued: Mutex::new(HashSet::new()),
+            queued: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
         }
     }
@@ -71,7 +72,7 @@ impl Uploader {
 
     /// How many files are queued and not started.
     pub(super) fn queued(&self) -> usize {
-        self.queued.lock().len()
+        self.queued.load(Ordering::Acquire)
     }
 }
 
@@ -83,27 +84,42 @@ impl Filesystem {
         self.uploader.available()
     }
 
+    /// Where `ino`'s changes stand, if it has write-back state (see `lifecycle.rs`).
+    pub fn phase_of(&self, ino: InodeNo) -> Option<Phase> {
+        let cell = self.inodes.lock().get(ino)?.file().cloned()?;
+        Some(cell.phase())
+    }
+
     /// Whether `close` leaves the upload to the background.
     pub(super) fn writes_back_async(&self) -> bool {
         self.config.write_back == WriteBack::Async && self.uploader.available()
     }
 
-    /// Queues `ino` for a background upload, unless it is queued already.
+    /// Queues `ino` for a background upload, unless an upload task of it is queued already
+    /// (or it has nothing to upload: its state machine tells, see `lifecycle.rs`).
     pub(super) fn queue_upload(&self, ino: InodeNo, cell: Arc<FileCell>) {
-        if !self.uploader.queued.lock().insert(ino) {
-            return;
-        }
         let Some(fs) = self.uploader.fs.upgrade() else {
-            self.uploader.queued.lock().remove(&ino);
             return;
         };
+        if !cell.queue() {
+            return;
+        }
+        self.uploader.queued.fetch_add(1, Ordering::AcqRel);
         let slots = self.uploader.slots.clone();
         tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
+            let slot = slots.acquire_owned().await;
+            fs.uploader.queued.fetch_sub(1, Ordering::AcqRel);
+            // From here a new close queues another upload (this one may miss its changes).
+            cell.dequeued();
+            let Ok(_slot) = slot else {
                 return;
             };
-            // From here a new close queues another upload (this one may miss its changes).
-            fs.uploader.queued.lock().remove(&ino);
+            if cell.phase() == Phase::Streaming {
+                // A new file's bytes are going into a streamed upload: the close of the
+                // handle writing it finishes it (finished here, its next write would start
+                // the file over from a staged copy).
+                return;
+            }
             fs.upload_in_background(ino, &cell).await;
         });
     }

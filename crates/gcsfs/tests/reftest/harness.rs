@@ -429,5 +429,13 @@ pub async fn run_mode(
             .await
             .map_err(|e| format!("step {i} {op:?}: {e}"))?;
     }
-    h.finish().await.map_err(|e| format!("at the end: {e}"))
+    h.finish().await.map_err(|e| format!("at the end: {e}"))?;
+    // Every write-back transition was one its phase expects (a bug in a background task
+    // panics there unseen, but is counted).
+    match gcsfs::fs::unexpected_events() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} write-back events came in a phase not expecting them"
+        )),
+    }
 }
