@@ -827,3 +827,41 @@ async fn interrupted_dir_rename_with_a_new_file_in_the_destination_is_not_empty(
     ))
     .await;
 }
+
+/// A file written and flushed through an open handle is replaced by another writer, then
+/// renamed here (the rename copies the other writer's generation, the one this mount saw);
+/// then a write through the handle. Was: the model moved every handle of the file to the
+/// copy, so the write built on the other writer's data; the fs keeps the handle on its own
+/// generation (as a directory rename does, see
+/// `regression_dir_rename_rebases_open_file_onto_other_writers_copy`): ESTALE at the write, or,
+/// while a copy of it is held, at close.
+#[tokio::test]
+async fn regression_write_after_rename_of_a_file_another_writer_replaced() {
+    check(vec![
+        Create {
+            path: p("c"),
+            data: d("a"),
+            then: Flushed,
+        },
+        Read { path: p("a") },
+        Rename {
+            from: p("a"),
+            to: p("a"),
+        },
+        RemotePut {
+            path: p("c"),
+            marker: false,
+            data: d(""),
+        },
+        Rename {
+            from: p("c"),
+            to: p("a"),
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("a"),
+        },
+    ])
+    .await;
+}

@@ -497,13 +497,21 @@ impl Filesystem {
         let new_generation = copied.generation;
         self.set_object(ino, copied);
         if let Some(cell) = &cell {
-            let generation = self
+            let now_at = self
                 .inodes
                 .lock()
                 .get(ino)
                 .and_then(|i| i.stat.generation)
                 .unwrap_or(Generation::NONE);
-            cell.state.lock().await.base_generation = generation;
+            let mut st = cell.state.lock().await;
+            if st.base_generation != generation && !cell.is_dirty() {
+                // A clean local copy of an older generation (this mount's own upload, since
+                // replaced by another writer whose object was the one moved) does not
+                // describe the moved file: changes made on top of it must not be taken for
+                // changes of the copy.
+                st.staged = None;
+            }
+            st.base_generation = now_at;
         }
         self.repin_handles(ino, Some(generation), new_generation, None);
         self.inodes

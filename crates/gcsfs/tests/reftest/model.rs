@@ -1016,7 +1016,14 @@ impl Model {
             }
             f.base = generation;
             f.seen = Some(generation);
-            self.repin_handles(fi, generation);
+            // Handles working on the generation copied move to the copy; a handle pinned to
+            // an older one (its own upload, since replaced by another writer) keeps it: its
+            // changes are based on what it had (ESTALE, or a held copy).
+            for h in &mut self.handles {
+                if h.file == fi && h.pinned == Some(obj.generation) {
+                    h.pinned = Some(generation);
+                }
+            }
         }
         Ok(())
     }
