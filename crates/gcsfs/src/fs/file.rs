@@ -588,6 +588,10 @@ impl Filesystem {
         if size > share || need > share {
             return Err(e);
         }
+        if self.writes.is_closed() {
+            // The drain waits for changes in progress: this one is refused as a new one.
+            return Err(FsError::ShuttingDown);
+        }
         if !self.memory.wait_write(need, room, deadline).await {
             tracing::debug!(
                 need,
