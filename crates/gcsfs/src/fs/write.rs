@@ -484,7 +484,7 @@ impl Staged {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 let len = chunk.len() as u64;
-                if off + len > staged.charged() {
+                if staged.memory.is_some() && off + len > staged.charged() {
                     // Larger than known: more room, or the whole of it is asked for again
                     // (this partial copy is dropped).
                     staged
