@@ -201,7 +201,7 @@ pub async fn open_and_mount(
         retries,
     } = open_bucket(store_args, &args.bucket, &only_dir).await?;
     let (budget, budget_source) = memory_budget(args);
-    let config = FsConfig {
+    let mut config = FsConfig {
         write_wait_limit: retry_config(store_args).upload_wait_limit(),
         memory_budget: budget,
         ..fs_config(args)
@@ -210,6 +210,11 @@ pub async fn open_and_mount(
         path: config.temp_dir.clone(),
         source,
     })?;
+    // Staging files on a tmpfs are memory: they are then charged to the budget. (Logged once
+    // the mount is up, with the budget.)
+    let temp_dir_check = crate::fs::is_in_memory(&config.temp_dir);
+    config.temp_dir_in_memory = matches!(temp_dir_check, Ok(true));
+    let config_temp_dir = config.temp_dir.clone();
     let fs = Filesystem::shared(store, config, Arc::new(SystemClock));
     let rt = tokio::runtime::Handle::current();
     let fuse_metrics = listener.as_ref().map(|_| Arc::new(FuseMetrics::default()));
@@ -231,14 +236,22 @@ pub async fn open_and_mount(
                 tracing::info!(port, "serving metrics at http://0.0.0.0:{port}/metrics");
                 tokio::spawn(metrics::serve(listener, Arc::new(metrics)));
             }
+            let staging = match &temp_dir_check {
+                Ok(true) => "in memory (tmpfs or ramfs): staged files count against the budget",
+                Ok(false) => "on disk: staged files do not count against the budget",
+                Err(_) => "not known (statfs failed): staged files do not count against the budget",
+            };
+            let temp_dir = config_temp_dir.display();
             match budget_source {
                 Some(source) => tracing::info!(
                     budget_mib = budget >> 20,
-                    "memory budget: half of {source} (set --memory-limit-mb to change it)"
+                    %temp_dir,
+                    "memory budget: half of {source} (set --memory-limit-mb to change it); --temp-dir {staging}"
                 ),
                 None => tracing::info!(
                     budget_mib = budget >> 20,
-                    "memory budget: --memory-limit-mb"
+                    %temp_dir,
+                    "memory budget: --memory-limit-mb; --temp-dir {staging}"
                 ),
             }
             Ok(mounted)

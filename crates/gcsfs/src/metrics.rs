@@ -139,6 +139,9 @@ pub struct Snapshot {
     pub memory_used: u64,
     /// The memory budget.
     pub memory_limit: u64,
+    /// Bytes of staging files charged to the budget now (part of `memory_used`; 0 unless the
+    /// temp dir is in memory).
+    pub memory_staged: u64,
     /// Retries by store call (every call, zeros included); empty without a retry layer.
     pub retries: Vec<(Op, u64)>,
 }
@@ -155,6 +158,7 @@ impl Snapshot {
             uploads_failed: stats.uploads_failed(),
             memory_used: fs.memory().in_use(),
             memory_limit: fs.memory().total(),
+            memory_staged: fs.memory().staged(),
             retries: retries
                 .map(|r| Op::ALL.iter().map(|&op| (op, r.retries(op))).collect())
                 .unwrap_or_default(),
@@ -261,6 +265,13 @@ impl Collector for StateCollector {
             "Bytes charged to the memory budget (--memory-limit-mb).",
             Some(&Unit::Bytes),
             s.memory_used,
+        )?;
+        gauge(
+            e,
+            "memory_staged",
+            "Bytes of staging files charged to the memory budget: --temp-dir is in memory (a tmpfs); part of memory_budget_used.",
+            Some(&Unit::Bytes),
+            s.memory_staged,
         )?;
         gauge(
             e,
@@ -466,6 +477,7 @@ mod tests {
             uploads_failed: 4,
             memory_used: 1 << 20,
             memory_limit: 128 << 20,
+            memory_staged: 4096,
             retries: vec![(Op::Write, 5), (Op::Stat, 0)],
         }
     }
@@ -491,6 +503,7 @@ mod tests {
             "gcsfs_uploads_failed_total 4",
             "gcsfs_memory_budget_used_bytes 1048576",
             "gcsfs_memory_budget_limit_bytes 134217728",
+            "gcsfs_memory_staged_bytes 4096",
             "# TYPE gcsfs_store_retries counter",
             "gcsfs_store_retries_total{call=\"write\"} 5",
             "gcsfs_store_retries_total{call=\"stat\"} 0",

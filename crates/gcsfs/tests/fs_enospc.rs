@@ -74,6 +74,12 @@ async fn a_full_temp_dir_fails_the_writer_with_enospc_and_loses_nothing_acknowle
         required::cannot_run("mounting a tmpfs (needs root)");
         return;
     };
+    // `gcsfs mount` would charge staging here to the memory budget (`fs_memory.rs` tests
+    // that); this test leaves it uncharged, to see the disk itself fill up.
+    assert!(
+        gcsfs::fs::is_in_memory(tmpfs.path()).unwrap(),
+        "a tmpfs is memory"
+    );
     let mem = Arc::new(MemStore::new());
     let kept: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     put(&mem, "kept", &kept).await;

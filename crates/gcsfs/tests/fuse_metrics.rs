@@ -51,7 +51,7 @@ fn value(text: &str, name: &str) -> f64 {
         })
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 13] = [
     "gcsfs_dirty_files ",
     "gcsfs_dirty_bytes ",
     "gcsfs_oldest_dirty_age_seconds ",
@@ -62,6 +62,7 @@ const NAMES: [&str; 12] = [
     "gcsfs_store_retries_total{call=\"write\"} ",
     "gcsfs_memory_budget_used_bytes ",
     "gcsfs_memory_budget_limit_bytes ",
+    "gcsfs_memory_staged_bytes ",
     "gcsfs_fuse_op_duration_seconds_count{op=\"lookup\"} ",
     "gcsfs_fuse_op_duration_seconds_bucket{le=\"+Inf\",op=\"write\"} ",
 ];

@@ -16,6 +16,11 @@ pub struct FsConfig {
     pub only_dir: String,
     /// Where staging files of files being written live (`--temp-dir`). Default: the system temp dir.
     pub temp_dir: PathBuf,
+    /// Whether `temp_dir` is in memory (a tmpfs or ramfs, as /tmp is on Cloud Run): staging
+    /// files are then charged to the memory budget's writes share, and a change that finds no
+    /// room waits for uploads to free some (up to `write_wait_limit`), else fails with ENOSPC
+    /// (see `memory.rs`). Default false; `gcsfs mount` finds it out with `statfs`.
+    pub temp_dir_in_memory: bool,
     /// How long attributes and names are cached, here and in the kernel
     /// (`--metadata-cache-ttl-secs`). Default 60 s; zero disables.
     pub metadata_ttl: Duration,
@@ -49,8 +54,10 @@ pub struct FsConfig {
     pub max_dirty_age: Duration,
     /// Longest a write of a streamed new file waits for its upload to take the bytes (and a
     /// close, twice that for the upload to end) before it fails with EIO. The upload itself
-    /// gives up at the store's retry deadline; this is the backstop. Default 120 s; `gcsfs
-    /// mount` sets it from `--retry-deadline-secs` and `--stall-timeout-secs`.
+    /// gives up at the store's retry deadline; this is the backstop. Also the longest a change
+    /// to a staging file in memory (`temp_dir_in_memory`) waits for room in the memory budget
+    /// before it fails with ENOSPC. Default 120 s; `gcsfs mount` sets it from
+    /// `--retry-deadline-secs` and `--stall-timeout-secs`.
     pub write_wait_limit: Duration,
     /// Read-path tuning.
     pub read: ReadConfig,
@@ -73,6 +80,7 @@ impl Default for FsConfig {
             },
             only_dir: String::new(),
             temp_dir: std::env::temp_dir(),
+            temp_dir_in_memory: false,
             metadata_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             rename_dir_limit: 10_000,

@@ -47,6 +47,13 @@ pub enum FsError {
     /// inside); every later write, flush and fsync through the handle returns it.
     #[error("written data lost: {0}")]
     Lost(#[source] std::sync::Arc<FsError>),
+    /// A staging file in memory (`--temp-dir` on a tmpfs) needs `need` bytes of the memory
+    /// budget's writes share that did not come free in time, or it would be `size` bytes, more
+    /// than the whole share: ENOSPC, as a full disk would say.
+    #[error(
+        "no room in the memory budget for {need} bytes of a {size}-byte staging file (--temp-dir is in memory)"
+    )]
+    NoMemory { need: u64, size: u64 },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("local staging file: {0}")]
@@ -75,6 +82,7 @@ impl FsError {
             FsError::TooManyObjects { .. } => libc::EMFILE,
             FsError::ShuttingDown => libc::EROFS,
             FsError::TimedOut => libc::ETIMEDOUT,
+            FsError::NoMemory { .. } => libc::ENOSPC,
             FsError::Store(e) => match e.kind() {
                 ErrorKind::NotFound => libc::ENOENT,
                 ErrorKind::PreconditionFailed => libc::ESTALE,

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
-use super::memory::STREAM_MEMORY;
+use super::memory::{MemoryBudget, Room, STREAM_MEMORY};
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
 use super::write::{FileCell, Head, STREAM_THRESHOLD, Staged, Streaming, WriteState};
@@ -226,7 +226,7 @@ impl Filesystem {
             if self.config.streaming_writes {
                 st.head = Some(Head::default());
             } else {
-                st.staged = Some(Staged::empty(&self.config.temp_dir)?);
+                st.staged = Some(self.new_staged()?);
             }
             st.base_generation = Generation::NONE;
             cell.changed();
@@ -376,7 +376,16 @@ impl Filesystem {
             }
             if st.stream.is_some() {
                 // Reading a file being streamed: publish what was written, then stage it.
-                self.ensure_staged(ino, &mut st, None, None).await?;
+                let mut room = Room::default();
+                let deadline = self.room_deadline();
+                while let Err(e) = self
+                    .ensure_staged(ino, &mut st, None, None, &mut room)
+                    .await
+                {
+                    drop(st);
+                    self.wait_for_room(e, &mut room, deadline).await?;
+                    st = cell.state.lock().await;
+                }
             }
             // Pending changes are seen by every handle; a clean local copy only by handles of
             // the generation it holds.
@@ -448,8 +457,8 @@ impl Filesystem {
             && head.len() as u64 == offset
         {
             if !head.append(data, &self.memory) {
-                // No room in memory: the file moves to a staging file, written below.
-                self.ensure_staged(ino, &mut st, None, None).await?;
+                // No room in memory: the file moves to a staging file, written below (when
+                // the temp dir is in memory too, the write then waits for room there).
             } else if head.len() >= STREAM_THRESHOLD {
                 appended = Some(head.len() as u64);
                 let memory = if may_stream {
@@ -458,7 +467,11 @@ impl Filesystem {
                     None
                 };
                 match memory {
-                    None => self.ensure_staged(ino, &mut st, None, None).await?,
+                    None => {
+                        let mut room = Room::default();
+                        self.ensure_staged(ino, &mut st, None, None, &mut room)
+                            .await?;
+                    }
                     Some(memory) => {
                         let head = st.head.take().expect("matched above").into_bytes();
                         let key = self.key_of(ino)?;
@@ -490,11 +503,25 @@ impl Filesystem {
         let size = match appended {
             Some(size) => size,
             None => {
-                self.ensure_staged(ino, &mut st, generation, None).await?;
-                let staged = st.staged.as_mut().expect("staged above");
-                staged.unshare().await?;
-                staged.write_at(offset, data)?;
-                staged.size
+                let mut room = Room::default();
+                let deadline = self.room_deadline();
+                let mut pinned = generation;
+                loop {
+                    match self
+                        .write_staged(ino, &mut st, pinned, offset, data, &mut room)
+                        .await
+                    {
+                        Err(e @ FsError::NoMemory { .. }) => {
+                            // Waits for room holding nothing (see `memory.rs`), then looks
+                            // again: the handle may have been moved to a newer generation.
+                            drop(st);
+                            self.wait_for_room(e, &mut room, deadline).await?;
+                            st = cell.state.lock().await;
+                            pinned = self.file_handle(fh)?.generation;
+                        }
+                        r => break r?,
+                    }
+                }
             }
         };
         cell.changed();
@@ -509,40 +536,117 @@ impl Filesystem {
         Ok(data.len() as u32)
     }
 
-    /// Makes sure `st` holds a staging copy of the file, optionally truncated to `len`.
+    /// Writes `data` at `offset` into the file's staging copy (made first if need be); the
+    /// file's new size. [`FsError::NoMemory`]: nothing written, wait for room and try again.
+    async fn write_staged(
+        &self,
+        ino: InodeNo,
+        st: &mut WriteState,
+        pinned: Option<Generation>,
+        offset: u64,
+        data: &[u8],
+        room: &mut Room,
+    ) -> FsResult<u64> {
+        self.ensure_staged(ino, st, pinned, None, room).await?;
+        let staged = st.staged.as_mut().expect("staged above");
+        let end = staged.size.max(offset + data.len() as u64);
+        staged.unshare(end, room).await?;
+        staged.write_at(offset, data, room)?;
+        Ok(staged.size)
+    }
+
+    /// The budget staging files are charged to: the memory budget when the temp dir is in
+    /// memory, none otherwise.
+    fn staging_memory(&self) -> Option<Arc<MemoryBudget>> {
+        self.config.temp_dir_in_memory.then(|| self.memory.clone())
+    }
+
+    /// A new, empty staging file.
+    fn new_staged(&self) -> FsResult<Staged> {
+        Staged::empty(&self.config.temp_dir, self.staging_memory())
+    }
+
+    /// Until when a change to a staging file in memory may wait for room.
+    fn room_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.write_wait_limit
+    }
+
+    /// After a change to a staging file failed with `e`: if that is [`FsError::NoMemory`] and
+    /// the room may still come, waits for it, holding no lock (the caller let go of the file's
+    /// state), and sets it aside in `room` for the next try. Any other error, a file larger
+    /// than the whole writes share (it would wait for ever: its own bytes are part of what it
+    /// waits for), or no room by `deadline`: the error.
+    pub(super) async fn wait_for_room(
+        &self,
+        e: FsError,
+        room: &mut Room,
+        deadline: tokio::time::Instant,
+    ) -> FsResult<()> {
+        let FsError::NoMemory { need, size } = e else {
+            return Err(e);
+        };
+        let share = self.memory.writes_size();
+        if size > share || need > share {
+            return Err(e);
+        }
+        if self.writes.is_closed() {
+            // The drain waits for changes in progress: this one is refused as a new one.
+            return Err(FsError::ShuttingDown);
+        }
+        if !self.memory.wait_write(need, room, deadline).await {
+            tracing::debug!(
+                need,
+                size,
+                "no room in the memory budget for a staging file"
+            );
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Makes sure `st` holds a staging copy of the file, optionally truncated to `len`, taking
+    /// the memory it needs (when the temp dir is in memory) from `room` and what is free.
+    /// [`FsError::NoMemory`]: the copy, if made, is not changed; wait for room and try again.
     pub(super) async fn ensure_staged(
         &self,
         ino: InodeNo,
         st: &mut WriteState,
         pinned: Option<Generation>,
         len: Option<u64>,
+        room: &mut Room,
     ) -> FsResult<()> {
         if st.stream.is_some() {
             // Random access to a streamed file: publish what was streamed, then stage that
             // generation like any existing object.
             self.settle_stream(ino, st).await?;
         }
-        if let Some(head) = st.head.take() {
-            // A new file held in memory: move it to a staging file.
-            let mut s = Staged::empty(&self.config.temp_dir)?;
-            s.write_at(0, head.bytes())?;
+        if let Some(head) = st.head.as_mut() {
+            // A new file held in memory: move it to a staging file (dropped only once its
+            // bytes are there).
+            let s = Staged::from_head(&self.config.temp_dir, self.staging_memory(), head, room)?;
+            st.head = None;
+            let s = st.staged.insert(s);
             if let Some(len) = len {
-                s.set_len(len)?;
+                s.set_len(len, room)?;
             }
-            st.staged = Some(s);
             return Ok(());
         }
         if let Some(staged) = st.staged.as_mut() {
             if let Some(len) = len {
-                staged.unshare().await?;
-                staged.set_len(len)?;
+                staged.unshare(len, room).await?;
+                staged.set_len(len, room)?;
             }
             return Ok(());
         }
-        let (key, current, local) = {
+        let (key, current, local, known_size) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.stat.generation, inode.local())
+            (
+                inode.key.clone(),
+                inode.stat.generation,
+                inode.local(),
+                inode.stat.size,
+            )
         };
         // Base the changes on the generation this handle opened, else the one this file was
         // last published or opened at, else the latest known.
@@ -550,21 +654,31 @@ impl Filesystem {
         let base = pinned.or(last).or(current);
         let staged = match base {
             None => {
-                let mut s = Staged::empty(&self.config.temp_dir)?;
+                let mut s = self.new_staged()?;
                 if let Some(len) = len {
-                    s.set_len(len)?;
+                    s.set_len(len, room)?;
                 }
                 s
             }
-            Some(_) if local => Staged::empty(&self.config.temp_dir)?,
+            Some(_) if local => self.new_staged()?,
             Some(g) if len == Some(0) => {
                 st.base_generation = g;
-                Staged::empty(&self.config.temp_dir)?
+                self.new_staged()?
             }
             Some(g) => {
                 st.base_generation = g;
                 let key = ObjectKey::new(key)?;
-                Staged::download(&self.config.temp_dir, self.store.as_ref(), &key, g, len).await?
+                Staged::download(
+                    &self.config.temp_dir,
+                    self.staging_memory(),
+                    self.store.as_ref(),
+                    &key,
+                    g,
+                    len,
+                    known_size,
+                    room,
+                )
+                .await?
             }
         };
         st.staged = Some(staged);
@@ -586,14 +700,29 @@ impl Filesystem {
             return Ok(());
         }
         let key = self.key_of(ino)?;
-        let staged = Staged::download(
-            &self.config.temp_dir,
-            self.store.as_ref(),
-            &key,
-            generation,
-            None,
-        )
-        .await?;
+        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat.size);
+        // Holding no state lock: a download that finds no room in memory waits for it here.
+        let mut room = Room::default();
+        let deadline = self.room_deadline();
+        let staged = loop {
+            let downloaded = Staged::download(
+                &self.config.temp_dir,
+                self.staging_memory(),
+                self.store.as_ref(),
+                &key,
+                generation,
+                None,
+                size,
+                &mut room,
+            )
+            .await;
+            match downloaded {
+                Err(e @ FsError::NoMemory { .. }) => {
+                    self.wait_for_room(e, &mut room, deadline).await?;
+                }
+                r => break r?,
+            }
+        };
         let mut st = cell.state.lock().await;
         if !has_local(&st) {
             st.staged = Some(staged);
@@ -814,11 +943,12 @@ impl Filesystem {
                 cell.conflicted();
                 let staged = match (st.staged.take(), st.head.take()) {
                     (Some(staged), _) => Some(staged),
-                    (None, Some(head)) => {
-                        let mut staged = Staged::empty(&self.config.temp_dir)?;
-                        staged.write_at(0, head.bytes())?;
-                        Some(staged)
-                    }
+                    (None, Some(mut head)) => Some(Staged::from_head(
+                        &self.config.temp_dir,
+                        self.staging_memory(),
+                        &mut head,
+                        &mut Room::default(),
+                    )?),
                     (None, None) => None,
                 };
                 let kept = staged.map(|staged| self.keep_conflict(&key, staged));
@@ -1069,7 +1199,17 @@ impl Filesystem {
             st.base_generation = seen;
         }
         if let Some(size) = set.size {
-            self.ensure_staged(ino, &mut st, pinned, Some(size)).await?;
+            let mut room = Room::default();
+            let deadline = self.room_deadline();
+            while let Err(e) = self
+                .ensure_staged(ino, &mut st, pinned, Some(size), &mut room)
+                .await
+            {
+                // Waits for room holding nothing (see `memory.rs`).
+                drop(st);
+                self.wait_for_room(e, &mut room, deadline).await?;
+                st = cell.state.lock().await;
+            }
             cell.changed();
         }
         let (open, local) = {

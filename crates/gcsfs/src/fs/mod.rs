@@ -60,7 +60,7 @@ pub use file::{OpenReply, SetAttr};
 pub use inode::InodeNo;
 pub use lifecycle::{Phase, unexpected_events};
 pub use lookup::PROBE_KEYS;
-pub use memory::{LimitSource, MemoryBudget, memory_limit};
+pub use memory::{LimitSource, MemoryBudget, is_in_memory, memory_limit};
 pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
@@ -130,8 +130,8 @@ pub struct Filesystem {
     /// Names known not to exist, until when (`negative_ttl`).
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
-    /// The bytes held in memory: prefetch (`prefetch_budget` is its reads share), new files
-    /// and stream buffers, and uploads' copies.
+    /// The bytes held in memory: prefetch (`prefetch_budget` is its reads share), new files,
+    /// stream buffers and staging files in memory, and uploads' copies.
     memory: Arc<MemoryBudget>,
     /// Changes in progress, and whether new ones are taken (closed by the drain).
     writes: drain::WriteGate,

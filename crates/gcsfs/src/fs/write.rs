@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::error::{FsError, FsResult};
 use super::lifecycle::{Lifecycle, Phase};
-use super::memory::{Charge, MemoryBudget};
+use super::memory::{Charge, MemoryBudget, Room, StagedCharge};
 use super::page_cache::PageGate;
 use super::stats::InFlight;
 use crate::store::{
@@ -418,56 +418,103 @@ impl Streaming {
 /// An upload reads it through a [`Snapshot`] without holding the file's state lock. A write or
 /// truncate while a snapshot is held copies the file first (copy on write), so what the upload
 /// sends is exactly what it took — and no reader or writer waits for the network.
+///
+/// When the temp dir is in memory every byte of it is charged to the memory budget's writes
+/// share (see `memory.rs`): each change first takes what it needs — the copy, if an upload
+/// holds the file, and the growth — from a [`Room`] and what is free, else fails with
+/// [`FsError::NoMemory`] having changed nothing (the caller waits for room with no lock held
+/// and tries again). A copy an upload holds keeps its bytes until the upload lets go of it.
 #[derive(Debug)]
 pub struct Staged {
-    file: Arc<NamedTempFile>,
+    file: Arc<Backing>,
     pub size: u64,
+    /// The budget its bytes are charged to; `None` when the temp dir is on disk.
+    memory: Option<Arc<MemoryBudget>>,
+}
+
+/// One staging file on disk, and the memory it holds.
+#[derive(Debug)]
+struct Backing {
+    file: NamedTempFile,
+    /// Its bytes, when the temp dir is in memory.
+    charge: Option<StagedCharge>,
 }
 
 /// The staging file as it was when an upload took it (it stays on disk while held).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    file: Arc<NamedTempFile>,
+    file: Arc<Backing>,
 }
 
 impl Snapshot {
     pub fn path(&self) -> &Path {
-        self.file.path()
+        self.file.file.path()
     }
 }
 
-/// A new staging file next to `src` with its contents.
-fn copy_of(src: &NamedTempFile) -> std::io::Result<NamedTempFile> {
+/// A new staging file next to `src` with its first `limit` bytes (all of them, if fewer).
+fn copy_of(src: &NamedTempFile, limit: u64) -> std::io::Result<NamedTempFile> {
+    use std::io::Read;
     let dir = src.path().parent().unwrap_or(Path::new("."));
     let copy = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
-    let mut from = src.reopen()?;
-    std::io::copy(&mut from, &mut copy.as_file())?;
+    if limit > 0 {
+        let mut from = src.reopen()?.take(limit);
+        std::io::copy(&mut from, &mut copy.as_file())?;
+    }
     Ok(copy)
 }
 
 impl Staged {
-    /// An empty staging file in `dir`.
-    pub fn empty(dir: &Path) -> FsResult<Self> {
+    /// An empty staging file in `dir`, its bytes charged to `memory` if given (the temp dir is
+    /// in memory).
+    pub fn empty(dir: &Path, memory: Option<Arc<MemoryBudget>>) -> FsResult<Self> {
         let file = tempfile::Builder::new().prefix("gcsfs-").tempfile_in(dir)?;
+        let charge = memory.as_ref().map(|m| m.staged_charge());
         Ok(Self {
-            file: Arc::new(file),
+            file: Arc::new(Backing { file, charge }),
             size: 0,
+            memory,
         })
     }
 
+    /// A staging file holding `head`'s bytes; the head's charge moves to it (a file spilled
+    /// from memory to a temp dir in memory takes no more room than it had).
+    pub fn from_head(
+        dir: &Path,
+        memory: Option<Arc<MemoryBudget>>,
+        head: &mut Head,
+        room: &mut Room,
+    ) -> FsResult<Self> {
+        let mut staged = Self::empty(dir, memory)?;
+        if staged.memory.is_some()
+            && let Some(charge) = head.charge.take()
+        {
+            staged.add_charge(charge);
+        }
+        staged.write_at(0, head.bytes(), room)?;
+        Ok(staged)
+    }
+
     /// A staging file holding `key` at `generation`, truncated or extended to `len` bytes if given.
+    /// `expected`: the object's size as known (the room taken first when `len` is not given).
+    #[allow(clippy::too_many_arguments)]
     pub async fn download(
         dir: &Path,
+        memory: Option<Arc<MemoryBudget>>,
         store: &dyn ObjectStore,
         key: &ObjectKey,
         generation: Generation,
         len: Option<u64>,
+        expected: u64,
+        room: &mut Room,
     ) -> FsResult<Self> {
-        let mut staged = Self::empty(dir)?;
+        let mut staged = Self::empty(dir, memory)?;
         let range = match len {
             Some(len) => ByteRange::segment(0, len),
             None => ByteRange::ALL,
         };
+        // The room for what is expected, before a byte is fetched.
+        staged.prepare(len.unwrap_or(expected), room)?;
         if len != Some(0) {
             let mut stream = match store.read(key, Some(generation), range).await {
                 Ok(s) => s,
@@ -481,9 +528,19 @@ impl Staged {
             let mut off = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
-                let file = staged.file.clone();
                 let len = chunk.len() as u64;
-                tokio::task::spawn_blocking(move || file.as_file().write_all_at(&chunk, off))
+                if staged.memory.is_some() && off + len > staged.charged() {
+                    // Larger than known: more room, or the whole of it is asked for again
+                    // (this partial copy is dropped).
+                    staged
+                        .prepare(off + len, room)
+                        .map_err(|_| FsError::NoMemory {
+                            need: off + len,
+                            size: off + len,
+                        })?;
+                }
+                let file = staged.file.clone();
+                tokio::task::spawn_blocking(move || file.file.as_file().write_all_at(&chunk, off))
                     .await
                     .map_err(|e| FsError::Io(std::io::Error::other(e)))??;
                 off += len;
@@ -493,13 +550,14 @@ impl Staged {
         if let Some(len) = len
             && len != staged.size
         {
-            staged.set_len(len)?;
+            staged.set_len(len, room)?;
         }
+        staged.settle();
         Ok(staged)
     }
 
     fn file(&self) -> &File {
-        self.file.as_file()
+        self.file.file.as_file()
     }
 
     /// The file as it is now, for an upload.
@@ -509,42 +567,109 @@ impl Staged {
         }
     }
 
-    /// Makes the staging file this copy's own before a change: if an upload holds a snapshot
-    /// of it, copies it first, on a blocking thread (the copy is as large as the file).
-    pub async fn unshare(&mut self) -> FsResult<()> {
-        if Arc::get_mut(&mut self.file).is_some() {
+    /// Whether an upload holds a snapshot of the file.
+    fn shared(&self) -> bool {
+        Arc::strong_count(&self.file) > 1
+    }
+
+    /// Bytes of the budget the file (this copy's own) holds.
+    pub fn charged(&self) -> u64 {
+        self.file.charge.as_ref().map_or(0, |c| c.bytes())
+    }
+
+    fn add_charge(&mut self, charge: Charge) {
+        let backing = Arc::get_mut(&mut self.file).expect("not shared");
+        if let Some(held) = &mut backing.charge {
+            held.add(charge);
+        }
+    }
+
+    /// A backing for `file`, holding `charge`.
+    fn backing(&self, file: NamedTempFile, charge: Option<Charge>) -> Backing {
+        let mut held = self.memory.as_ref().map(|m| m.staged_charge());
+        if let (Some(held), Some(charge)) = (&mut held, charge) {
+            held.add(charge);
+        }
+        Backing { file, charge: held }
+    }
+
+    /// Takes what a change leaving the file `end` bytes long needs from `room` and the budget:
+    /// a copy of the file if an upload holds it, and the growth. Nothing without a budget.
+    fn room_for(&self, end: u64, room: &mut Room) -> FsResult<Option<Charge>> {
+        let Some(memory) = &self.memory else {
+            return Ok(None);
+        };
+        let need = if self.shared() {
+            // A copy of the file's first `end` bytes, grown to `end`.
+            end
+        } else {
+            end.saturating_sub(self.charged())
+        };
+        if need == 0 {
+            return Ok(None);
+        }
+        memory
+            .take_write(need, room)
+            .map(Some)
+            .map_err(|need| FsError::NoMemory { need, size: end })
+    }
+
+    /// Makes the staging file this copy's own before a change that leaves it `end` bytes long:
+    /// if an upload holds a snapshot of it, takes the room for it and copies it (its first
+    /// `end` bytes), on a blocking thread (the copy is as large as the file).
+    pub async fn unshare(&mut self, end: u64, room: &mut Room) -> FsResult<()> {
+        if !self.shared() {
             return Ok(());
         }
+        let charge = self.room_for(end, room)?;
         let src = self.file.clone();
-        let copy = tokio::task::spawn_blocking(move || copy_of(&src))
+        let copy = tokio::task::spawn_blocking(move || copy_of(&src.file, end))
             .await
             .map_err(|e| FsError::Io(std::io::Error::other(e)))??;
-        self.file = Arc::new(copy);
+        self.file = Arc::new(self.backing(copy, charge));
         Ok(())
     }
 
-    /// The file, to be changed: copied first if an upload holds a snapshot of it (inline, for
-    /// callers that did not [`Staged::unshare`] first: a file new to them, nothing to copy).
-    fn file_mut(&mut self) -> FsResult<&File> {
-        if Arc::get_mut(&mut self.file).is_none() {
-            self.file = Arc::new(copy_of(&self.file)?);
+    /// The file, to be changed to `end` bytes: the room for it taken, and copied first if an
+    /// upload holds a snapshot of it (inline, for callers that did not [`Staged::unshare`]
+    /// first: a file new to them, nothing to copy).
+    fn prepare(&mut self, end: u64, room: &mut Room) -> FsResult<&File> {
+        let charge = self.room_for(end, room)?;
+        if self.shared() {
+            let copy = copy_of(&self.file.file, end)?;
+            self.file = Arc::new(self.backing(copy, charge));
+        } else if let Some(charge) = charge {
+            self.add_charge(charge);
         }
-        Ok(self.file.as_file())
+        Ok(self.file.file.as_file())
+    }
+
+    /// Gives back what the file holds beyond its size.
+    fn settle(&mut self) {
+        let size = self.size;
+        if let Some(backing) = Arc::get_mut(&mut self.file)
+            && let Some(held) = &mut backing.charge
+        {
+            held.shrink_to(size);
+        }
     }
 
     /// Writes `data` at `offset` (local disk; short, so done inline).
     /// A write that fails part-way (ENOSPC: the temp dir is full) leaves the file at its
-    /// size before it, so an upload never sends bytes of a write that was refused.
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> FsResult<()> {
+    /// size before it, so an upload never sends bytes of a write that was refused; one that
+    /// finds no room in the budget changes nothing.
+    pub fn write_at(&mut self, offset: u64, data: &[u8], room: &mut Room) -> FsResult<()> {
         let size = self.size;
-        let file = self.file_mut()?;
+        let end = size.max(offset + data.len() as u64);
+        let file = self.prepare(end, room)?;
         if let Err(e) = file.write_all_at(data, offset) {
-            if offset + data.len() as u64 > size {
+            if end > size {
                 let _ = file.set_len(size);
             }
+            self.settle();
             return Err(e.into());
         }
-        self.size = size.max(offset + data.len() as u64);
+        self.size = end;
         Ok(())
     }
 
@@ -569,10 +694,13 @@ impl Staged {
         Ok(buf)
     }
 
-    pub fn set_len(&mut self, len: u64) -> FsResult<()> {
-        self.file_mut()?.set_len(len)?;
-        self.size = len;
-        Ok(())
+    pub fn set_len(&mut self, len: u64, room: &mut Room) -> FsResult<()> {
+        let set = self.prepare(len, room)?.set_len(len);
+        if set.is_ok() {
+            self.size = len;
+        }
+        self.settle();
+        Ok(set?)
     }
 
     /// Keeps the staging file at `dest` (used to preserve data that lost an upload race).
@@ -581,12 +709,15 @@ impl Staged {
             std::fs::create_dir_all(parent)?;
         }
         match Arc::try_unwrap(self.file) {
-            Ok(file) => {
-                file.persist(dest).map_err(|e| FsError::Io(e.error))?;
+            Ok(backing) => {
+                backing
+                    .file
+                    .persist(dest)
+                    .map_err(|e| FsError::Io(e.error))?;
             }
             // An upload still reads it: keep a copy.
-            Err(file) => {
-                std::fs::copy(file.path(), dest)?;
+            Err(backing) => {
+                std::fs::copy(backing.file.path(), dest)?;
             }
         }
         Ok(dest.to_path_buf())
@@ -600,16 +731,75 @@ mod tests {
     #[test]
     fn staging_reads_and_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Staged::empty(dir.path()).unwrap();
-        s.write_at(0, b"hello").unwrap();
-        s.write_at(10, b"x").unwrap();
+        let mut s = Staged::empty(dir.path(), None).unwrap();
+        let room = &mut Room::default();
+        s.write_at(0, b"hello", room).unwrap();
+        s.write_at(10, b"x", room).unwrap();
         assert_eq!(s.size, 11);
         assert_eq!(s.read_at(0, 100).unwrap(), b"hello\0\0\0\0\0x");
         assert_eq!(s.read_at(3, 2).unwrap(), b"lo");
         assert!(s.read_at(11, 5).unwrap().is_empty());
-        s.set_len(2).unwrap();
+        s.set_len(2, room).unwrap();
         assert_eq!(s.read_at(0, 100).unwrap(), b"he");
         let kept = s.persist(&dir.path().join("c/kept")).unwrap();
         assert_eq!(std::fs::read(kept).unwrap(), b"he");
+    }
+
+    #[tokio::test]
+    async fn staged_bytes_in_memory_are_charged_copied_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // Writes share: 3/8 of 64 KiB = 24 KiB.
+        let budget = Arc::new(MemoryBudget::new(64 << 10, u64::MAX));
+        let room = &mut Room::default();
+        let mut s = Staged::empty(dir.path(), Some(budget.clone())).unwrap();
+        s.write_at(0, &[1u8; 4096], room).unwrap();
+        s.write_at(8192, &[2u8; 4096], room).unwrap();
+        assert_eq!((s.charged(), budget.staged()), (12288, 12288));
+        // An upload holds the file: a change copies it, and both copies are charged.
+        let snap = s.snapshot();
+        s.unshare(12288, room).await.unwrap();
+        s.write_at(0, b"x", room).unwrap();
+        assert_eq!(budget.staged(), 2 * 12288);
+        drop(snap);
+        assert_eq!(budget.staged(), 12288, "the upload's copy is given back");
+        // No room: nothing changes, and the error says how much is missing.
+        let e = s.write_at(12288, &[3u8; 16384], room).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FsError::NoMemory {
+                    need: 16384,
+                    size: 28672
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!((s.size, s.charged()), (12288, 12288));
+        // Room set aside for it is used first.
+        assert!(
+            budget
+                .wait_write(
+                    4096,
+                    room,
+                    tokio::time::Instant::now() + Duration::from_secs(5)
+                )
+                .await
+        );
+        s.write_at(12288, &[3u8; 4096], room).unwrap();
+        assert_eq!(budget.staged(), 16384);
+        s.set_len(100, room).unwrap();
+        assert_eq!((budget.staged(), budget.in_use()), (100, 100));
+        assert_eq!(s.read_at(0, 2).unwrap(), b"x\x01");
+        drop(s);
+        assert_eq!((budget.staged(), budget.in_use()), (0, 0));
+    }
+
+    #[test]
+    fn a_staging_file_on_disk_is_not_charged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Staged::empty(dir.path(), None).unwrap();
+        s.write_at(0, &[1u8; 100_000], &mut Room::default())
+            .unwrap();
+        assert_eq!(s.charged(), 0);
     }
 }
