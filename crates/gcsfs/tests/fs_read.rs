@@ -324,6 +324,33 @@ async fn a_random_read_fetches_its_aligned_block_and_hands_it_to_the_page_cache(
     assert_eq!(f.store.calls(Op::Read) - reads_before, 1);
 }
 
+/// A random read's block is held from the prefetch budget: with no room, the read fetches only
+/// the pages it asked for, keeps nothing for the page cache, and still answers right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_prefetch_budget_a_random_read_fetches_only_its_pages() {
+    let f = fixture_budget(128 << 10, 0);
+    let data = pattern(4 * MIB as usize, 3);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let before = f.store.reads().len();
+    let at = 3 * MIB + 70_000;
+    assert_eq!(
+        read(&f.fs, fh, at, 4096).await,
+        &data[at as usize..at as usize + 4096]
+    );
+    let reads = f.store.reads();
+    let got: Vec<_> = reads[before..]
+        .iter()
+        .map(|(_, r)| (r.start, r.end))
+        .collect();
+    // 3 MiB + 70,000 .. + 4096 straddles a page boundary: two pages, not a 64 KiB block.
+    let first_page = at / 4096 * 4096;
+    assert_eq!(got, [(first_page, Some(first_page + 8192))]);
+    // Settle, then check nothing was offered to the page cache.
+    put(&f.store, "other", &pattern(MIB as usize, 5)).await;
+    assert!(f.cache.stored().is_empty(), "no block offered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_cache_is_fed_only_while_nobody_writes_and_only_the_open_generation() {
     let f = fixture(128 << 10);

@@ -619,7 +619,11 @@ async fn sync_mode_writes_directory_attributes_in_the_background() {
     r.faults.push(Op::Patch, Fault::Status(403));
     let err = r.fs.fsyncdir(d).await;
     assert!(err.is_err(), "the failure is reported: {err:?}");
-    tokio::time::sleep(Duration::from_secs(70)).await;
+    // Two failures in a row: the age bound waits twice its 60 s before trying again.
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let (meta, _) = marker("d").unwrap();
+    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "755", "backing off");
+    tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
     let (meta, _) = marker("d").unwrap();
     assert_eq!(
@@ -761,4 +765,87 @@ async fn a_file_walks_through_the_write_back_phases() {
     r.fs.release(b, o.fh).await.unwrap();
     assert!(get(&r.mem, "b").is_none());
     assert_eq!(gcsfs::fs::unexpected_events(), 0);
+}
+
+/// A new file held in memory is being uploaded (an fsync of its first MiB) while its writer
+/// goes on past the streaming threshold. Was: the writes started a create-only stream, the
+/// upload made the object first, and the stream then failed: every byte after the fsync's
+/// snapshot was lost. Now the file goes on in a staging file and lands whole.
+#[tokio::test(start_paused = true)]
+async fn a_new_file_passing_the_stream_threshold_during_an_upload_of_its_start_lands_whole() {
+    const MIB: usize = 1 << 20;
+    let r = rig(4, Duration::from_secs(3600));
+    r.faults
+        .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "big", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    let mut data = vec![1u8; MIB];
+    r.fs.write(o.fh, 0, &data).await.unwrap();
+    let writes = r.faults.calls(Op::Write);
+    let fs = r.fs.clone();
+    let fh = o.fh;
+    let sync = tokio::spawn(async move { fs.fsync(fh).await });
+    until_called(&r.faults, Op::Write, writes + 1).await;
+    let chunk = vec![2u8; 128 << 10];
+    while data.len() < 6 * MIB {
+        r.fs.write(o.fh, data.len() as u64, &chunk).await.unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    sync.await.unwrap().unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    r.fs.release(e.attr.ino, o.fh).await.unwrap();
+    assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+    assert!(get(&r.mem, "big").unwrap() == data, "every byte lands");
+    assert!(!r.fs.has_dirty());
+    assert_eq!(gcsfs::fs::unexpected_events(), 0);
+}
+
+/// A handle keeps a clean local copy of this mount's upload; another writer replaces the
+/// object; this mount renames the file (copying the other writer's generation) and, while
+/// the copy runs, a write through the handle changes the old copy. Was: the rename rebased
+/// that change onto the moved copy, and the close replaced the other writer's data with it.
+/// Now the change stays based on what the handle had: ESTALE at close, their data untouched.
+#[tokio::test(start_paused = true)]
+async fn a_write_during_the_rename_of_a_file_another_writer_replaced_never_overwrites_them() {
+    use gcsfs::store::{ObjectStore, Preconditions, WriteAttrs, WriteSource};
+    let r = rig_mode(WriteBack::Sync, 4, Duration::from_secs(3600));
+    let (e, o) =
+        r.fs.create(InodeNo::ROOT, "c", 0o644, libc::O_RDWR, ME)
+            .await
+            .unwrap();
+    r.fs.write(o.fh, 0, b"mine").await.unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    // A rewrite in place: the file now has a clean staging copy of this mount's generation.
+    r.fs.write(o.fh, 0, b"MINE").await.unwrap();
+    r.fs.flush(o.fh).await.unwrap();
+    assert_eq!(get(&r.mem, "c").unwrap(), b"MINE");
+    r.mem
+        .write(
+            &ObjectKey::new("c").unwrap(),
+            WriteSource::Bytes(bytes::Bytes::from_static(b"theirs")),
+            Preconditions::NONE,
+            &WriteAttrs::default(),
+        )
+        .await
+        .unwrap();
+    // Past the TTL: the rename looks the file up again and copies their generation.
+    r.clock.advance(Duration::from_secs(61));
+    r.faults
+        .push(Op::Copy, Fault::Latency(Duration::from_secs(5)));
+    let copies = r.faults.calls(Op::Copy);
+    let fs = r.fs.clone();
+    let rename =
+        tokio::spawn(async move { fs.rename(InodeNo::ROOT, "c", InodeNo::ROOT, "a", 0).await });
+    until_called(&r.faults, Op::Copy, copies + 1).await;
+    let wrote = r.fs.write(o.fh, 0, b"X").await;
+    rename.await.unwrap().unwrap();
+    let closed = r.fs.flush(o.fh).await;
+    let _ = r.fs.release(e.attr.ino, o.fh).await;
+    assert_eq!(get(&r.mem, "a").unwrap(), b"theirs", "never overwritten");
+    assert!(
+        wrote.is_err() || closed.is_err(),
+        "the change is refused or reported: {wrote:?} {closed:?}"
+    );
 }

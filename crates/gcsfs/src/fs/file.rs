@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::lifecycle::Phase;
 use super::memory::{MemoryBudget, Room, STREAM_MEMORY};
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
@@ -360,6 +361,18 @@ impl Filesystem {
         let cell = self.file_handle(fh)?.cell;
         let (ino, generation, fsize, reader) = {
             let mut st = cell.state.lock().await;
+            if let Some(head) = &st.head {
+                let start = (offset as usize).min(head.len());
+                let end = (start + size as usize).min(head.len());
+                return Ok(Bytes::copy_from_slice(&head.bytes()[start..end]));
+            }
+            if st.stream.is_some() {
+                // Reading a file being streamed: publish what was written (the file's handles
+                // move to the object it made), then read that object like any other. Nothing
+                // is staged for the read (a writer going on stages the file for itself).
+                let ino = self.file_handle(fh)?.ino;
+                self.settle_stream(ino, &mut st).await?;
+            }
             // The handle as it is now, under the state lock a publish holds while it moves the
             // file's handles to its new generation.
             let FileHandle {
@@ -369,24 +382,6 @@ impl Filesystem {
                 reader,
                 ..
             } = self.file_handle(fh)?;
-            if let Some(head) = &st.head {
-                let start = (offset as usize).min(head.len());
-                let end = (start + size as usize).min(head.len());
-                return Ok(Bytes::copy_from_slice(&head.bytes()[start..end]));
-            }
-            if st.stream.is_some() {
-                // Reading a file being streamed: publish what was written, then stage it.
-                let mut room = Room::default();
-                let deadline = self.room_deadline();
-                while let Err(e) = self
-                    .ensure_staged(ino, &mut st, None, None, &mut room)
-                    .await
-                {
-                    drop(st);
-                    self.wait_for_room(e, &mut room, deadline).await?;
-                    st = cell.state.lock().await;
-                }
-            }
             // Pending changes are seen by every handle; a clean local copy only by handles of
             // the generation it holds.
             let shares_copy =
@@ -451,7 +446,10 @@ impl Filesystem {
         // staged, if part of it was published already (a stream can only create the object).
         // Either takes memory from the budget's writes share; without room, the file is
         // staged in the temp dir instead.
-        let may_stream = st.base_generation == Generation::NONE;
+        // Only from Staged: not while an upload of the head runs (it would make the object the
+        // stream must create), nor after one failed or while one is queued (the head goes on
+        // in a staging file, uploaded as any staged file).
+        let may_stream = st.base_generation == Generation::NONE && cell.phase() == Phase::Staged;
         let mut appended = None;
         if let Some(head) = st.head.as_mut()
             && head.len() as u64 == offset
@@ -750,15 +748,20 @@ impl Filesystem {
         if !writable || !wrote.load(Ordering::Acquire) {
             return Ok(());
         }
+        // A streamed file's bytes are staged nowhere but in its upload: its close waits for
+        // the upload to end, whatever the write-back, so that a failure is reported to it.
+        let streamed = cell.state.lock().await.stream.is_some();
         if let Some(e) = cell.take_background_error() {
+            if streamed {
+                // An earlier upload of the file's first bytes failed, and the stream that
+                // followed holds them all: its result is the answer.
+                return self.upload(ino, &cell).await;
+            }
             if cell.is_dirty() {
                 self.queue_upload_or_not(ino, &cell);
             }
             return Err(FsError::Background(e));
         }
-        // A streamed file's bytes are staged nowhere but in its upload: its close waits for
-        // the upload to end, whatever the write-back, so that a failure is reported to it.
-        let streamed = cell.state.lock().await.stream.is_some();
         if self.writes_back_async() && !streamed {
             self.queue_upload_or_not(ino, &cell);
             return Ok(());
@@ -849,6 +852,18 @@ impl Filesystem {
         self.upload_holding(ino, cell, &publishing).await
     }
 
+    /// [`Filesystem::upload`] for a background task: a file whose bytes are going into a
+    /// streamed upload is left alone (the close of the handle writing it finishes the stream;
+    /// finished part-way, its next write would start the file over from a staged copy).
+    pub(super) async fn upload_unless_streaming(
+        &self,
+        ino: InodeNo,
+        cell: &FileCell,
+    ) -> FsResult<()> {
+        let _publishing = cell.publish.lock().await;
+        self.upload_locked(ino, cell, false).await
+    }
+
     /// [`Filesystem::upload`] for a caller that holds the file's publish lock (a rename, which
     /// must move exactly what it published).
     ///
@@ -860,6 +875,17 @@ impl Filesystem {
         ino: InodeNo,
         cell: &FileCell,
         _publishing: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> FsResult<()> {
+        self.upload_locked(ino, cell, true).await
+    }
+
+    /// The upload, for a caller holding the publish lock; `settle_streams`: a streamed upload
+    /// in progress is finished (else the file is left as it is).
+    async fn upload_locked(
+        &self,
+        ino: InodeNo,
+        cell: &FileCell,
+        settle_streams: bool,
     ) -> FsResult<()> {
         if !cell.is_dirty() {
             return Ok(());
@@ -896,6 +922,9 @@ impl Filesystem {
             return Ok(());
         }
         if st.stream.is_some() {
+            if !settle_streams {
+                return Ok(());
+            }
             // The stream's bytes are in its upload only: readers wait for it either way.
             return self.settle_stream(ino, &mut st).await;
         }
@@ -1201,6 +1230,7 @@ impl Filesystem {
         if let Some(size) = set.size {
             let mut room = Room::default();
             let deadline = self.room_deadline();
+            let mut pinned = pinned;
             while let Err(e) = self
                 .ensure_staged(ino, &mut st, pinned, Some(size), &mut room)
                 .await
@@ -1209,6 +1239,11 @@ impl Filesystem {
                 drop(st);
                 self.wait_for_room(e, &mut room, deadline).await?;
                 st = cell.state.lock().await;
+                // The handle may have moved meanwhile (an upload, a rename): as it is now.
+                pinned = set
+                    .fh
+                    .and_then(|fh| self.file_handle(fh).ok())
+                    .and_then(|h| h.generation);
             }
             cell.changed();
         }

@@ -101,11 +101,11 @@ impl Phase {
             (P::Clean | P::Staged | P::Failed | P::Conflicted | P::Lost, E::Changed) => P::Staged,
             (P::Streaming | P::Queued | P::Uploading { .. }, E::Changed) => self,
 
-            // A new file's in-memory head grows past the threshold: its bytes start an upload
-            // (a task queued for the head leaves the stream to its close).
-            (P::Staged | P::Queued | P::Failed, E::StreamStarted) => P::Streaming,
-            // The head's upload is running, and writes made meanwhile start a stream.
-            (P::Uploading { .. }, E::StreamStarted) => P::Streaming,
+            // A new file's in-memory head grows past the threshold: its bytes start an upload.
+            // Only from Staged: with an upload of the head queued, running or failed, the
+            // head goes on in a staging file instead (`write`), so that no stream races an
+            // upload that would make the object the stream must create.
+            (P::Staged, E::StreamStarted) => P::Streaming,
             (P::Streaming, E::StreamDone) => P::Clean,
             (P::Streaming, E::StreamLost) => P::Lost,
 
@@ -127,8 +127,6 @@ impl Phase {
             (P::Uploading { .. }, E::Uploaded { more: false }) => P::Clean,
             (P::Uploading { requeued: true }, E::Uploaded { more: true }) => P::Queued,
             (P::Uploading { requeued: false }, E::Uploaded { more: true }) => P::Staged,
-            // The head's upload ended after writes made meanwhile started a stream.
-            (P::Streaming, E::Uploaded { more: true }) => P::Streaming,
             (P::Uploading { requeued: true }, E::UploadFailed) => P::Queued,
             (P::Uploading { requeued: false }, E::UploadFailed) => P::Failed,
             (P::Uploading { .. }, E::Conflicted) => P::Conflicted,
@@ -177,7 +175,14 @@ pub struct Lifecycle {
     changes: u64,
     /// When the oldest change not yet uploaded was made (the write-back's age bound).
     dirty_since: Option<Instant>,
+    /// Uploads that failed in a row, and when the last one did: the age bound tries again
+    /// after a backoff that doubles with each (see [`Lifecycle::due`]).
+    failures: u32,
+    failed_at: Option<Instant>,
 }
+
+/// The longest wait between the age bound's tries of a file whose uploads keep failing.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 
 impl Default for Lifecycle {
     fn default() -> Self {
@@ -185,6 +190,8 @@ impl Default for Lifecycle {
             phase: Phase::Clean,
             changes: 0,
             dirty_since: None,
+            failures: 0,
+            failed_at: None,
         }
     }
 }
@@ -197,6 +204,24 @@ impl Lifecycle {
     /// How long the oldest pending change has waited, if the file is dirty.
     pub fn dirty_age(&self) -> Option<Duration> {
         self.dirty_since.map(|t| t.elapsed())
+    }
+
+    /// Whether the age bound (`max_age`) should queue the file now: its oldest change is that
+    /// old, and, after failed uploads, the backoff since the last failure has passed
+    /// (`max_age`, doubled with each failure in a row, at most [`MAX_RETRY_BACKOFF`]), so a
+    /// file that cannot be uploaded (an outage, a permission) is not tried every second.
+    pub fn due(&self, max_age: Duration) -> bool {
+        if self.dirty_age().is_none_or(|age| age < max_age) {
+            return false;
+        }
+        let Some(failed_at) = self.failed_at else {
+            return true;
+        };
+        let doublings = self.failures.saturating_sub(1).min(16);
+        let backoff = max_age
+            .saturating_mul(1 << doublings)
+            .min(MAX_RETRY_BACKOFF.max(max_age));
+        failed_at.elapsed() >= backoff
     }
 
     /// One more change of the local data.
@@ -249,6 +274,8 @@ impl Lifecycle {
 
     pub fn upload_failed(&mut self) {
         self.go(Event::UploadFailed);
+        self.failures = self.failures.saturating_add(1);
+        self.failed_at = Some(Instant::now());
     }
 
     pub fn conflicted(&mut self) {
@@ -282,6 +309,11 @@ impl Lifecycle {
             (false, true) => self.dirty_since = Some(Instant::now()),
             (_, false) => self.dirty_since = None,
             (true, true) => {}
+        }
+        if matches!(event, Event::Uploaded { .. }) || !next.is_dirty() {
+            // An upload got through (or nothing is left to send): no backoff any more.
+            self.failures = 0;
+            self.failed_at = None;
         }
         self.phase = next;
     }
@@ -358,7 +390,6 @@ mod tests {
                     (E::StreamLost, Some(P::Lost)),
                     (E::Queue, Some(P::Streaming)),
                     (E::Dequeued, Some(P::Streaming)),
-                    (E::Uploaded { more: true }, Some(P::Streaming)),
                     (E::Unlinked, Some(P::Unlinked)),
                 ],
             ),
@@ -366,7 +397,6 @@ mod tests {
                 P::Queued,
                 &[
                     (E::Changed, Some(P::Queued)),
-                    (E::StreamStarted, Some(P::Streaming)),
                     (E::Queue, Some(P::Queued)),
                     (E::Dequeued, Some(P::Staged)),
                     (E::UploadStarted, Some(upq)),
@@ -378,7 +408,6 @@ mod tests {
                 up,
                 &[
                     (E::Changed, Some(up)),
-                    (E::StreamStarted, Some(P::Streaming)),
                     (E::Queue, Some(upq)),
                     (E::Dequeued, Some(up)),
                     (E::Uploaded { more: false }, Some(P::Clean)),
@@ -392,7 +421,6 @@ mod tests {
                 upq,
                 &[
                     (E::Changed, Some(upq)),
-                    (E::StreamStarted, Some(P::Streaming)),
                     (E::Queue, Some(upq)),
                     (E::Dequeued, Some(up)),
                     (E::Uploaded { more: false }, Some(P::Clean)),
@@ -406,7 +434,6 @@ mod tests {
                 P::Failed,
                 &[
                     (E::Changed, Some(P::Staged)),
-                    (E::StreamStarted, Some(P::Streaming)),
                     (E::Queue, Some(P::Queued)),
                     (E::Dequeued, Some(P::Failed)),
                     (E::UploadStarted, Some(up)),
@@ -543,6 +570,35 @@ mod tests {
         let _ = l.uploaded(seen);
         assert_eq!(l.phase(), Phase::Unlinked);
         assert!(!l.phase().is_dirty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_age_bound_backs_off_after_failures_and_not_before() {
+        let max = Duration::from_secs(10);
+        let mut l = Lifecycle::default();
+        l.changed();
+        assert!(!l.due(max));
+        tokio::time::advance(max).await;
+        assert!(l.due(max), "old enough, never failed");
+        for backoff in [10, 20, 40, 80, 160, 300, 300] {
+            assert!(l.queue());
+            l.dequeued();
+            let _ = l.upload_started();
+            l.upload_failed();
+            tokio::time::advance(Duration::from_secs(backoff - 1)).await;
+            assert!(!l.due(max), "within the {backoff} s backoff");
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(l.due(max), "after the {backoff} s backoff");
+        }
+        assert!(l.queue());
+        l.dequeued();
+        let seen = l.upload_started();
+        l.changed();
+        assert!(!l.uploaded(seen));
+        assert!(
+            l.due(max),
+            "an upload got through: no backoff for what is left"
+        );
     }
 
     #[test]

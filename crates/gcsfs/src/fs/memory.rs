@@ -4,8 +4,10 @@
 //! wait can form a cycle:
 //!
 //! - **reads** (3/8): prefetched parts (what the reader's read-ahead fetched before it was asked
-//!   for), capped further by `--prefetch-memory-mb`. Speculative: a part that finds no room is
-//!   not fetched ahead (reads then go block by block).
+//!   for) and random reads' blocks (kept, at most two per open file, for reads that come before
+//!   the kernel has them cached), capped further by `--prefetch-memory-mb`. Never waited for: a
+//!   part that finds no room is not fetched ahead (reads then go block by block), and a random
+//!   read that finds no room for its block fetches only the pages it asked for.
 //! - **writes** (3/8): new files held in memory before their upload (up to 4 MiB each), the
 //!   buffers of streamed uploads ([`STREAM_MEMORY`] each), and — when `--temp-dir` is in memory
 //!   (a tmpfs or ramfs, as /tmp is on Cloud Run; see [`is_in_memory`]) — every byte of every
@@ -30,8 +32,9 @@
 //! writes share. The only bytes a waiting writer keeps are its own file's staged bytes, which is
 //! why a file larger than the share fails at once instead of waiting.
 //!
-//! What is not charged: a random read's block (demanded, one per read in flight, at most two
-//! kept per open file), the FUSE request buffers, and staging files on a disk-backed
+//! What is not charged: the bytes a read asked for while they wait for it (at most a FUSE
+//! request each, and requests in flight are bounded), the FUSE request buffers, and staging
+//! files on a disk-backed
 //! `--temp-dir`. [`MemoryBudget::derive`] leaves half of the container's limit outside the
 //! budget for these, the runtime, and the application.
 

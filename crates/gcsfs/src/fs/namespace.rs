@@ -504,14 +504,20 @@ impl Filesystem {
                 .and_then(|i| i.stat.generation)
                 .unwrap_or(Generation::NONE);
             let mut st = cell.state.lock().await;
-            if st.base_generation != generation && !cell.is_dirty() {
+            if st.base_generation == generation {
+                // The local data is based on the generation copied: now on the copy.
+                st.base_generation = now_at;
+            } else if !cell.is_dirty() {
                 // A clean local copy of an older generation (this mount's own upload, since
                 // replaced by another writer whose object was the one moved) does not
                 // describe the moved file: changes made on top of it must not be taken for
                 // changes of the copy.
                 st.staged = None;
+                st.base_generation = now_at;
             }
-            st.base_generation = now_at;
+            // Else changes made (during the copy) on top of an older generation stay based on
+            // it: their upload fails its precondition and they go to the conflicts directory,
+            // never over the other writer's data.
         }
         self.repin_handles(ino, Some(generation), new_generation, None);
         self.inodes

@@ -15,7 +15,8 @@
 //!   is answered as soon as its own bytes arrive; the whole block is then offered to the kernel's
 //!   page cache (`page_cache.rs`), so later reads nearby need no request at all. A random read
 //!   ahead of the stream ends the stream; one behind it (the kernel asking again for pages its
-//!   read-ahead dropped) leaves the stream as it is.
+//!   read-ahead dropped) leaves the stream as it is. The block is held from the prefetch
+//!   budget; without room, only the pages the read asked for are fetched (and not offered).
 //!
 //! A part hands bytes to reads as they arrive (a read waits only for its own bytes) and a
 //! stream part frees what reads have taken. If the kernel asks again for bytes already freed
@@ -37,6 +38,9 @@ use super::InodeNo;
 use super::error::{FsError, FsResult};
 use super::page_cache::{PageFeeder, PageGate};
 use crate::store::{ByteRange, ErrorKind, Generation, ObjectKey, ObjectStore, StoreError};
+
+/// The kernel's page size: what a random read fetches at least.
+const PAGE: u64 = 4096;
 
 /// Random blocks a reader keeps for reads that come before the kernel has them cached.
 const RANDOM_BLOCKS_KEPT: usize = 2;
@@ -654,14 +658,25 @@ impl Reader {
         let rb = self.ctx.config.random_block.max(1);
         let start = offset / rb * rb;
         let stop = end.div_ceil(rb).saturating_mul(rb).min(self.size);
-        let p = Part::spawn(
-            &self.source,
-            start,
-            stop,
-            false,
-            None,
-            self.ctx.offer.clone(),
-        );
+        // The block is held (for the reads that come before the kernel has it cached) from the
+        // reads share of the memory budget. Without room, only the pages this read asked for
+        // are fetched, and not offered to the page cache: a random read under pressure costs
+        // what it asks, never a block kept outside the budget.
+        let permit = self
+            .ctx
+            .budget
+            .clone()
+            .try_acquire_many_owned(u32::try_from(stop - start).unwrap_or(u32::MAX))
+            .ok();
+        let (start, stop, offer) = match permit {
+            Some(_) => (start, stop, self.ctx.offer.clone()),
+            None => (
+                offset / PAGE * PAGE,
+                end.div_ceil(PAGE).saturating_mul(PAGE).min(self.size),
+                None,
+            ),
+        };
+        let p = Part::spawn(&self.source, start, stop, false, permit, offer);
         if self.blocks.len() == RANDOM_BLOCKS_KEPT {
             self.blocks.pop_front();
         }

@@ -162,6 +162,11 @@ impl FileCell {
         self.life.lock().dirty_age()
     }
 
+    /// Whether the age bound should queue the file now (see [`Lifecycle::due`]).
+    pub fn due(&self, max_age: std::time::Duration) -> bool {
+        self.life.lock().due(max_age)
+    }
+
     /// Whether the file's pending changes may be uploaded now while it may still be written:
     /// not while a streamed upload runs (that would end the object where it stands), and not
     /// while anything holds the state (an upload, a write: the next look will tell).

@@ -114,12 +114,8 @@ impl Filesystem {
             let Ok(_slot) = slot else {
                 return;
             };
-            if cell.phase() == Phase::Streaming {
-                // A new file's bytes are going into a streamed upload: the close of the
-                // handle writing it finishes it (finished here, its next write would start
-                // the file over from a staged copy).
-                return;
-            }
+            // (A file being streamed is left to the close of the handle writing it: see
+            // `upload_unless_streaming`.)
             fs.upload_in_background(ino, &cell).await;
         });
     }
@@ -127,7 +123,7 @@ impl Filesystem {
     /// One background upload: its failure is logged and kept for the file's next close or
     /// fsync; a file nobody holds any more lets go of its local copy.
     async fn upload_in_background(&self, ino: InodeNo, cell: &Arc<FileCell>) {
-        match self.upload(ino, cell).await {
+        match self.upload_unless_streaming(ino, cell).await {
             Ok(()) => {
                 cell.set_background_error(None);
                 // Changed while it was uploading (a chmod or utimes after its close, say) and
@@ -173,10 +169,7 @@ impl Filesystem {
         let files_too = self.config.write_back == WriteBack::Async;
         let cells = self.inodes.lock().with_file_state();
         for (ino, cell) in cells {
-            if cell.dirty_age().is_some_and(|age| age >= max)
-                && cell.may_upload_part_way()
-                && (files_too || self.is_dir(ino))
-            {
+            if cell.due(max) && cell.may_upload_part_way() && (files_too || self.is_dir(ino)) {
                 self.queue_upload(ino, cell);
             }
         }
