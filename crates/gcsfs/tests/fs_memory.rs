@@ -404,3 +404,68 @@ async fn a_temp_dir_on_disk_is_not_charged() {
     close(&r.fs, ino, fh).await;
     assert!(landed(&r.mem, "f", &data));
 }
+
+/// With the temp dir in memory, staging is no escape for a large new file: a writer whose file
+/// would start a stream and finds no room for its buffers waits (holding no lock) until
+/// another stream gives them back, then streams. Was: the file was staged in memory and failed
+/// with ENOSPC once past the writes share (a 256 MiB Cloud Run container writing two large
+/// files at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_temp_dir_in_memory_a_new_large_file_waits_for_stream_room() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // 80 MiB budget: the writes share (30 MiB) holds one stream's buffers (24 MiB) and a new
+    // file's first 4 MiB, not two streams.
+    let r = rig_with(80, WriteBack::Sync, |c| {
+        c.temp_dir_in_memory = true;
+        c.write_wait_limit = Duration::from_secs(60);
+    });
+    // A streams and stays open.
+    let (a_ino, a_fh) = {
+        let (e, o) =
+            r.fs.create(InodeNo::ROOT, "a", 0o644, libc::O_WRONLY, ME)
+                .await
+                .unwrap();
+        (e.attr.ino, o.fh)
+    };
+    let a_data = content(2, 12 * MIB);
+    for (k, piece) in a_data.chunks(MIB).enumerate() {
+        r.fs.write(a_fh, (k * MIB) as u64, piece).await.unwrap();
+    }
+    // B: 40 MiB, more than the whole writes share.
+    let written = Arc::new(AtomicUsize::new(0));
+    let b_data = content(3, 40 * MIB);
+    let b = {
+        let (fs, data, written) = (r.fs.clone(), b_data.clone(), written.clone());
+        tokio::spawn(async move {
+            let (e, o) = fs
+                .create(InodeNo::ROOT, "b", 0o644, libc::O_WRONLY, ME)
+                .await
+                .unwrap();
+            for (k, piece) in data.chunks(MIB).enumerate() {
+                fs.write(o.fh, (k * MIB) as u64, piece).await?;
+                written.store(k + 1, Ordering::Release);
+            }
+            fs.flush(o.fh).await?;
+            fs.release(e.attr.ino, o.fh).await
+        })
+    };
+    // B holds 3 MiB in memory and waits at the write that would start its stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while written.load(Ordering::Acquire) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B's first 3 MiB were not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(written.load(Ordering::Acquire), 3, "B waits for room");
+    r.fs.flush(a_fh).await.unwrap();
+    r.fs.release(a_ino, a_fh).await.unwrap();
+    b.await
+        .unwrap()
+        .expect("B streams once A gave its buffers back");
+    assert!(landed(&r.mem, "a", &a_data));
+    assert!(landed(&r.mem, "b", &b_data));
+    assert_eq!(r.fs.memory().in_use(), 0, "everything given back");
+}

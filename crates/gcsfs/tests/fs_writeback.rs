@@ -622,7 +622,10 @@ async fn sync_mode_writes_directory_attributes_in_the_background() {
     // Two failures in a row: the age bound waits twice its 60 s before trying again.
     tokio::time::sleep(Duration::from_secs(100)).await;
     let (meta, _) = marker("d").unwrap();
-    assert_eq!(meta.metadata["goog-reserved-posix-mode"], "755", "backing off");
+    assert_eq!(
+        meta.metadata["goog-reserved-posix-mode"], "755",
+        "backing off"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
     let (meta, _) = marker("d").unwrap();

@@ -449,44 +449,96 @@ impl Filesystem {
         // Only from Staged: not while an upload of the head runs (it would make the object the
         // stream must create), nor after one failed or while one is queued (the head goes on
         // in a staging file, uploaded as any staged file).
-        let may_stream = st.base_generation == Generation::NONE && cell.phase() == Phase::Staged;
+        let may_stream = |st: &WriteState| {
+            st.base_generation == Generation::NONE && cell.phase() == Phase::Staged
+        };
+        // With the temp dir in memory, a staging file is no better than a stream's buffers: a
+        // write that would start a stream and finds no room for them waits (holding no lock,
+        // up to the deadline) for uploads to give some back, instead of staging the file in
+        // memory (where a large file would fail with ENOSPC once past the writes share).
+        let mut stream_room = Room::default();
+        if self.config.temp_dir_in_memory {
+            let deadline = self.room_deadline();
+            loop {
+                let crossing = may_stream(&st)
+                    && st.head.as_ref().is_some_and(|h| {
+                        h.len() as u64 == offset && h.len() + data.len() >= STREAM_THRESHOLD
+                    });
+                if !crossing {
+                    break;
+                }
+                let need =
+                    STREAM_MEMORY.saturating_sub(st.head.as_ref().map_or(0, |h| h.charged()));
+                match self.memory.take_write(need, &mut stream_room) {
+                    Ok(charge) => {
+                        stream_room = Room::holding(charge);
+                        break;
+                    }
+                    Err(_) if self.writes.is_closed() => break,
+                    Err(_) => {}
+                }
+                drop(st);
+                let waited = self
+                    .memory
+                    .wait_write(need, &mut stream_room, deadline)
+                    .await;
+                st = cell.state.lock().await;
+                if !waited {
+                    // No room by the deadline: the file is staged below (and its writes then
+                    // fail with ENOSPC past the share, as a full disk would say).
+                    break;
+                }
+            }
+        }
+        let may_stream = may_stream(&st);
         let mut appended = None;
-        if let Some(head) = st.head.as_mut()
+        // The memory a stream starting with this write would take from the share: its buffers
+        // less what the head holds already (the head's bytes go into them).
+        let stream_memory = match &st.head {
+            Some(head)
+                if may_stream
+                    && head.len() as u64 == offset
+                    && head.len() + data.len() >= STREAM_THRESHOLD =>
+            {
+                let need = STREAM_MEMORY.saturating_sub(head.charged());
+                self.memory.take_write(need, &mut stream_room).ok()
+            }
+            _ => None,
+        };
+        if let Some(mut memory) = stream_memory {
+            // A new file written in order passes the threshold: its bytes start a stream.
+            let (mut bytes, charge) = st.head.take().expect("matched above").into_parts();
+            if let Some(charge) = charge {
+                memory.merge(charge);
+            }
+            bytes.extend_from_slice(data);
+            appended = Some(bytes.len() as u64);
+            let key = self.key_of(ino)?;
+            let stream = st.stream.insert(Streaming::start(
+                self.store.clone(),
+                key,
+                self.new_object_attrs(ino, false),
+                self.config.write_wait_limit,
+                memory,
+                self.stats.in_flight(),
+            ));
+            cell.stream_started();
+            if stream.send(Bytes::from(bytes)).await.is_err() {
+                return Err(self.settle_failed_stream(ino, &mut st).await);
+            }
+        } else if let Some(head) = st.head.as_mut()
             && head.len() as u64 == offset
         {
             if !head.append(data, &self.memory) {
                 // No room in memory: the file moves to a staging file, written below (when
                 // the temp dir is in memory too, the write then waits for room there).
             } else if head.len() >= STREAM_THRESHOLD {
+                // Past the threshold with no stream (no room for its buffers, or part of the
+                // file was published already: a stream can only create the object): staged.
                 appended = Some(head.len() as u64);
-                let memory = if may_stream {
-                    self.memory.try_write(STREAM_MEMORY)
-                } else {
-                    None
-                };
-                match memory {
-                    None => {
-                        let mut room = Room::default();
-                        self.ensure_staged(ino, &mut st, None, None, &mut room)
-                            .await?;
-                    }
-                    Some(memory) => {
-                        let head = st.head.take().expect("matched above").into_bytes();
-                        let key = self.key_of(ino)?;
-                        let stream = st.stream.insert(Streaming::start(
-                            self.store.clone(),
-                            key,
-                            self.new_object_attrs(ino, false),
-                            self.config.write_wait_limit,
-                            memory,
-                            self.stats.in_flight(),
-                        ));
-                        cell.stream_started();
-                        if stream.send(head).await.is_err() {
-                            return Err(self.settle_failed_stream(ino, &mut st).await);
-                        }
-                    }
-                }
+                let mut room = Room::default();
+                self.ensure_staged(ino, &mut st, None, None, &mut room)
+                    .await?;
             } else {
                 appended = Some(head.len() as u64);
             }

@@ -11,8 +11,11 @@
 //! - **writes** (3/8): new files held in memory before their upload (up to 4 MiB each), the
 //!   buffers of streamed uploads ([`STREAM_MEMORY`] each), and — when `--temp-dir` is in memory
 //!   (a tmpfs or ramfs, as /tmp is on Cloud Run; see [`is_in_memory`]) — every byte of every
-//!   staging file. New files and stream buffers are never waited for: a file that finds no room
-//!   is staged in `--temp-dir` instead (a new file is then uploaded from there at close).
+//!   staging file. New files and stream buffers are not waited for when `--temp-dir` is a
+//!   disk: a file that finds no room is staged there instead (a new file is then uploaded from
+//!   there at close). When it is in memory, staging is no escape: a write that would start a
+//!   stream waits (holding no lock, up to `write_wait_limit`) for room for the stream's buffers
+//!   (less what the file's head holds already: its bytes go into them), and only then stages.
 //!   Staged bytes in memory are: a change that grows a staging file (a write past its end, a
 //!   truncate up, the download of an existing object for its first change, the copy made when
 //!   an upload holds the file) waits for room, up to `write_wait_limit`, for what uploads in
@@ -247,6 +250,13 @@ pub struct Room {
 }
 
 impl Room {
+    /// Room holding `charge`, set aside.
+    pub fn holding(charge: Charge) -> Self {
+        Self {
+            reserved: Some(charge),
+        }
+    }
+
     /// Up to `bytes` of what is set aside.
     fn take(&mut self, bytes: u64) -> Option<Charge> {
         let held = self.reserved.as_ref()?.num_permits() as u64;

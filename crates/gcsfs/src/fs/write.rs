@@ -233,9 +233,14 @@ impl Head {
         true
     }
 
-    /// The bytes, no longer charged (they are handed to something that charges them itself).
-    pub fn into_bytes(self) -> Bytes {
-        Bytes::from(self.bytes)
+    /// Bytes of the budget the head holds.
+    pub fn charged(&self) -> u64 {
+        self.charge.as_ref().map_or(0, |c| c.num_permits() as u64)
+    }
+
+    /// The bytes and their charge (for a stream, whose buffers they join).
+    pub fn into_parts(self) -> (Vec<u8>, Option<Charge>) {
+        (self.bytes, self.charge)
     }
 }
 

@@ -263,6 +263,9 @@ pub struct MountOptions {
     pub only_dir: Option<String>,
     /// More flags, as given.
     pub extra: Vec<String>,
+    /// Mount a tmpfs of this size (`mount -o size=`) on the `--temp-dir` (as /tmp is on Cloud
+    /// Run: staging files are memory); unmounted when the mount is dropped.
+    pub tmpfs_temp_dir: Option<String>,
 }
 
 impl MountOptions {
@@ -301,6 +304,20 @@ impl Mount {
         let temp_dir = root.path().join("tmp");
         std::fs::create_dir(&mountpoint).expect("mount point");
         std::fs::create_dir(&temp_dir).expect("staging dir");
+        if let Some(size) = &options.tmpfs_temp_dir {
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size}"),
+                    "gcsfs-test-tmp",
+                ])
+                .arg(&temp_dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mount -t tmpfs on {}", temp_dir.display());
+        }
         let mut m = Self {
             child: None,
             log: root.path().join("daemon.log"),
@@ -507,6 +524,9 @@ impl Drop for Mount {
                 self.mountpoint.display(),
                 self.log()
             );
+        }
+        if self.options.tmpfs_temp_dir.is_some() {
+            let _ = Command::new("umount").arg(&self.temp_dir).status();
         }
         if let Some(root) = self.root.take() {
             if is_mounted(&self.mountpoint) {
