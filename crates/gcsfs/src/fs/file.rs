@@ -410,6 +410,8 @@ impl Filesystem {
                 let ctx = ReadContext {
                     config: self.config.read.clone(),
                     budget: self.prefetch_budget.clone(),
+                    budget_size: self.memory.reads_size(),
+                    readers: self.prefetch_readers.clone(),
                     kernel_readahead: self
                         .kernel_readahead
                         .load(std::sync::atomic::Ordering::Relaxed),

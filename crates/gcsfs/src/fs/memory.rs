@@ -127,6 +127,11 @@ impl MemoryBudget {
         self.total
     }
 
+    /// The size of the prefetch share.
+    pub fn reads_size(&self) -> u64 {
+        self.reads_size
+    }
+
     /// The prefetch share, as the semaphore readers take parts from.
     pub fn reads(&self) -> Arc<Semaphore> {
         self.reads.clone()

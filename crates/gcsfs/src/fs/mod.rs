@@ -130,6 +130,8 @@ pub struct Filesystem {
     /// Names known not to exist, until when (`negative_ttl`).
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
+    /// Readers alive (for each one's fair share of `prefetch_budget`, see `read.rs`).
+    prefetch_readers: Arc<std::sync::atomic::AtomicUsize>,
     /// The bytes held in memory: prefetch (`prefetch_budget` is its reads share), new files,
     /// stream buffers and staging files in memory, and uploads' copies.
     memory: Arc<MemoryBudget>,
@@ -184,6 +186,7 @@ impl Filesystem {
                 std::num::NonZeroUsize::new(NEGATIVE_CACHE_ENTRIES).expect("non-zero"),
             )),
             prefetch_budget,
+            prefetch_readers: Arc::default(),
             memory,
             writes: drain::WriteGate::default(),
             uploader: writeback::Uploader::new(std::sync::Weak::new(), 1),

@@ -18,6 +18,11 @@
 //!   read-ahead dropped) leaves the stream as it is. The block is held from the prefetch
 //!   budget; without room, only the pages the read asked for are fetched (and not offered).
 //!
+//! Speculative parts take from the mount's prefetch budget, each reader within its fair share
+//! (the budget divided by the readers alive, at least one part's buffer), so one reader far
+//! ahead in a big file never leaves the others (a data loader's many files) without read-ahead;
+//! parts a read is waiting for start whatever the share.
+//!
 //! A part hands bytes to reads as they arrive (a read waits only for its own bytes) and a
 //! stream part frees what reads have taken. If the kernel asks again for bytes already freed
 //! (it dropped its cached pages), they are fetched again.
@@ -27,6 +32,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -208,6 +214,11 @@ impl Drop for Part {
 }
 
 impl Part {
+    /// Prefetch budget this part holds.
+    fn charged(&self) -> u64 {
+        self._permit.as_ref().map_or(0, |p| p.num_permits() as u64)
+    }
+
     fn spawn(
         source: &Source,
         start: u64,
@@ -436,6 +447,11 @@ pub struct ReadContext {
     pub config: ReadConfig,
     /// The mount-wide prefetch memory budget.
     pub budget: Arc<Semaphore>,
+    /// Its size, in bytes.
+    pub budget_size: u64,
+    /// Readers alive on the mount (each open handle that has read), for each one's fair share
+    /// of the budget.
+    pub readers: Arc<AtomicUsize>,
     /// The kernel's read-ahead on the mount, in bytes.
     pub kernel_readahead: u64,
     /// Where complete random blocks are offered (none: not offered).
@@ -469,6 +485,7 @@ impl Reader {
         size: u64,
         ctx: ReadContext,
     ) -> Self {
+        ctx.readers.fetch_add(1, Ordering::Relaxed);
         Self {
             source: Source {
                 store,
@@ -487,6 +504,22 @@ impl Reader {
 
     fn block_size(&self) -> u64 {
         self.ctx.config.block_size.max(1)
+    }
+
+    /// Prefetch budget this reader's parts hold.
+    fn held(&self) -> u64 {
+        self.stream
+            .values()
+            .chain(self.blocks.iter())
+            .map(|p| p.charged())
+            .sum()
+    }
+
+    /// This reader's fair share of the prefetch budget: an equal part for each reader alive,
+    /// but at least one part's buffer, so every reader keeps some read-ahead.
+    fn fair_share(&self) -> u64 {
+        let readers = self.ctx.readers.load(Ordering::Relaxed).max(1) as u64;
+        (self.ctx.budget_size / readers).max(PART_BUFFER)
     }
 
     /// How far reads may run ahead of (or out of order within) the stream and still count as
@@ -585,12 +618,18 @@ impl Reader {
         let start = pos;
         let mut pend = self.part_end(start);
         let holds = (pend - start).min(PART_BUFFER);
-        let permit = self
-            .ctx
-            .budget
-            .clone()
-            .try_acquire_many_owned(u32::try_from(holds).unwrap_or(u32::MAX))
-            .ok();
+        // Speculation stays within this reader's fair share, so that one reader far ahead in
+        // a big file does not leave the others (a data loader's many files) none.
+        let within_share = demanded.is_some() || self.held() + holds <= self.fair_share();
+        let permit = within_share
+            .then(|| {
+                self.ctx
+                    .budget
+                    .clone()
+                    .try_acquire_many_owned(u32::try_from(holds).unwrap_or(u32::MAX))
+                    .ok()
+            })
+            .flatten();
         if permit.is_none() {
             let read_end = demanded?;
             let rb = self.ctx.config.random_block.max(1);
@@ -684,6 +723,12 @@ impl Reader {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.ctx.readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Waits for a planned read's parts and assembles the reply; bytes that were freed meanwhile
 /// are fetched again. The reply's buffer is only allocated once every byte has arrived, so
 /// reads waiting for data hold no memory.
@@ -708,6 +753,71 @@ pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How much prefetch budget a reader holds at most while it reads a 64 MiB object in
+    /// order, 128 KiB at a time, with `others` other readers alive and a 16 MiB budget.
+    async fn most_held(others: usize) -> u64 {
+        use crate::store::mem::MemStore;
+        use crate::store::{Preconditions, WriteAttrs, WriteSource};
+        let store = Arc::new(MemStore::new());
+        let key = ObjectKey::new("big").unwrap();
+        let meta = store
+            .write(
+                &key,
+                WriteSource::Bytes(Bytes::from(vec![7u8; 64 << 20])),
+                Preconditions::NONE,
+                &WriteAttrs::default(),
+            )
+            .await
+            .unwrap();
+        let budget = 16 << 20;
+        let ctx = ReadContext {
+            config: ReadConfig {
+                block_size: 2 << 20,
+                initial_window: 1 << 20,
+                max_window: 32 << 20,
+                random_block: 1 << 20,
+                prefetch_memory: budget,
+            },
+            budget: Arc::new(Semaphore::new(budget as usize)),
+            budget_size: budget,
+            readers: Arc::default(),
+            kernel_readahead: 0,
+            offer: None,
+        };
+        let _others: Vec<Reader> = (0..others)
+            .map(|_| {
+                Reader::new(
+                    store.clone(),
+                    key.clone(),
+                    meta.generation,
+                    meta.size,
+                    ctx.clone(),
+                )
+            })
+            .collect();
+        let mut r = Reader::new(store.clone(), key, meta.generation, meta.size, ctx);
+        let mut most = 0;
+        for offset in (0..(48u64 << 20)).step_by(128 << 10) {
+            let _plan = r.plan(offset, 128 << 10);
+            most = most.max(r.held());
+        }
+        most
+    }
+
+    #[tokio::test]
+    async fn speculation_stays_within_each_readers_fair_share() {
+        let (alone, two, eight) = (most_held(0).await, most_held(1).await, most_held(7).await);
+        eprintln!("held at most: alone {alone}, one of two {two}, one of eight {eight}");
+        // Speculation within the share, plus the part a read itself needs (demanded parts
+        // start whatever the share).
+        // Alone, a reader's read-ahead takes what the budget has (more than half of it).
+        assert!(alone > (8 << 20) + PART_BUFFER);
+        // With one other reader alive, half of it at most; with seven, an eighth (but at
+        // least one part's buffer).
+        assert!(two <= (8 << 20) + PART_BUFFER);
+        assert!(eight <= 2 * PART_BUFFER);
+    }
 
     fn buffer(chunks: &[usize]) -> Buffer {
         let mut b = Buffer::starting_at(100);
