@@ -454,6 +454,19 @@ impl Filesystem {
         let may_stream = |st: &WriteState| {
             st.base_generation == Generation::NONE && cell.phase() == Phase::Staged
         };
+        // If this write starts a stream (a new file written in order reaching the threshold):
+        // the memory it takes from the share, its buffers less what the head holds already
+        // (the head's bytes go into them).
+        let stream_need = |st: &WriteState| match &st.head {
+            Some(head)
+                if may_stream(st)
+                    && head.len() as u64 == offset
+                    && head.len() + data.len() >= STREAM_THRESHOLD =>
+            {
+                Some(STREAM_MEMORY.saturating_sub(head.charged()))
+            }
+            _ => None,
+        };
         // With the temp dir in memory, a staging file is no better than a stream's buffers: a
         // write that would start a stream and finds no room for them waits (holding no lock,
         // up to the deadline) for uploads to give some back, instead of staging the file in
@@ -461,16 +474,7 @@ impl Filesystem {
         let mut stream_room = Room::default();
         if self.config.temp_dir_in_memory {
             let deadline = self.room_deadline();
-            loop {
-                let crossing = may_stream(&st)
-                    && st.head.as_ref().is_some_and(|h| {
-                        h.len() as u64 == offset && h.len() + data.len() >= STREAM_THRESHOLD
-                    });
-                if !crossing {
-                    break;
-                }
-                let need =
-                    STREAM_MEMORY.saturating_sub(st.head.as_ref().map_or(0, |h| h.charged()));
+            while let Some(need) = stream_need(&st) {
                 match self.memory.take_write(need, &mut stream_room) {
                     Ok(charge) => {
                         stream_room = Room::holding(charge);
@@ -492,21 +496,9 @@ impl Filesystem {
                 }
             }
         }
-        let may_stream = may_stream(&st);
         let mut appended = None;
-        // The memory a stream starting with this write would take from the share: its buffers
-        // less what the head holds already (the head's bytes go into them).
-        let stream_memory = match &st.head {
-            Some(head)
-                if may_stream
-                    && head.len() as u64 == offset
-                    && head.len() + data.len() >= STREAM_THRESHOLD =>
-            {
-                let need = STREAM_MEMORY.saturating_sub(head.charged());
-                self.memory.take_write(need, &mut stream_room).ok()
-            }
-            _ => None,
-        };
+        let stream_memory =
+            stream_need(&st).and_then(|need| self.memory.take_write(need, &mut stream_room).ok());
         if let Some(mut memory) = stream_memory {
             // A new file written in order passes the threshold: its bytes start a stream.
             let (mut bytes, charge) = st.head.take().expect("matched above").into_parts();
@@ -944,12 +936,7 @@ impl Filesystem {
         if !cell.is_dirty() {
             return Ok(());
         }
-        if self
-            .inodes
-            .lock()
-            .get(ino)
-            .is_some_and(|i| i.kind() == Kind::Dir)
-        {
+        if self.is_dir(ino) {
             return self.publish_dir_attrs(ino, cell).await;
         }
         // The bytes the upload will hold in memory (one request's worth at most), from the
@@ -1164,7 +1151,8 @@ impl Filesystem {
         FsError::Lost(e)
     }
 
-    fn cell_of(&self, ino: InodeNo) -> Option<Arc<FileCell>> {
+    /// `ino`'s write-back state, if it has any.
+    pub(super) fn cell_of(&self, ino: InodeNo) -> Option<Arc<FileCell>> {
         self.inodes.lock().get(ino).and_then(|i| i.file().cloned())
     }
 
@@ -1264,10 +1252,13 @@ impl Filesystem {
                 .then_some(inode.stat.generation)
                 .flatten()
         };
-        let pinned = set
-            .fh
-            .and_then(|fh| self.file_handle(fh).ok())
-            .and_then(|h| h.generation);
+        // The generation the handle works on, as it is now.
+        let handle_generation = || {
+            set.fh
+                .and_then(|fh| self.file_handle(fh).ok())
+                .and_then(|h| h.generation)
+        };
+        let pinned = handle_generation();
         if changes_meta && st.stream.is_some() {
             // A streaming upload's object metadata was fixed at its first write: publish what
             // was streamed, so the new attributes are patched onto it below.
@@ -1294,10 +1285,7 @@ impl Filesystem {
                 self.wait_for_room(e, &mut room, deadline).await?;
                 st = cell.state.lock().await;
                 // The handle may have moved meanwhile (an upload, a rename): as it is now.
-                pinned = set
-                    .fh
-                    .and_then(|fh| self.file_handle(fh).ok())
-                    .and_then(|h| h.generation);
+                pinned = handle_generation();
             }
             cell.changed();
         }

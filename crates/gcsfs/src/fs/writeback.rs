@@ -86,8 +86,7 @@ impl Filesystem {
 
     /// Where `ino`'s changes stand, if it has write-back state (see `lifecycle.rs`).
     pub fn phase_of(&self, ino: InodeNo) -> Option<Phase> {
-        let cell = self.inodes.lock().get(ino)?.file().cloned()?;
-        Some(cell.phase())
+        self.cell_of(ino).map(|cell| cell.phase())
     }
 
     /// Whether `close` leaves the upload to the background.
@@ -175,7 +174,7 @@ impl Filesystem {
         }
     }
 
-    fn is_dir(&self, ino: InodeNo) -> bool {
+    pub(super) fn is_dir(&self, ino: InodeNo) -> bool {
         self.inodes
             .lock()
             .get(ino)
