@@ -76,7 +76,7 @@ pub struct DirStream {
     /// Children listed from the store so far.
     listed: usize,
     /// Children still to emit when the listing comes from the inode table, by name.
-    from_table: Option<std::collections::VecDeque<(String, InodeNo, Kind)>>,
+    from_table: Option<std::collections::VecDeque<(InodeNo, Kind)>>,
     /// The directory's `names_dropped` when the listing began: if a name was unbound while it
     /// ran (a child evicted after its upload, say), the listing does not mark the directory
     /// complete — the table may lack a child the listing did not show.
@@ -258,12 +258,18 @@ impl Filesystem {
             let page: Vec<_> = rest.drain(..page_len).collect();
             s.listing_done = rest.is_empty();
             s.finished = s.listing_done;
-            for (name, ino, kind) in page {
-                // A child removed since the listing began is not listed (never sent without
-                // its own attributes).
-                if let Some(attr) = self.attr_of(ino) {
-                    push(s, ino, kind, name, Some(attr));
-                }
+            let (dir, own) = (s.ino, self.ownership());
+            let table = self.inodes.lock();
+            for (ino, kind) in page {
+                // A child removed or moved away since the listing began is not listed (never
+                // sent without its own attributes); one renamed within the directory is
+                // listed by its new name.
+                let Some(child) = table.get(ino).filter(|c| c.parent == dir && !c.unlinked())
+                else {
+                    continue;
+                };
+                let attr = (child.attr(&own), self.may_hand_out(&child.stat));
+                push(s, ino, kind, child.name.to_string(), Some(attr));
             }
             return Ok(());
         }
@@ -404,7 +410,7 @@ impl Filesystem {
     /// Every child of `dir`, by name, if the inode table holds them all: the directory was
     /// listed in full (or made here) within the negative TTL, and each child is one `lookup`
     /// answers from memory (attributes within the TTL, or made or changed here). `None`: list it.
-    fn known_children(&self, dir: InodeNo) -> Option<Vec<(String, InodeNo, Kind)>> {
+    fn known_children(&self, dir: InodeNo) -> Option<Vec<(InodeNo, Kind)>> {
         let now = self.now();
         let table = self.inodes.lock();
         if table
@@ -414,16 +420,7 @@ impl Filesystem {
         {
             return None;
         }
-        let mut children = Vec::new();
-        for (name, ino) in table.children(dir) {
-            let child = table.get(ino)?;
-            if !child.answers_from_memory(now) {
-                return None;
-            }
-            children.push((name, ino, child.kind()));
-        }
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Some(children)
+        table.children_by_name(dir, now)
     }
 
     /// `ino`'s attributes, and whether the kernel may cache them.

@@ -24,11 +24,27 @@
 //! opens) and the least recently used evictable ones go when the table passes
 //! `max_cached_inodes`. A sweep walks from the cold end and stops once it found enough, and the
 //! next one waits until a quarter of the cap was added again, so inodes the kernel pins are
-//! walked at most once per `cap / 4` insertions.
+//! walked at most once per `cap / 4` insertions. Recency is kept to the precision of an epoch
+//! (the time it takes to add 1/64 of the table): an inode moves to the warm end at most once
+//! per epoch, so a hot inode costs no list update per request, and only insertions (which are
+//! what evicts) end an epoch.
+//!
+//! ## Layout
+//!
+//! Sized for a million cached inodes: inodes live in the slots of one array (`slab`), added
+//! in the order they are bound (a listing binds a directory's children in name order), so a
+//! listing from the table walks memory in order. Inode numbers are handed out in the same
+//! order and index their slots through a hash that keeps that order ([`InoHasher`]). A
+//! directory's name index holds, per child, its slot and a hash of its name, and compares the
+//! name the inode holds (inline up to 24 bytes): finding a name reads the index and the one
+//! inode. See `benches/scale.rs` and ARCHITECTURE.md for the figures.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
+
+use compact_str::CompactString;
 
 use super::attr::{Kind, Stat};
 use super::refresh::DirInfo;
@@ -37,12 +53,41 @@ use crate::store::{Generation, ObjectMeta};
 
 pub use super::ino::InodeNo;
 
+/// Maps keyed by inode number, hashed by [`InoHasher`].
+type InoMap<V> = HashMap<InodeNo, V, std::hash::BuildHasherDefault<InoHasher>>;
+type InoSet = HashSet<InodeNo, std::hash::BuildHasherDefault<InoHasher>>;
+
+/// Hashes an inode number to itself in the low bits, which place it in a hash table, and to
+/// a mix of it in the top 7, which the table compares first. Numbers are handed out in order,
+/// as a listing binds names in order, so what is walked in order (a listing from the table, a
+/// readdirplus's references) walks the index in order too, not at random over megabytes.
+#[derive(Default)]
+struct InoHasher(u64);
+
+impl std::hash::Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        const TOP: u64 = 0xFE00_0000_0000_0000;
+        (self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) & TOP) | (self.0 & !TOP)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// One inode.
 #[derive(Debug)]
 pub struct Inode {
     pub ino: InodeNo,
     pub parent: InodeNo,
-    pub name: String,
+    /// Stored inline up to 24 bytes (most names), so comparing names reads no other memory.
+    pub name: CompactString,
     /// File/symlink: the object key. Directory: its prefix ending in `/` (`""` for the bucket root).
     pub key: String,
     pub stat: Stat,
@@ -56,6 +101,8 @@ pub struct Inode {
     open_handles: u32,
     /// Requests using the inode right now (a name resolved to it: `Filesystem::resolve`).
     pins: u32,
+    /// The recency epoch in which it was last moved to the warm end of `recent`.
+    touched: u32,
     /// Directories: how many names were unbound from it so far (a listing that saw one go
     /// while it ran cannot say it knows every child).
     names_dropped: u64,
@@ -75,6 +122,29 @@ pub struct Inode {
 }
 
 impl Inode {
+    fn new(ino: InodeNo, parent: InodeNo, name: &str, key: String, stat: Stat) -> Self {
+        Inode {
+            ino,
+            parent,
+            name: CompactString::from(name),
+            key,
+            stat,
+            meta: None,
+            valid_until: Instant::now(),
+            lookups: 0,
+            open_handles: 0,
+            pins: 0,
+            touched: 0,
+            names_dropped: 0,
+            file: None,
+            local: false,
+            unlinked: false,
+            cached_generation: None,
+            complete_until: None,
+            dir_info: DirInfo::default(),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         self.stat.kind
     }
@@ -127,18 +197,66 @@ impl Inode {
     }
 }
 
+/// The names bound in one directory: each child's slot in the table, found by a hash of its
+/// name kept beside it (so growing the index never reads an inode) and compared with the
+/// name the inode holds (so the index holds no copy of it).
+#[derive(Debug, Default)]
+struct Names(hashbrown::HashTable<(u32, u32)>);
+
+/// The 64-bit hash the index places an entry by, from the 32 bits it keeps.
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
+}
+
+impl Names {
+    fn find(&self, slots: &slab::Slab<Inode>, h: u32, name: &str) -> Option<u32> {
+        self.0
+            .find(spread(h), |&(eh, slot)| {
+                eh == h && slots[slot as usize].name.as_str() == name
+            })
+            .map(|&(_, slot)| slot)
+    }
+
+    fn insert(&mut self, h: u32, slot: u32) {
+        self.0
+            .insert_unique(spread(h), (h, slot), |&(eh, _)| spread(eh));
+    }
+
+    fn remove(&mut self, h: u32, slot: u32) {
+        if let Ok(entry) = self.0.find_entry(spread(h), |&(_, s)| s == slot) {
+            entry.remove();
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|&(_, slot)| slot)
+    }
+}
+
 /// All inodes, the per-directory name index, and the sets of inodes found by state.
 #[derive(Debug)]
 pub struct InodeTable {
-    inodes: HashMap<InodeNo, Inode>,
-    /// Directory → name → the inode bound to it.
-    names: HashMap<InodeNo, HashMap<String, InodeNo>>,
+    /// The inodes, each in a slot of one array (a freed slot is taken by the next inode), so
+    /// inodes added together, such as a directory's children bound by a listing, lie together
+    /// in memory and a listing from the table walks it in order.
+    slots: slab::Slab<Inode>,
+    /// Inode number → slot.
+    index: InoMap<u32>,
+    /// Directory → the names bound in it.
+    names: InoMap<Names>,
+    /// Hashes names for `names` (seeded per table: names come from the bucket).
+    hasher: hashbrown::DefaultHashBuilder,
     /// Inodes `local` and not `unlinked`.
-    locals: HashSet<InodeNo>,
+    locals: InoSet,
     /// Inodes with a `file` (write-back state).
-    cells: HashSet<InodeNo>,
-    /// Every inode but the root, least recently used last (see the module doc).
-    recent: lru::LruCache<InodeNo, ()>,
+    cells: InoSet,
+    /// Every inode but the root, least recently used last (see the module doc), to the
+    /// precision of an epoch.
+    recent: lru::LruCache<InodeNo, (), std::hash::BuildHasherDefault<InoHasher>>,
+    /// The current recency epoch: an inode moves to the warm end of `recent` at most once per
+    /// epoch; an epoch ends once inodes numbering 1/64 of the table were added.
+    epoch: u32,
+    added_in_epoch: usize,
     /// The table size at which the next sweep walks `recent`.
     next_sweep: usize,
     /// Names unbound anywhere so far (see [`InodeTable::unbound_total`]).
@@ -149,56 +267,79 @@ pub struct InodeTable {
 impl InodeTable {
     /// A table holding only the root directory with prefix `root_prefix`.
     pub fn new(root_prefix: String, root_stat: Stat, now: Instant) -> Self {
-        let root = Inode {
-            ino: InodeNo::ROOT,
-            parent: InodeNo::ROOT,
-            name: String::new(),
-            key: root_prefix,
-            stat: root_stat,
-            meta: None,
-            valid_until: now + std::time::Duration::from_secs(u64::from(u32::MAX)),
-            lookups: 1,
-            open_handles: 0,
-            pins: 0,
-            names_dropped: 0,
-            file: None,
-            local: false,
-            unlinked: false,
-            cached_generation: None,
-            complete_until: None,
-            dir_info: DirInfo::default(),
-        };
-        let mut inodes = HashMap::new();
-        inodes.insert(InodeNo::ROOT, root);
+        let mut root = Inode::new(InodeNo::ROOT, InodeNo::ROOT, "", root_prefix, root_stat);
+        root.valid_until = now + std::time::Duration::from_secs(u64::from(u32::MAX));
+        root.lookups = 1;
+        let mut slots = slab::Slab::new();
+        let slot = slots.insert(root) as u32;
+        let mut index = InoMap::default();
+        index.insert(InodeNo::ROOT, slot);
         Self {
-            inodes,
-            names: HashMap::new(),
-            locals: HashSet::new(),
-            cells: HashSet::new(),
-            recent: lru::LruCache::unbounded(),
+            slots,
+            index,
+            names: InoMap::default(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            locals: InoSet::default(),
+            cells: InoSet::default(),
+            recent: lru::LruCache::unbounded_with_hasher(Default::default()),
+            epoch: 0,
+            added_in_epoch: 0,
             next_sweep: 0,
             unbound_total: 0,
             next: 2,
         }
     }
 
-    fn bind(&mut self, parent: InodeNo, name: &str, ino: InodeNo) {
+    fn hash(&self, name: &str) -> u32 {
+        let h = self.hasher.hash_one(name);
+        (h ^ (h >> 32)) as u32
+    }
+
+    fn slot(&self, ino: InodeNo) -> Option<u32> {
+        self.index.get(&ino).copied()
+    }
+
+    /// The slot of the inode bound to `name` in `parent`.
+    fn find(&self, parent: InodeNo, name: &str) -> Option<u32> {
         self.names
-            .entry(parent)
-            .or_default()
-            .insert(name.to_string(), ino);
+            .get(&parent)?
+            .find(&self.slots, self.hash(name), name)
+    }
+
+    /// Whether the inode in `slot` is bound to its name.
+    fn bound(&self, slot: u32) -> bool {
+        let inode = &self.slots[slot as usize];
+        self.find(inode.parent, &inode.name) == Some(slot)
+    }
+
+    /// Moves `ino` (in `slot`) to the warm end of `recent`, once per epoch.
+    fn touch(&mut self, slot: u32) {
+        let inode = &mut self.slots[slot as usize];
+        if inode.touched != self.epoch && inode.ino != InodeNo::ROOT {
+            inode.touched = self.epoch;
+            self.recent.promote(&inode.ino);
+        }
+    }
+
+    fn bind(&mut self, parent: InodeNo, name: &str, ino: InodeNo) {
+        let (Some(slot), h) = (self.slot(ino), self.hash(name)) else {
+            return;
+        };
+        self.names.entry(parent).or_default().insert(h, slot);
     }
 
     fn unbind_name(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        let h = self.hash(name);
         let dir = self.names.get_mut(&parent)?;
-        let ino = dir.remove(name)?;
-        if dir.is_empty() {
+        let slot = dir.find(&self.slots, h, name)?;
+        dir.remove(h, slot);
+        if dir.0.is_empty() {
             self.names.remove(&parent);
         }
-        if let Some(p) = self.inodes.get_mut(&parent) {
+        if let Some(p) = self.get_mut(parent) {
             p.names_dropped += 1;
         }
-        Some(ino)
+        Some(self.slots[slot as usize].ino)
     }
 
     /// How many names were removed (unlinked, renamed away, found gone) anywhere so far; an
@@ -211,7 +352,7 @@ impl InodeTable {
 
     /// Keeps `locals` in step with `ino`'s `local` and `unlinked`.
     fn reindex(&mut self, ino: InodeNo) {
-        match self.inodes.get(&ino) {
+        match self.get(ino) {
             Some(i) if i.local && !i.unlinked => self.locals.insert(ino),
             _ => self.locals.remove(&ino),
         };
@@ -219,7 +360,7 @@ impl InodeTable {
 
     /// Records whether `ino` exists only here (made here, not in the bucket yet).
     pub fn set_local(&mut self, ino: InodeNo, local: bool) {
-        if let Some(inode) = self.inodes.get_mut(&ino) {
+        if let Some(inode) = self.get_mut(ino) {
             inode.local = local;
         }
         self.reindex(ino);
@@ -227,7 +368,7 @@ impl InodeTable {
 
     /// `ino` was just created here (`create`): local, bound, with write-back state `cell`.
     pub fn created(&mut self, ino: InodeNo, cell: Arc<FileCell>) {
-        if let Some(inode) = self.inodes.get_mut(&ino) {
+        if let Some(inode) = self.get_mut(ino) {
             inode.file = Some(cell);
             inode.local = true;
             inode.unlinked = false;
@@ -238,7 +379,7 @@ impl InodeTable {
 
     /// `ino`'s write-back state, made (based on `base`) if it has none yet.
     pub fn file_cell(&mut self, ino: InodeNo, base: Generation) -> Option<Arc<FileCell>> {
-        let inode = self.inodes.get_mut(&ino)?;
+        let inode = self.get_mut(ino)?;
         let cell = inode
             .file
             .get_or_insert_with(|| Arc::new(FileCell::new(base)))
@@ -248,21 +389,42 @@ impl InodeTable {
     }
 
     pub fn get(&self, ino: InodeNo) -> Option<&Inode> {
-        self.inodes.get(&ino)
+        self.slot(ino).map(|slot| &self.slots[slot as usize])
+    }
+
+    pub fn get_mut(&mut self, ino: InodeNo) -> Option<&mut Inode> {
+        self.slot(ino).map(|slot| &mut self.slots[slot as usize])
     }
 
     /// The kernel took `n` more references to `ino` (a lookup, a create, a readdirplus entry).
     pub fn add_lookups(&mut self, ino: InodeNo, n: u64) {
-        if let Some(inode) = self.inodes.get_mut(&ino) {
-            inode.lookups += n;
-            self.recent.promote(&ino);
+        if let Some(slot) = self.slot(ino) {
+            self.slots[slot as usize].lookups += n;
+            self.touch(slot);
         }
+    }
+
+    /// The inode bound to `name` in `parent`, if `accept` takes it, with one more kernel
+    /// reference (a lookup answered from memory).
+    pub fn lookup_child(
+        &mut self,
+        parent: InodeNo,
+        name: &str,
+        accept: impl FnOnce(&Inode) -> bool,
+    ) -> Option<&Inode> {
+        let slot = self.find(parent, name)?;
+        if !accept(&self.slots[slot as usize]) {
+            return None;
+        }
+        self.slots[slot as usize].lookups += 1;
+        self.touch(slot);
+        Some(&self.slots[slot as usize])
     }
 
     /// A request uses `ino` until [`InodeTable::unpin`]: it is not evicted meanwhile. Whether
     /// it is (still) in the table.
     pub fn pin(&mut self, ino: InodeNo) -> bool {
-        match self.inodes.get_mut(&ino) {
+        match self.get_mut(ino) {
             Some(inode) => {
                 inode.pins += 1;
                 true
@@ -275,52 +437,80 @@ impl InodeTable {
     /// cached (see `sweep`); one that lost its name meanwhile (unlinked, replaced) goes now if
     /// nothing else refers to it.
     pub fn unpin(&mut self, ino: InodeNo) {
-        let Some(inode) = self.inodes.get_mut(&ino) else {
+        let Some(slot) = self.slot(ino) else {
             return;
         };
+        let inode = &mut self.slots[slot as usize];
         inode.pins = inode.pins.saturating_sub(1);
-        let (parent, name) = (inode.parent, inode.name.clone());
-        if self.child(parent, &name) != Some(ino) {
+        if inode.pins == 0 && !self.bound(slot) {
             self.maybe_evict(ino);
         }
     }
 
     /// A handle (file or directory) was opened on `ino`.
     pub fn open_handle(&mut self, ino: InodeNo) {
-        if let Some(inode) = self.inodes.get_mut(&ino) {
-            inode.open_handles += 1;
-            self.recent.promote(&ino);
+        if let Some(slot) = self.slot(ino) {
+            self.slots[slot as usize].open_handles += 1;
+            self.touch(slot);
         }
     }
 
     /// A handle on `ino` was closed; returns how many stay open. The caller calls
     /// [`InodeTable::maybe_evict`] once it no longer needs the inode.
     pub fn close_handle(&mut self, ino: InodeNo) -> u32 {
-        self.inodes.get_mut(&ino).map_or(0, |inode| {
+        self.get_mut(ino).map_or(0, |inode| {
             inode.open_handles = inode.open_handles.saturating_sub(1);
             inode.open_handles
         })
     }
 
-    pub fn get_mut(&mut self, ino: InodeNo) -> Option<&mut Inode> {
-        self.inodes.get_mut(&ino)
-    }
-
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
-        self.inodes.len()
+        self.slots.len()
     }
 
     /// The inode currently bound to `name` in `parent`.
     pub fn child(&self, parent: InodeNo, name: &str) -> Option<InodeNo> {
-        self.names.get(&parent)?.get(name).copied()
+        self.find(parent, name)
+            .map(|slot| self.slots[slot as usize].ino)
     }
 
-    /// The names bound in `parent` and their inodes.
-    pub fn children(&self, parent: InodeNo) -> Vec<(String, InodeNo)> {
-        self.names.get(&parent).map_or_else(Vec::new, |dir| {
-            dir.iter().map(|(name, &ino)| (name.clone(), ino)).collect()
-        })
+    /// The inode currently bound to `name` in `parent`.
+    pub fn child_inode(&self, parent: InodeNo, name: &str) -> Option<&Inode> {
+        self.find(parent, name)
+            .map(|slot| &self.slots[slot as usize])
+    }
+
+    /// The children bound in `dir` in name order, with their kinds, if every one of them
+    /// answers from memory at `now` (else `None`: the caller lists the store).
+    pub fn children_by_name(&self, dir: InodeNo, now: Instant) -> Option<Vec<(InodeNo, Kind)>> {
+        let Some(names) = self.names.get(&dir) else {
+            return Some(Vec::new());
+        };
+        let mut slots: Vec<u32> = names.slots().collect();
+        // In slot order first: children bound by one listing lie together, in name order, so
+        // the checks walk memory in order and the sort below finds it (nearly) sorted.
+        slots.sort_unstable();
+        if !slots
+            .iter()
+            .all(|&s| self.slots[s as usize].answers_from_memory(now))
+        {
+            return None;
+        }
+        slots.sort_by(|&a, &b| {
+            self.slots[a as usize]
+                .name
+                .cmp(&self.slots[b as usize].name)
+        });
+        Some(
+            slots
+                .into_iter()
+                .map(|s| {
+                    let i = &self.slots[s as usize];
+                    (i.ino, i.kind())
+                })
+                .collect(),
+        )
     }
 
     /// Binds `name` in `parent` to an inode with `stat`, reusing the existing inode when the kind
@@ -334,11 +524,9 @@ impl InodeTable {
         meta: Option<ObjectMeta>,
         valid_until: Instant,
     ) -> InodeNo {
-        if let Some(ino) = self.child(parent, name) {
-            let inode = self
-                .inodes
-                .get_mut(&ino)
-                .expect("index points at a live inode");
+        if let Some(slot) = self.find(parent, name) {
+            let inode = &mut self.slots[slot as usize];
+            let ino = inode.ino;
             if inode.kind() == stat.kind {
                 let dirty = inode.dirty() || inode.local;
                 // A listing's prefix says less about a directory than its marker did.
@@ -354,7 +542,7 @@ impl InodeTable {
                     inode.meta = meta;
                 }
                 inode.valid_until = valid_until;
-                self.recent.promote(&ino);
+                self.touch(slot);
                 return ino;
             }
             // The name now denotes something of another kind. The old inode keeps its key
@@ -364,30 +552,19 @@ impl InodeTable {
         }
         let ino = InodeNo(self.next);
         self.next += 1;
-        self.inodes.insert(
-            ino,
-            Inode {
-                ino,
-                parent,
-                name: name.to_string(),
-                key,
-                stat,
-                meta,
-                valid_until,
-                lookups: 0,
-                open_handles: 0,
-                pins: 0,
-                names_dropped: 0,
-                file: None,
-                local: false,
-                unlinked: false,
-                cached_generation: None,
-                complete_until: None,
-                dir_info: DirInfo::default(),
-            },
-        );
+        let mut inode = Inode::new(ino, parent, name, key, stat);
+        inode.meta = meta;
+        inode.valid_until = valid_until;
+        inode.touched = self.epoch;
+        let slot = u32::try_from(self.slots.insert(inode)).expect("fewer than 2^32 inodes");
+        self.index.insert(ino, slot);
         self.bind(parent, name, ino);
         self.recent.put(ino, ());
+        self.added_in_epoch += 1;
+        if self.added_in_epoch > self.slots.len() / 64 {
+            self.epoch = self.epoch.wrapping_add(1);
+            self.added_in_epoch = 0;
+        }
         ino
     }
 
@@ -396,7 +573,7 @@ impl InodeTable {
     pub fn detach(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
         let ino = self.unbind_name(parent, name)?;
         self.unbound_total += 1;
-        if let Some(inode) = self.inodes.get_mut(&ino) {
+        if let Some(inode) = self.get_mut(ino) {
             inode.unlinked = true;
         }
         self.reindex(ino);
@@ -416,27 +593,27 @@ impl InodeTable {
 
     /// Whether a file created here and not yet uploaded lies anywhere below directory `ino`.
     pub fn has_local_descendants(&self, ino: InodeNo) -> bool {
-        let Some(dir) = self.inodes.get(&ino) else {
+        let Some(dir) = self.get(ino) else {
             return false;
         };
         let prefix = dir.key.as_str();
         self.locals
             .iter()
-            .filter_map(|l| self.inodes.get(l))
+            .filter_map(|l| self.get(*l))
             .any(|i| i.ino != ino && i.key.starts_with(prefix))
     }
 
     /// Whether a file with changes not uploaded yet (new, or dirty) lies anywhere below
     /// directory `ino`.
     pub fn has_unsaved_descendants(&self, ino: InodeNo) -> bool {
-        let Some(dir) = self.inodes.get(&ino) else {
+        let Some(dir) = self.get(ino) else {
             return false;
         };
         let prefix = dir.key.as_str();
         self.locals
             .iter()
             .chain(self.cells.iter())
-            .filter_map(|l| self.inodes.get(l))
+            .filter_map(|l| self.get(*l))
             .any(|i| {
                 i.ino != ino && !i.unlinked && i.key.starts_with(prefix) && (i.local || i.dirty())
             })
@@ -445,21 +622,20 @@ impl InodeTable {
     /// Whether `ino` is a directory holding a file created here and not uploaded yet: such a
     /// directory exists here whatever the store shows (SEMANTICS.md), and keeps its name.
     pub fn is_pending_dir(&self, ino: InodeNo) -> bool {
-        self.inodes.get(&ino).is_some_and(|i| i.kind() == Kind::Dir)
-            && self.has_local_descendants(ino)
+        self.get(ino).is_some_and(|i| i.kind() == Kind::Dir) && self.has_local_descendants(ino)
     }
 
     /// Subdirectories of `parent`, still bound to their names, that hold files created here
     /// and not uploaded yet (see [`InodeTable::is_pending_dir`]), by name.
     pub fn pending_child_dirs(&self, parent: InodeNo) -> Vec<(String, InodeNo)> {
-        let Some(dir) = self.inodes.get(&parent) else {
+        let Some(dir) = self.get(parent) else {
             return Vec::new();
         };
         let prefix = dir.key.as_str();
         let names: std::collections::BTreeSet<&str> = self
             .locals
             .iter()
-            .filter_map(|l| self.inodes.get(l))
+            .filter_map(|l| self.get(*l))
             .filter(|i| i.ino != parent)
             .filter_map(|i| i.key.strip_prefix(prefix)?.split_once('/'))
             .map(|(first, _)| first)
@@ -468,7 +644,7 @@ impl InodeTable {
             .into_iter()
             .filter_map(|name| {
                 let ino = self.child(parent, name)?;
-                (self.inodes.get(&ino)?.kind() == Kind::Dir).then(|| (name.to_string(), ino))
+                (self.get(ino)?.kind() == Kind::Dir).then(|| (name.to_string(), ino))
             })
             .collect()
     }
@@ -476,7 +652,7 @@ impl InodeTable {
     /// Moves `ino` to `new_parent/new_name` with object key `new_key`; a directory's loaded
     /// descendants get their keys rewritten. Whatever `new_name` denoted before is detached.
     pub fn rename(&mut self, ino: InodeNo, new_parent: InodeNo, new_name: &str, new_key: String) {
-        let Some(inode) = self.inodes.get(&ino) else {
+        let Some(inode) = self.get(ino) else {
             return;
         };
         let (old_parent, old_name, old_key) = (inode.parent, inode.name.clone(), inode.key.clone());
@@ -487,14 +663,14 @@ impl InodeTable {
         self.unbound_total += 1;
         self.bind(new_parent, new_name, ino);
         let is_dir = {
-            let inode = self.inodes.get_mut(&ino).expect("checked above");
+            let inode = self.get_mut(ino).expect("checked above");
             inode.parent = new_parent;
-            inode.name = new_name.to_string();
+            inode.name = CompactString::from(new_name);
             inode.key = new_key.clone();
             inode.kind() == Kind::Dir
         };
         if is_dir {
-            for other in self.inodes.values_mut() {
+            for (_, other) in self.slots.iter_mut() {
                 if other.ino != ino
                     && other.ino != InodeNo::ROOT
                     && !other.unlinked
@@ -508,7 +684,7 @@ impl InodeTable {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&mut self, ino: InodeNo, n: u64) {
-        if let Some(inode) = self.inodes.get_mut(&ino) {
+        if let Some(inode) = self.get_mut(ino) {
             inode.lookups = inode.lookups.saturating_sub(n);
         }
         self.maybe_evict(ino);
@@ -518,10 +694,7 @@ impl InodeTable {
     fn evictable(&self, inode: &Inode) -> bool {
         let bound_in_open_dir = || {
             self.child(inode.parent, &inode.name) == Some(inode.ino)
-                && self
-                    .inodes
-                    .get(&inode.parent)
-                    .is_some_and(|p| p.open_handles > 0)
+                && self.get(inode.parent).is_some_and(|p| p.open_handles > 0)
         };
         inode.ino != InodeNo::ROOT
             && inode.lookups == 0
@@ -535,21 +708,23 @@ impl InodeTable {
 
     /// Removes `ino` if [`InodeTable::evictable`] lets it go.
     pub fn maybe_evict(&mut self, ino: InodeNo) {
-        let Some(inode) = self.inodes.get(&ino) else {
+        let Some(slot) = self.slot(ino) else {
             return;
         };
+        let inode = &self.slots[slot as usize];
         if !self.evictable(inode) {
             return;
         }
-        let (parent, name) = (inode.parent, inode.name.clone());
-        if self.child(parent, &name) == Some(ino) {
+        if self.bound(slot) {
+            let (parent, name) = (inode.parent, inode.name.clone());
             self.unbind_name(parent, &name);
             // The parent no longer knows all its children.
-            if let Some(parent) = self.inodes.get_mut(&parent) {
+            if let Some(parent) = self.get_mut(parent) {
                 parent.complete_until = None;
             }
         }
-        self.inodes.remove(&ino);
+        self.slots.remove(slot as usize);
+        self.index.remove(&ino);
         self.locals.remove(&ino);
         self.cells.remove(&ino);
         self.recent.pop(&ino);
@@ -559,7 +734,7 @@ impl InodeTable {
     /// ones until a quarter of `cap` is free (or nothing more may go), and does not walk again
     /// before a quarter of `cap` more inodes were added.
     pub fn sweep(&mut self, cap: usize) {
-        let len = self.inodes.len();
+        let len = self.len();
         if len <= cap || len < self.next_sweep {
             return;
         }
@@ -568,7 +743,7 @@ impl InodeTable {
             .recent
             .iter()
             .rev()
-            .filter_map(|(ino, ())| self.inodes.get(ino))
+            .filter_map(|(ino, ())| self.get(*ino))
             .filter(|i| self.evictable(i))
             .map(|i| i.ino)
             .take(len - target)
@@ -576,16 +751,16 @@ impl InodeTable {
         for ino in victims {
             self.maybe_evict(ino);
         }
-        self.next_sweep = self.inodes.len() + (cap / 4).max(1);
+        self.next_sweep = self.len() + (cap / 4).max(1);
     }
 
     /// Children of `parent` that exist only locally (created, not yet uploaded).
     pub fn local_children(&self, parent: InodeNo) -> Vec<(String, InodeNo, Kind)> {
         self.locals
             .iter()
-            .filter_map(|l| self.inodes.get(l))
+            .filter_map(|l| self.get(*l))
             .filter(|i| i.parent == parent && i.ino != InodeNo::ROOT)
-            .map(|i| (i.name.clone(), i.ino, i.kind()))
+            .map(|i| (i.name.to_string(), i.ino, i.kind()))
             .collect()
     }
 
@@ -593,7 +768,7 @@ impl InodeTable {
     /// directory `dir` here: its mtime and ctime become now (in memory: a directory's marker
     /// is not rewritten for it), and a known subdirectory count follows.
     pub fn entries_changed(&mut self, dir: InodeNo, subdirs: i32) {
-        if let Some(d) = self.inodes.get_mut(&dir) {
+        if let Some(d) = self.get_mut(dir) {
             let now = std::time::SystemTime::now();
             d.stat.mtime = now;
             d.stat.ctime = now;
@@ -607,32 +782,45 @@ impl InodeTable {
     pub fn with_file_state(&self) -> Vec<(InodeNo, Arc<FileCell>)> {
         self.cells
             .iter()
-            .filter_map(|c| self.inodes.get(c))
+            .filter_map(|c| self.get(*c))
             .filter_map(|i| i.file.clone().map(|f| (i.ino, f)))
             .collect()
     }
 
-    /// Checks the indexes against the inodes (tests and debug builds): every bound name points
-    /// at a live inode that has that parent and name, and `locals` and `cells` hold exactly the
+    /// Checks the indexes against the inodes (tests and debug builds): every inode number
+    /// indexes the slot holding it, every bound name points at a live inode that has that
+    /// parent and name (under the hash of that name), and `locals` and `cells` hold exactly the
     /// inodes they mirror. Returns the first broken rule.
     pub fn check(&self) -> Result<(), String> {
+        if self.index.len() != self.slots.len() {
+            return Err(format!(
+                "{} inode numbers indexed for {} inodes",
+                self.index.len(),
+                self.slots.len()
+            ));
+        }
+        for (&ino, &slot) in &self.index {
+            if self.slots.get(slot as usize).map(|i| i.ino) != Some(ino) {
+                return Err(format!("inode {ino} indexed at a slot holding another"));
+            }
+        }
         for (parent, dir) in &self.names {
-            if dir.is_empty() {
+            if dir.0.is_empty() {
                 return Err(format!("empty name map kept for {parent}"));
             }
-            for (name, ino) in dir {
-                let Some(i) = self.inodes.get(ino) else {
-                    return Err(format!("{parent}/{name} bound to a dead inode {ino}"));
+            for &(h, slot) in dir.0.iter() {
+                let Some(i) = self.slots.get(slot as usize) else {
+                    return Err(format!("a name in {parent} bound to an empty slot"));
                 };
-                if i.parent != *parent || i.name != *name {
+                if i.parent != *parent || h != self.hash(&i.name) {
                     return Err(format!(
-                        "{parent}/{name} bound to {ino}, which is {}/{}",
-                        i.parent, i.name
+                        "a name in {parent} bound to {}, which is {}/{}",
+                        i.ino, i.parent, i.name
                     ));
                 }
             }
         }
-        for i in self.inodes.values() {
+        for (_, i) in &self.slots {
             if (i.local && !i.unlinked) != self.locals.contains(&i.ino) {
                 return Err(format!("locals out of step for {}", i.ino));
             }
@@ -645,15 +833,15 @@ impl InodeTable {
             .iter()
             .chain(&self.cells)
             .chain(self.recent.iter().map(|(ino, ())| ino))
-            .find(|i| !self.inodes.contains_key(i))
+            .find(|i| !self.index.contains_key(i))
         {
             return Err(format!("a set holds the dead inode {dead}"));
         }
-        if self.recent.len() + 1 != self.inodes.len() || self.recent.contains(&InodeNo::ROOT) {
+        if self.recent.len() + 1 != self.len() || self.recent.contains(&InodeNo::ROOT) {
             return Err(format!(
                 "recent holds {} inodes of {} (the root excluded)",
                 self.recent.len(),
-                self.inodes.len()
+                self.len()
             ));
         }
         Ok(())
@@ -661,8 +849,9 @@ impl InodeTable {
 
     /// Inodes whose key starts with `prefix` (loaded descendants of a directory), `ino` excluded.
     pub fn descendants(&self, prefix: &str, except: InodeNo) -> Vec<InodeNo> {
-        self.inodes
-            .values()
+        self.slots
+            .iter()
+            .map(|(_, i)| i)
             .filter(|i| i.ino != except && !i.unlinked && i.key.starts_with(prefix))
             .map(|i| i.ino)
             .collect()
@@ -673,10 +862,10 @@ impl InodeTable {
         let mut parts = Vec::new();
         let mut cur = ino;
         while cur != InodeNo::ROOT {
-            let Some(inode) = self.inodes.get(&cur) else {
+            let Some(inode) = self.get(cur) else {
                 break;
             };
-            parts.push(inode.name.clone());
+            parts.push(inode.name.as_str());
             cur = inode.parent;
         }
         parts.reverse();
@@ -819,7 +1008,7 @@ mod tests {
         // Released by the kernel without being evicted (as if forget raced a lookup): the
         // next sweep only walks once a quarter of the cap (1) more was added.
         for &p in &pinned {
-            t.inodes.get_mut(&p).unwrap().lookups = 0;
+            t.get_mut(p).unwrap().lookups = 0;
         }
         t.sweep(4);
         assert_eq!(t.len(), 9, "no walk before the table grew");

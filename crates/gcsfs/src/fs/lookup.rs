@@ -64,6 +64,9 @@ pub(super) enum Found {
 impl Filesystem {
     /// Looks up `name` in `parent`; on success the kernel holds one more reference to the inode.
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
+        if let Some(entry) = self.lookup_from_memory(parent, name) {
+            return Ok(entry);
+        }
         let resolved = self.resolve(parent, name).await?;
         let mut table = self.inodes.lock();
         table.add_lookups(resolved.ino, 1);
@@ -73,6 +76,23 @@ impl Filesystem {
             .attr(&self.ownership());
         drop(table);
         Ok(self.entry(attr))
+    }
+
+    /// A lookup the inode table answers (the name is bound to an inode that answers from
+    /// memory, as [`Filesystem::resolve`] would find it), in one hold of its lock: the
+    /// attributes are read and the kernel's reference counted together, so nothing can evict
+    /// the inode in between and no pin is needed. `None`: resolve it.
+    fn lookup_from_memory(&self, parent: InodeNo, name: &str) -> Option<Entry> {
+        let now = self.now();
+        let mut table = self.inodes.lock();
+        if table.get(parent)?.kind() != Kind::Dir {
+            return None;
+        }
+        let child = table.lookup_child(parent, name, |c| {
+            c.answers_from_memory(now) && self.may_hand_out(&c.stat)
+        })?;
+        let attr = child.attr(&self.ownership());
+        Some(self.entry(attr))
     }
 
     /// The kernel dropped `n` references.
@@ -291,10 +311,9 @@ impl Filesystem {
         if p.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        if let Some(ino) = table.child(parent, name) {
-            let c = table.get(ino).expect("index is consistent");
+        if let Some(c) = table.child_inode(parent, name) {
             if c.answers_from_memory(now) && self.may_hand_out(&c.stat) {
-                return Ok(Cached::Hit(ino));
+                return Ok(Cached::Hit(c.ino));
             }
         } else if p.complete_until.is_some_and(|until| until > now) {
             // The directory's full listing is recent and has no such name.
