@@ -550,6 +550,11 @@ impl InodeTable {
             // legal in GCS) but is no longer reachable by this name.
             self.unbind(parent, name);
         }
+        self.added_in_epoch += 1;
+        if self.added_in_epoch > self.slots.len() / 64 {
+            self.epoch = self.epoch.wrapping_add(1);
+            self.added_in_epoch = 0;
+        }
         let ino = InodeNo(self.next);
         self.next += 1;
         let mut inode = Inode::new(ino, parent, name, key, stat);
@@ -560,11 +565,6 @@ impl InodeTable {
         self.index.insert(ino, slot);
         self.bind(parent, name, ino);
         self.recent.put(ino, ());
-        self.added_in_epoch += 1;
-        if self.added_in_epoch > self.slots.len() / 64 {
-            self.epoch = self.epoch.wrapping_add(1);
-            self.added_in_epoch = 0;
-        }
         ino
     }
 
@@ -1015,6 +1015,60 @@ mod tests {
         dir(&mut t, InodeNo::ROOT, "y", now);
         t.sweep(4);
         assert_eq!(t.len(), 3);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn recency_moves_once_per_epoch_and_an_epoch_ends_with_insertions() {
+        let (mut t, now) = table();
+        // 129 inodes: an epoch ends every 129 / 64 + 1 = 3 insertions.
+        let a: Vec<_> = (0..128)
+            .map(|i| dir(&mut t, InodeNo::ROOT, &format!("d{i:03}"), now))
+            .collect();
+        let epoch = t.epoch;
+        // d127 was added in this epoch: a touch does not move it. d0 was not: it moves.
+        t.add_lookups(a[0], 1);
+        assert_eq!(t.recent.peek_lru().map(|(i, ())| *i), Some(a[1]));
+        assert_eq!(t.recent.iter().next().map(|(i, ())| *i), Some(a[0]));
+        t.add_lookups(a[127], 1);
+        assert_eq!(
+            t.recent.iter().next().map(|(i, ())| *i),
+            Some(a[0]),
+            "same epoch"
+        );
+        for i in 0..3 {
+            dir(&mut t, InodeNo::ROOT, &format!("e{i}"), now);
+        }
+        assert_ne!(t.epoch, epoch);
+        t.add_lookups(a[127], 1);
+        assert_eq!(t.recent.iter().next().map(|(i, ())| *i), Some(a[127]));
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn children_by_name_come_in_name_order_and_follow_renames() {
+        let (mut t, now) = table();
+        for name in ["m", "b", "z", "a"] {
+            dir(&mut t, InodeNo::ROOT, name, now);
+        }
+        let names = |t: &InodeTable| -> Vec<String> {
+            t.children_by_name(InodeNo::ROOT, now)
+                .unwrap()
+                .into_iter()
+                .map(|(ino, _)| t.get(ino).unwrap().name.to_string())
+                .collect()
+        };
+        assert_eq!(names(&t), ["a", "b", "m", "z"]);
+        let m = t.child(InodeNo::ROOT, "m").unwrap();
+        t.rename(m, InodeNo::ROOT, "c", "c/".into());
+        assert_eq!(names(&t), ["a", "b", "c", "z"]);
+        assert_eq!(t.child(InodeNo::ROOT, "c"), Some(m));
+        assert_eq!(t.child(InodeNo::ROOT, "m"), None);
+        // A child past its TTL: the table cannot answer for the directory.
+        assert!(
+            t.children_by_name(InodeNo::ROOT, now + Duration::from_secs(61))
+                .is_none()
+        );
         t.check().unwrap();
     }
 }
