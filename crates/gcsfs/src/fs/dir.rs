@@ -145,7 +145,11 @@ impl Filesystem {
             if inode.kind() != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            let (key, parent, dropped) = (inode.key.clone(), inode.parent, inode.names_dropped());
+            let (key, parent, dropped) = (
+                inode.key().to_string(),
+                inode.parent(),
+                inode.names_dropped(),
+            );
             table.open_handle(ino);
             (key, parent, listed_local_children(&table, ino), dropped)
         };
@@ -165,8 +169,8 @@ impl Filesystem {
             let local = listed_local_children(&table, ino);
             DirStream::new(
                 ino,
-                inode.parent,
-                inode.key.clone(),
+                inode.parent(),
+                inode.key().to_string(),
                 local,
                 inode.names_dropped(),
             )
@@ -264,12 +268,14 @@ impl Filesystem {
                 // A child removed or moved away since the listing began is not listed (never
                 // sent without its own attributes); one renamed within the directory is
                 // listed by its new name.
-                let Some(child) = table.get(ino).filter(|c| c.parent == dir && !c.unlinked())
+                let Some(child) = table
+                    .get(ino)
+                    .filter(|c| c.parent() == dir && !c.unlinked())
                 else {
                     continue;
                 };
-                let attr = (child.attr(&own), self.may_hand_out(&child.stat));
-                push(s, ino, kind, child.name.to_string(), Some(attr));
+                let attr = (child.attr(&own), self.may_hand_out(child.stat()));
+                push(s, ino, kind, child.name().to_string(), Some(attr));
             }
             return Ok(());
         }
@@ -353,10 +359,12 @@ impl Filesystem {
             && let Some(dir) = self.inodes.lock().get_mut(s.ino)
             && dir.names_dropped() == s.dropped_at_start
         {
-            dir.complete_until = Some(until);
-            dir.dir_info.listed_len = Some(s.listed);
             let subdirs = s.emitted_dirs.union(&s.pending_dirs).count();
-            dir.dir_info.subdirs = Some(u32::try_from(subdirs).unwrap_or(u32::MAX));
+            dir.listed_in_full(
+                Some(until),
+                s.listed,
+                u32::try_from(subdirs).unwrap_or(u32::MAX),
+            );
         }
         Ok(())
     }
@@ -398,7 +406,7 @@ impl Filesystem {
                 s.local_pending.remove(&name);
                 let ino = table.upsert_child(s.ino, &name, key, stat, meta, valid);
                 let inode = table.get(ino).expect("just inserted");
-                let attr = (inode.attr(&own), self.may_hand_out(&inode.stat));
+                let attr = (inode.attr(&own), self.may_hand_out(inode.stat()));
                 entries.push((ino, inode.kind(), name, attr));
             }
         }
@@ -415,7 +423,7 @@ impl Filesystem {
         let table = self.inodes.lock();
         if table
             .get(dir)?
-            .complete_until
+            .complete_until()
             .is_none_or(|until| until <= now)
         {
             return None;
@@ -428,7 +436,7 @@ impl Filesystem {
         let table = self.inodes.lock();
         table
             .get(ino)
-            .map(|i| (i.attr(&self.ownership()), self.may_hand_out(&i.stat)))
+            .map(|i| (i.attr(&self.ownership()), self.may_hand_out(i.stat())))
     }
 }
 

@@ -88,15 +88,15 @@ impl Filesystem {
                 Kind::Symlink => return Err(FsError::InvalidArgument("open of a symlink")),
                 Kind::File => {}
             }
-            let generation = inode.stat.generation;
+            let generation = inode.stat().generation;
             let cell = table
                 .file_cell(ino, generation.unwrap_or(Generation::NONE))
                 .expect("checked above");
             let inode = table.get_mut(ino).expect("checked above");
-            let keep_cache =
-                !cell.is_dirty() && generation.is_some() && inode.cached_generation == generation;
-            inode.cached_generation = generation;
-            let size = inode.stat.size;
+            let keep_cache = !cell.is_dirty()
+                && generation.is_some()
+                && inode.cache_generation(generation) == generation;
+            let size = inode.stat().size;
             table.open_handle(ino);
             (cell, generation, size, keep_cache)
         };
@@ -115,7 +115,7 @@ impl Filesystem {
                 .inodes
                 .lock()
                 .get(ino)
-                .map_or(read_generation, |i| i.stat.generation);
+                .map_or(read_generation, |i| i.stat().generation);
             let moved = generation != read_generation;
             if moved {
                 cell.page_gate.try_close();
@@ -188,12 +188,12 @@ impl Filesystem {
             if let Some(existing) = table.child(parent, name)
                 && (table
                     .get(existing)
-                    .is_some_and(|i| i.local() || i.valid_until > now)
+                    .is_some_and(|i| i.local() || i.valid_until() > now)
                     || table.is_pending_dir(existing))
             {
                 return Err(FsError::Exists);
             }
-            let key = names::join(&p.key, name);
+            let key = names::join(p.key(), name);
             let stored_perm = (perm != self.config.ownership.file_mode).then_some(perm);
             let (uid, gid) = self.config.ownership.stored_owner(caller);
             let new_stat = || Stat::new_file(SystemTime::now(), stored_perm, uid, gid);
@@ -208,8 +208,7 @@ impl Filesystem {
             let cell = Arc::new(FileCell::new(Generation::NONE));
             table.created(ino, cell.clone());
             let inode = table.get_mut(ino).expect("just created");
-            inode.stat = new_stat();
-            inode.meta = None;
+            inode.created_here(new_stat());
             table.add_lookups(ino, 1);
             table.open_handle(ino);
             let attr = table
@@ -287,7 +286,7 @@ impl Filesystem {
             .ok_or(FsError::InvalidArgument("fallocate range"))?;
         let size = {
             let table = self.inodes.lock();
-            table.get(ino).ok_or(FsError::NotFound)?.stat.size
+            table.get(ino).ok_or(FsError::NotFound)?.stat().size
         };
         if end > size {
             let set = SetAttr {
@@ -573,9 +572,10 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             let now = SystemTime::now();
-            inode.stat.size = size;
-            inode.stat.mtime = now;
-            inode.stat.ctime = now;
+            inode.changed_here(now, |stat| {
+                stat.size = size;
+                stat.mtime = now;
+            });
         }
         Ok(data.len() as u32)
     }
@@ -686,10 +686,10 @@ impl Filesystem {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (
-                inode.key.clone(),
-                inode.stat.generation,
+                inode.key().to_string(),
+                inode.stat().generation,
                 inode.local(),
-                inode.stat.size,
+                inode.stat().size,
             )
         };
         // Base the changes on the generation this handle opened, else the one this file was
@@ -744,7 +744,7 @@ impl Filesystem {
             return Ok(());
         }
         let key = self.key_of(ino)?;
-        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat.size);
+        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat().size);
         // Holding no state lock: a download that finds no room in memory waits for it here.
         let mut room = Room::default();
         let deadline = self.room_deadline();
@@ -941,7 +941,7 @@ impl Filesystem {
         }
         // The bytes the upload will hold in memory (one request's worth at most), from the
         // budget's transfers share: waited for before the state lock is taken.
-        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat.size);
+        let size = self.inodes.lock().get(ino).map_or(0, |i| i.stat().size);
         let _memory = self.memory.transfer(size.min(SINGLE_REQUEST_MAX)).await;
         let mut st = cell.state.lock().await;
         if !cell.is_dirty() {
@@ -950,7 +950,7 @@ impl Filesystem {
         let (key, unlinked) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.unlinked())
+            (inode.key().to_string(), inode.unlinked())
         };
         if unlinked {
             // Removed while open: its data goes with it, as on a local filesystem.
@@ -1048,11 +1048,11 @@ impl Filesystem {
     fn object_attrs(&self, ino: InodeNo) -> WriteAttrs {
         let mut attrs = WriteAttrs::default();
         if let Some(inode) = self.inodes.lock().get(ino) {
-            if let Some(meta) = &inode.meta {
+            if let Some(meta) = &inode.meta() {
                 attrs.content_type = meta.content_type.clone();
                 attrs.metadata = meta.metadata.clone();
             }
-            attrs.metadata.extend(attr::posix_metadata(&inode.stat));
+            attrs.metadata.extend(attr::posix_metadata(inode.stat()));
         }
         attrs
     }
@@ -1060,7 +1060,7 @@ impl Filesystem {
     fn mark_not_local(&self, ino: InodeNo) {
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
-            inode.valid_until = self.now();
+            inode.valid_for(self.now());
         }
         table.set_local(ino, false);
     }
@@ -1074,19 +1074,19 @@ impl Filesystem {
         {
             let mut table = self.inodes.lock();
             if let Some(inode) = table.get_mut(ino) {
-                let local = inode.stat.clone();
-                inode.stat = Stat::from_object(&new);
+                let local = inode.stat();
+                let mut stat = Stat::from_object(&new);
                 if !clean {
-                    inode.stat.size = local.size;
-                    inode.stat.mtime = local.mtime;
-                    inode.stat.ctime = local.ctime;
-                    inode.stat.perm = local.perm;
-                    inode.stat.uid = local.uid;
-                    inode.stat.gid = local.gid;
+                    stat.size = local.size;
+                    stat.mtime = local.mtime;
+                    stat.ctime = local.ctime;
+                    stat.perm = local.perm;
+                    stat.uid = local.uid;
+                    stat.gid = local.gid;
                 }
-                inode.cached_generation = Some(new.generation);
-                inode.meta = Some(new);
-                inode.valid_until = self.now() + self.config.metadata_ttl;
+                inode.cache_generation(Some(new.generation));
+                inode.object_seen(new, stat);
+                inode.valid_for(self.now() + self.config.metadata_ttl);
             }
             table.set_local(ino, false);
         }
@@ -1161,7 +1161,7 @@ impl Filesystem {
     fn new_object_attrs(&self, ino: InodeNo, with_mtime: bool) -> WriteAttrs {
         let mut attrs = WriteAttrs::default();
         if let Some(inode) = self.inodes.lock().get(ino) {
-            let mut md = attr::posix_metadata(&inode.stat);
+            let mut md = attr::posix_metadata(inode.stat());
             if !with_mtime {
                 md.remove(attr::MTIME_KEY);
                 md.remove(attr::MTIME_NANOS_KEY);
@@ -1192,7 +1192,7 @@ impl Filesystem {
     fn key_of(&self, ino: InodeNo) -> FsResult<ObjectKey> {
         let table = self.inodes.lock();
         let inode = table.get(ino).ok_or(FsError::NotFound)?;
-        Ok(ObjectKey::new(inode.key.clone())?)
+        Ok(ObjectKey::new(inode.key().to_string())?)
     }
 
     /// Changes size, mode, owner or times.
@@ -1225,7 +1225,7 @@ impl Filesystem {
         let cell = {
             let mut table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            let generation = inode.stat.generation.unwrap_or(Generation::NONE);
+            let generation = inode.stat().generation.unwrap_or(Generation::NONE);
             table.file_cell(ino, generation).expect("checked above")
         };
         let handle = set.fh.and_then(|fh| self.file_handle(fh).ok());
@@ -1249,7 +1249,7 @@ impl Filesystem {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (inode.open_handles() == 0)
-                .then_some(inode.stat.generation)
+                .then_some(inode.stat().generation)
                 .flatten()
         };
         // The generation the handle works on, as it is now.
@@ -1293,24 +1293,24 @@ impl Filesystem {
             let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
             let now = SystemTime::now();
-            // Any change of data or attributes is a change of the inode.
-            inode.stat.ctime = now;
-            if let Some(size) = set.size {
-                inode.stat.size = size;
-                inode.stat.mtime = now;
-            }
-            if let Some(mode) = set.mode {
-                inode.stat.perm = Some((mode & 0o7777) as u16);
-            }
-            if let Some(uid) = set.uid {
-                inode.stat.uid = Some(uid);
-            }
-            if let Some(gid) = set.gid {
-                inode.stat.gid = Some(gid);
-            }
-            if let Some(mtime) = set.mtime {
-                inode.stat.mtime = mtime;
-            }
+            inode.changed_here(now, |stat| {
+                if let Some(size) = set.size {
+                    stat.size = size;
+                    stat.mtime = now;
+                }
+                if let Some(mode) = set.mode {
+                    stat.perm = Some((mode & 0o7777) as u16);
+                }
+                if let Some(uid) = set.uid {
+                    stat.uid = Some(uid);
+                }
+                if let Some(gid) = set.gid {
+                    stat.gid = Some(gid);
+                }
+                if let Some(mtime) = set.mtime {
+                    stat.mtime = mtime;
+                }
+            });
             (inode.open_handles() > 0, inode.local())
         };
         if changes_meta && !cell.is_dirty() && !local {
@@ -1367,7 +1367,7 @@ impl Filesystem {
         if !same {
             return None;
         }
-        inode.stat.ctime = SystemTime::now();
+        inode.changed_here(SystemTime::now(), |_| {});
         Some(self.entry(inode.attr(&own)))
     }
 
@@ -1379,7 +1379,7 @@ impl Filesystem {
         // In the background only for a directory with a marker known here: an implicit one
         // needs its marker made, which must not happen after a rename or rmdir of it.
         let marked = self.inodes.lock().get(ino).is_some_and(|i| {
-            !i.key.is_empty() && i.meta.as_ref().is_some_and(|m| m.key.as_str() == i.key)
+            !i.key().is_empty() && i.meta().as_ref().is_some_and(|m| m.key.as_str() == i.key())
         });
         if self.uploader_available() && marked {
             return self.setattr_dir_async(ino, set).await;
@@ -1387,8 +1387,8 @@ impl Filesystem {
         let (key, mut stat, known) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            let known = inode.meta.clone().filter(|m| m.key.as_str() == inode.key);
-            (inode.key.clone(), inode.stat.clone(), known)
+            let known = inode.object().cloned();
+            (inode.key().to_string(), inode.stat().clone(), known)
         };
         apply_dir_attrs(&mut stat, set);
         let meta = match key.is_empty() {
@@ -1402,11 +1402,10 @@ impl Filesystem {
         let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
         match meta {
             Some(meta) => {
-                inode.stat = Stat::from_marker(&meta);
-                inode.meta = Some(meta);
-                inode.valid_until = self.now() + self.config.metadata_ttl;
+                inode.object_seen(meta.clone(), Stat::from_marker(&meta));
+                inode.valid_for(self.now() + self.config.metadata_ttl);
             }
-            None => inode.stat = stat,
+            None => inode.changed_here(stat.ctime, |s| *s = stat),
         }
         Ok(self.entry(inode.attr(&self.ownership())))
     }
@@ -1426,7 +1425,7 @@ impl Filesystem {
         let entry = {
             let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
-            apply_dir_attrs(&mut inode.stat, set);
+            inode.changed_here(SystemTime::now(), |stat| apply_dir_attrs(stat, set));
             self.entry(inode.attr(&self.ownership()))
         };
         cell.changed();
@@ -1446,10 +1445,10 @@ impl Filesystem {
         let (key, stat, known, unlinked) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            let known = inode.meta.clone().filter(|m| m.key.as_str() == inode.key);
+            let known = inode.object().cloned();
             (
-                inode.key.clone(),
-                inode.stat.clone(),
+                inode.key().to_string(),
+                inode.stat().clone(),
                 known,
                 inode.unlinked(),
             )
@@ -1491,9 +1490,10 @@ impl Filesystem {
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
             if clean {
-                inode.stat = Stat::from_marker(&meta);
+                inode.object_seen(meta.clone(), Stat::from_marker(&meta));
+            } else {
+                inode.meta_seen(meta);
             }
-            inode.meta = Some(meta);
         }
         Ok(())
     }
@@ -1564,7 +1564,7 @@ impl Filesystem {
         let (key, stat) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key.clone(), inode.stat.clone())
+            (inode.key().to_string(), inode.stat().clone())
         };
         let patch = attr::posix_metadata(&stat)
             .into_iter()
@@ -1581,11 +1581,10 @@ impl Filesystem {
                 if let Some(inode) = table.get_mut(ino) {
                     // The change's own time, if the service's `updated` is older (the
                     // emulator leaves it alone on a patch).
-                    let ctime = inode.stat.ctime;
-                    inode.stat = Stat::from_object(&meta);
-                    inode.stat.ctime = inode.stat.ctime.max(ctime);
-                    inode.meta = Some(meta);
-                    inode.valid_until = self.now() + self.config.metadata_ttl;
+                    let mut stat = Stat::from_object(&meta);
+                    stat.ctime = stat.ctime.max(inode.stat().ctime);
+                    inode.object_seen(meta, stat);
+                    inode.valid_for(self.now() + self.config.metadata_ttl);
                 }
                 Ok(())
             }

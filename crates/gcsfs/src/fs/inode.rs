@@ -81,20 +81,22 @@ impl std::hash::Hasher for InoHasher {
     }
 }
 
-/// One inode.
+/// One inode. Its fields are private: the table changes what its indexes mirror (number,
+/// parent and name, references, local and unlinked, write-back state), and everything else
+/// changes through the methods below, each named for what happened.
 #[derive(Debug)]
 pub struct Inode {
-    pub ino: InodeNo,
-    pub parent: InodeNo,
+    ino: InodeNo,
+    parent: InodeNo,
     /// Stored inline up to 24 bytes (most names), so comparing names reads no other memory.
-    pub name: CompactString,
+    name: CompactString,
     /// File/symlink: the object key. Directory: its prefix ending in `/` (`""` for the bucket root).
-    pub key: String,
-    pub stat: Stat,
+    key: String,
+    stat: Stat,
     /// The last object metadata seen (kept so rewrites carry content type and custom metadata).
-    pub meta: Option<ObjectMeta>,
+    meta: Option<ObjectMeta>,
     /// Until when `stat` may be served without asking the store.
-    pub valid_until: Instant,
+    valid_until: Instant,
     /// Kernel lookup count (decremented by `forget`; set through the table).
     lookups: u64,
     /// Open handles, file or directory (set through the table).
@@ -113,12 +115,12 @@ pub struct Inode {
     /// Removed from its directory while still open (set through the table).
     unlinked: bool,
     /// The generation whose pages the kernel may hold in its page cache.
-    pub cached_generation: Option<Generation>,
+    cached_generation: Option<Generation>,
     /// Directories: until when every child is known to be in the table (after a full listing,
     /// or a `mkdir` made here), so a name not in the table does not exist.
-    pub complete_until: Option<Instant>,
+    complete_until: Option<Instant>,
     /// Directories: what lookups learned about listing it (see `fs::refresh`).
-    pub dir_info: DirInfo,
+    dir_info: DirInfo,
 }
 
 impl Inode {
@@ -145,8 +147,107 @@ impl Inode {
         }
     }
 
+    pub fn ino(&self) -> InodeNo {
+        self.ino
+    }
+
+    pub fn parent(&self) -> InodeNo {
+        self.parent
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// File/symlink: the object key. Directory: its prefix ending in `/` (`""` for the root).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    /// The last object metadata seen.
+    pub fn meta(&self) -> Option<&ObjectMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The object last seen, if it is still this inode's (a rename moves the key first).
+    pub fn object(&self) -> Option<&ObjectMeta> {
+        self.meta.as_ref().filter(|m| m.key.as_str() == self.key)
+    }
+
+    /// Until when `stat` may be served without asking the store.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Directories: until when every child is known to be in the table.
+    pub fn complete_until(&self) -> Option<Instant> {
+        self.complete_until
+    }
+
+    /// What lookups learned about listing this directory (`fs::refresh` keeps its rules).
+    pub fn dir_info_mut(&mut self) -> &mut DirInfo {
+        &mut self.dir_info
+    }
+
     pub fn kind(&self) -> Kind {
         self.stat.kind
+    }
+
+    /// The store's object for this inode was seen (listed, read back, or written here):
+    /// `stat` describes it (`Stat::from_object` or `from_marker`, with this mount's attributes
+    /// kept over it while a change of them is unsaved). Its metadata is kept so that rewrites
+    /// carry its content type and custom metadata.
+    pub fn object_seen(&mut self, meta: ObjectMeta, stat: Stat) {
+        self.stat = stat;
+        self.meta = Some(meta);
+    }
+
+    /// The object was written (its metadata is `meta`) while attributes changed here are not
+    /// in it yet: the local ones stay.
+    pub fn meta_seen(&mut self, meta: ObjectMeta) {
+        self.meta = Some(meta);
+    }
+
+    /// Created here: `stat` and no object yet.
+    pub fn created_here(&mut self, stat: Stat) {
+        self.stat = stat;
+        self.meta = None;
+    }
+
+    /// A change made here at `now` (data or attributes): `change` edits the attributes, and
+    /// the change time becomes `now`, as any change of an inode moves it.
+    pub fn changed_here(&mut self, now: std::time::SystemTime, change: impl FnOnce(&mut Stat)) {
+        change(&mut self.stat);
+        self.stat.ctime = now;
+    }
+
+    /// `stat` may be served without asking the store until `until` (`now`: ask next time).
+    pub fn valid_for(&mut self, until: Instant) {
+        self.valid_until = until;
+    }
+
+    /// The kernel may hold pages of `generation` (set at open and when this mount wrote it).
+    /// Returns the generation it may have held before.
+    pub fn cache_generation(&mut self, generation: Option<Generation>) -> Option<Generation> {
+        std::mem::replace(&mut self.cached_generation, generation)
+    }
+
+    /// Directories: every child is in the table until `until` (`None`: not known), after a
+    /// listing of `listed` children of which `subdirs` are directories (or a `mkdir` here).
+    pub fn listed_in_full(&mut self, until: Option<Instant>, listed: usize, subdirs: u32) {
+        self.complete_until = until;
+        self.dir_info.listed_len = Some(listed);
+        self.dir_info.subdirs = Some(subdirs);
+    }
+
+    /// Directories: the table may lack children (one was evicted, or a rename may have
+    /// brought more than the last listing showed).
+    pub fn not_complete(&mut self) {
+        self.complete_until = None;
     }
 
     /// The file's write-back state, once it was opened for writing or changed.

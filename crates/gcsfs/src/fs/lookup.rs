@@ -89,7 +89,7 @@ impl Filesystem {
             return None;
         }
         let child = table.lookup_child(parent, name, |c| {
-            c.answers_from_memory(now) && self.may_hand_out(&c.stat)
+            c.answers_from_memory(now) && self.may_hand_out(c.stat())
         })?;
         let attr = child.attr(&self.ownership());
         Some(self.entry(attr))
@@ -112,8 +112,8 @@ impl Filesystem {
         let unknown_dir = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.kind() == Kind::Dir && !self.may_hand_out(&inode.stat))
-                .then(|| (inode.parent, inode.name.clone()))
+            (inode.kind() == Kind::Dir && !self.may_hand_out(inode.stat()))
+                .then(|| (inode.parent(), inode.name().to_string()))
         };
         if let Some((parent, name)) = unknown_dir {
             return self.refresh_dir_attrs(ino, parent, &name).await;
@@ -123,7 +123,7 @@ impl Filesystem {
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             let dirty = inode.file().is_some_and(|f| f.is_dirty());
             if inode.kind() == Kind::Dir
-                || inode.valid_until > self.now()
+                || inode.valid_until() > self.now()
                 || dirty
                 || inode.local()
                 || inode.unlinked()
@@ -131,9 +131,9 @@ impl Filesystem {
                 return Ok(self.entry(inode.attr(&self.ownership())));
             }
             (
-                inode.key.clone(),
-                inode.parent,
-                inode.name.clone(),
+                inode.key().to_string(),
+                inode.parent(),
+                inode.name().to_string(),
                 inode.kind(),
             )
         };
@@ -189,7 +189,11 @@ impl Filesystem {
     async fn resolve_fresh(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
         let prefix = {
             let table = self.inodes.lock();
-            table.get(parent).ok_or(FsError::NotFound)?.key.clone()
+            table
+                .get(parent)
+                .ok_or(FsError::NotFound)?
+                .key()
+                .to_string()
         };
         let key = names::join(&prefix, name);
         let found = self.probe(&key, true).await?;
@@ -312,14 +316,14 @@ impl Filesystem {
             return Err(FsError::NotDir);
         }
         if let Some(c) = table.child_inode(parent, name) {
-            if c.answers_from_memory(now) && self.may_hand_out(&c.stat) {
-                return Ok(Cached::Hit(c.ino));
+            if c.answers_from_memory(now) && self.may_hand_out(c.stat()) {
+                return Ok(Cached::Hit(c.ino()));
             }
-        } else if p.complete_until.is_some_and(|until| until > now) {
+        } else if p.complete_until().is_some_and(|until| until > now) {
             // The directory's full listing is recent and has no such name.
             return Ok(Cached::Missing);
         }
-        Ok(Cached::Unknown(p.key.clone()))
+        Ok(Cached::Unknown(p.key().to_string()))
     }
 
     /// Asks the store whether `key` is a directory (when `dirs`) and/or a file, in one round trip.

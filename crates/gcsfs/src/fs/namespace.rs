@@ -74,7 +74,7 @@ impl Filesystem {
         if inode.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        Ok(inode.key.clone())
+        Ok(inode.key().to_string())
     }
 
     /// Creates directory `name` (a marker object `name/`), owned by `caller`, with `mode`
@@ -129,9 +129,7 @@ impl Filesystem {
         table.add_lookups(ino, 1);
         let inode = table.get_mut(ino).expect("just created");
         // A directory made here starts empty: its lookups need not ask the store.
-        inode.complete_until = self.complete_until();
-        inode.dir_info.listed_len = Some(0);
-        inode.dir_info.subdirs = Some(0);
+        inode.listed_in_full(self.complete_until(), 0, 0);
         let entry = self.entry(inode.attr(&self.ownership()));
         table.entries_changed(parent, 1);
         Ok(entry)
@@ -167,7 +165,7 @@ impl Filesystem {
             if table.has_local_descendants(ino) {
                 return Err(FsError::NotEmpty);
             }
-            inode.key.clone()
+            inode.key().to_string()
         };
         let page = self
             .store
@@ -224,8 +222,8 @@ impl Filesystem {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             (
-                inode.key.clone(),
-                inode.stat.generation,
+                inode.key().to_string(),
+                inode.stat().generation,
                 inode.local(),
                 inode.open_handles() > 0,
             )
@@ -327,7 +325,7 @@ impl Filesystem {
             if inode.kind() != Kind::Symlink {
                 return Err(FsError::InvalidArgument("not a symlink"));
             }
-            (inode.key.clone(), inode.stat.clone())
+            (inode.key().to_string(), inode.stat().clone())
         };
         if let Some(target) = stat.legacy_symlink_target {
             return Ok(target);
@@ -380,7 +378,7 @@ impl Filesystem {
         let (kind, dst_info) = {
             let table = self.inodes.lock();
             let kind = table.get(ino).ok_or(FsError::NotFound)?.kind();
-            let dst_info = dst.and_then(|d| table.get(d).map(|i| (i.kind(), i.stat.generation)));
+            let dst_info = dst.and_then(|d| table.get(d).map(|i| (i.kind(), i.stat().generation)));
             (kind, dst_info)
         };
         match (kind, dst_info) {
@@ -411,7 +409,7 @@ impl Filesystem {
             // A resumed rename may have found more under the destination than the source's
             // last listing showed.
             if let Some(inode) = table.get_mut(ino) {
-                inode.complete_until = None;
+                inode.not_complete();
             }
         } else {
             self.rename_file(ino, dst, new_parent, new_name).await?;
@@ -462,8 +460,12 @@ impl Filesystem {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
             // Read under the destination's publish lock: what its last upload made.
-            let dst_generation = dst.and_then(|d| table.get(d)?.stat.generation);
-            (inode.key.clone(), inode.stat.generation, dst_generation)
+            let dst_generation = dst.and_then(|d| table.get(d)?.stat().generation);
+            (
+                inode.key().to_string(),
+                inode.stat().generation,
+                dst_generation,
+            )
         };
         let Some(generation) = generation else {
             return Err(FsError::Stale("file has no uploaded generation"));
@@ -501,7 +503,7 @@ impl Filesystem {
                 .inodes
                 .lock()
                 .get(ino)
-                .and_then(|i| i.stat.generation)
+                .and_then(|i| i.stat().generation)
                 .unwrap_or(Generation::NONE);
             let mut st = cell.state.lock().await;
             if st.base_generation == generation {
@@ -530,10 +532,9 @@ impl Filesystem {
     fn set_object(&self, ino: InodeNo, meta: ObjectMeta) {
         let mut table = self.inodes.lock();
         if let Some(inode) = table.get_mut(ino) {
-            inode.stat = Stat::from_object(&meta);
-            inode.cached_generation = Some(meta.generation);
-            inode.meta = Some(meta);
-            inode.valid_until = self.now() + self.config.metadata_ttl;
+            inode.cache_generation(Some(meta.generation));
+            inode.object_seen(meta.clone(), Stat::from_object(&meta));
+            inode.valid_for(self.now() + self.config.metadata_ttl);
         }
     }
 
@@ -745,7 +746,7 @@ impl Filesystem {
     ) -> FsResult<()> {
         let old_prefix = {
             let table = self.inodes.lock();
-            table.get(ino).ok_or(FsError::NotFound)?.key.clone()
+            table.get(ino).ok_or(FsError::NotFound)?.key().to_string()
         };
         // An interrupted attempt's journal, or else the destination must be empty.
         let resumed = match existing {
@@ -889,12 +890,11 @@ impl Filesystem {
                     // A directory's marker object is not the directory's state.
                     continue;
                 }
-                let Some((source, new)) = copied.remove(&inode.key) else {
+                let Some((source, new)) = copied.remove(inode.key()) else {
                     continue;
                 };
-                let old = inode.stat.generation;
-                inode.stat = Stat::from_object(&new);
-                inode.cached_generation = Some(new.generation);
+                let old = inode.stat().generation;
+                inode.cache_generation(Some(new.generation));
                 // Only a copy of the generation this file was at moves it along; a copy of
                 // another writer's newer one leaves its changes to fail their upload.
                 if let Some(cell) = inode.file()
@@ -902,7 +902,7 @@ impl Filesystem {
                 {
                     cells.push((d, cell.clone(), old, new.generation));
                 }
-                inode.meta = Some(new);
+                inode.object_seen(new.clone(), Stat::from_object(&new));
             }
         }
         for (ino, cell, old, new) in cells {

@@ -73,7 +73,7 @@ struct FlightGuard<'a> {
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Some(inode) = self.fs.inodes.lock().get_mut(self.dir) {
-            inode.dir_info.refreshing = None;
+            inode.dir_info_mut().refreshing = None;
         }
     }
 }
@@ -111,7 +111,7 @@ impl Filesystem {
                 {
                     let mut table = self.inodes.lock();
                     if let Some(inode) = table.get_mut(dir) {
-                        let info = &mut inode.dir_info;
+                        let info = inode.dir_info_mut();
                         info.refreshing = None;
                         match &outcome {
                             Ok(Some(len)) => info.listed_len = Some(*len),
@@ -142,7 +142,7 @@ impl Filesystem {
         let Some(inode) = table.get_mut(dir) else {
             return Plan::Probe;
         };
-        let info = &mut inode.dir_info;
+        let info = inode.dir_info_mut();
         if let Some(flight) = &info.refreshing {
             return match flight.small {
                 true => Plan::Wait(flight.done.clone()),

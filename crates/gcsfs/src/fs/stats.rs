@@ -97,7 +97,7 @@ impl Filesystem {
         summary.bytes = dirty
             .iter()
             .filter_map(|ino| table.get(*ino))
-            .map(|i| i.stat.size)
+            .map(|i| i.stat().size)
             .sum();
         summary
     }
