@@ -24,9 +24,10 @@ use std::time::SystemTime;
 
 use super::attr::{Attr, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::handles::Handle;
 use super::inode::InodeTable;
 use super::names::{self, CONFLICT_SUFFIX};
-use super::{Filesystem, Handle, InodeNo};
+use super::{Filesystem, InodeNo};
 use crate::store::{ListRequest, ObjectMeta};
 
 /// One directory entry as handed to the kernel.
@@ -154,7 +155,9 @@ impl Filesystem {
             (key, parent, listed_local_children(&table, ino), dropped)
         };
         let stream = DirStream::new(ino, parent, prefix, local, dropped);
-        Ok(self.new_handle(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
+        Ok(self
+            .handles
+            .add(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
     }
 
     /// Lists directory `ino` in full, reading at most `max_pages` pages, and caches every child
@@ -191,7 +194,7 @@ impl Filesystem {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
-        let handle = self.handles.lock().remove(&fh);
+        let handle = self.handles.take(fh);
         let Some(Handle::Dir(stream)) = handle else {
             return Err(FsError::BadHandle);
         };
@@ -208,10 +211,7 @@ impl Filesystem {
     /// reached). With `plus`, entries carry attributes and the caller must report which ones
     /// reached the kernel through [`Filesystem::readdirplus_sent`].
     pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
-        let stream = match self.handles.lock().get(&fh) {
-            Some(Handle::Dir(s)) => s.clone(),
-            _ => return Err(FsError::BadHandle),
-        };
+        let stream = self.handles.dir(fh)?;
         let mut s = stream.lock().await;
         if offset < s.buffer_start {
             let (local, dropped) = {

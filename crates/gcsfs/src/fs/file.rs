@@ -16,12 +16,13 @@ use bytes::Bytes;
 
 use super::attr::{self, Caller, Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::handles::Handle;
 use super::lifecycle::Phase;
 use super::memory::{MemoryBudget, Room, STREAM_MEMORY};
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
 use super::write::{FileCell, Head, STREAM_THRESHOLD, Staged, Streaming, WriteState};
-use super::{Entry, Filesystem, Handle, InodeNo};
+use super::{Entry, Filesystem, InodeNo};
 use crate::store::{
     ErrorKind, Generation, ObjectKey, Preconditions, SINGLE_REQUEST_MAX, WriteAttrs, WriteSource,
 };
@@ -129,7 +130,7 @@ impl Filesystem {
                 st.staged = None;
                 st.base_generation = seen;
             }
-            let fh = self.new_handle(Handle::File(FileHandle {
+            let fh = self.handles.add(Handle::File(FileHandle {
                 ino,
                 cell: cell.clone(),
                 writable,
@@ -231,7 +232,7 @@ impl Filesystem {
             st.base_generation = Generation::NONE;
             cell.changed();
         }
-        let fh = self.new_handle(Handle::File(FileHandle {
+        let fh = self.handles.add(Handle::File(FileHandle {
             ino,
             cell,
             writable,
@@ -309,11 +310,8 @@ impl Filesystem {
         new: Generation,
         size: Option<u64>,
     ) {
-        for h in self.handles.lock().values_mut() {
-            if let Handle::File(f) = h
-                && f.ino == ino
-                && (f.generation == old || f.generation.is_none())
-            {
+        self.handles.each_file(|f| {
+            if f.ino == ino && (f.generation == old || f.generation.is_none()) {
                 f.cell.page_gate.try_close();
                 f.generation = Some(new);
                 f.reader = Arc::new(tokio::sync::Mutex::new(None));
@@ -321,14 +319,11 @@ impl Filesystem {
                     f.size = size;
                 }
             }
-        }
+        });
     }
 
     fn file_handle(&self, fh: u64) -> FsResult<FileHandle> {
-        match self.handles.lock().get(&fh) {
-            Some(Handle::File(h)) => Ok(h.clone()),
-            _ => Err(FsError::BadHandle),
-        }
+        self.handles.file(fh)
     }
 
     /// Reads up to `size` bytes at `offset`.
@@ -868,7 +863,7 @@ impl Filesystem {
     /// Closes a handle. Changes still pending are uploaded; if that fails the file stays dirty
     /// and is retried at unmount.
     pub async fn release(&self, ino: InodeNo, fh: u64) -> FsResult<()> {
-        let handle = self.handles.lock().remove(&fh);
+        let handle = self.handles.take(fh);
         let Some(Handle::File(h)) = handle else {
             return Err(FsError::BadHandle);
         };
@@ -1140,14 +1135,11 @@ impl Filesystem {
             }
             _ => e,
         });
-        for h in self.handles.lock().values() {
-            if let Handle::File(f) = h
-                && f.ino == ino
-                && f.writable
-            {
+        self.handles.each_file(|f| {
+            if f.ino == ino && f.writable {
                 let _ = f.lost.set(e.clone());
             }
-        }
+        });
         FsError::Lost(e)
     }
 

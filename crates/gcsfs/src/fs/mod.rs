@@ -12,7 +12,7 @@
 //!    stage an object for its first change or to settle a streamed upload), then
 //! 3. a `Reader` (`tokio::sync::Mutex`, per handle; held only while planning a read), then
 //! 4. `Filesystem::inodes` (`parking_lot::Mutex`; never held across `.await`),
-//! 5. `Filesystem::handles` (`parking_lot::Mutex`; never held across `.await`).
+//! 5. `Filesystem::handles` (`handles.rs`, a `parking_lot::Mutex`; never held across `.await`).
 //!
 //! Leaves, which may be taken under any of the above and take nothing themselves: a
 //! `FileCell`'s state machine (`life`, see `lifecycle.rs`) and its kept background error
@@ -35,6 +35,7 @@ mod dir;
 mod drain;
 mod error;
 mod file;
+mod handles;
 mod ino;
 mod inode;
 mod lifecycle;
@@ -68,7 +69,6 @@ pub use read::ReadConfig;
 pub use stats::{DirtySummary, FsStats};
 pub use writeback::WriteBack;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -111,13 +111,6 @@ pub struct DrainFailure {
     pub error: FsError,
 }
 
-/// An open handle.
-#[derive(Debug)]
-enum Handle {
-    File(file::FileHandle),
-    Dir(Arc<tokio::sync::Mutex<dir::DirStream>>),
-}
-
 /// The filesystem.
 #[derive(Debug)]
 pub struct Filesystem {
@@ -125,8 +118,7 @@ pub struct Filesystem {
     config: FsConfig,
     clock: Arc<dyn Clock>,
     inodes: Mutex<InodeTable>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    next_handle: AtomicU64,
+    handles: handles::Handles,
     /// Names known not to exist, until when (`negative_ttl`).
     negative: Mutex<lru::LruCache<(InodeNo, String), Instant>>,
     prefetch_budget: Arc<Semaphore>,
@@ -180,8 +172,7 @@ impl Filesystem {
             config,
             clock,
             inodes: Mutex::new(inodes),
-            handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            handles: handles::Handles::new(),
             negative: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(NEGATIVE_CACHE_ENTRIES).expect("non-zero"),
             )),
@@ -255,12 +246,6 @@ impl Filesystem {
             return Err(FsError::ReadOnly);
         }
         self.writes.enter()
-    }
-
-    fn new_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, h);
-        fh
     }
 
     /// The path of `ino` relative to the mount, for log lines.
