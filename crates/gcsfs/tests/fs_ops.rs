@@ -353,6 +353,67 @@ async fn readdirplus_entries_outlive_a_sweep_until_sent() {
     fs.check_invariants().unwrap();
 }
 
+/// A `releasedir` while a readdir of the same handle waits for the store still counts the
+/// directory closed: its listed children become evictable again (before, the close was lost
+/// and they stayed cached for the mount's life).
+#[tokio::test]
+async fn releasedir_during_a_readdir_counts_the_directory_closed() {
+    let mem = Arc::new(MemStore::new());
+    for i in 0..20 {
+        put(&mem, &format!("d/f{i:02}"), b"abc").await;
+        put(&mem, &format!("other/g{i:02}"), b"").await;
+    }
+    let faults = Arc::new(gcsfs::store::FaultStore::new(mem.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        temp_dir: tmp.path().to_path_buf(),
+        metadata_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        max_cached_inodes: 8,
+        ..Default::default()
+    };
+    let fs = Filesystem::new(faults.clone(), config, Arc::new(ManualClock::default()));
+    let d = lookup_path(&fs, "d").await.unwrap();
+    let fh = fs.opendir(d).unwrap();
+    faults.push(Op::List, Fault::Stall);
+    let mut readdir = Box::pin(fs.readdir(fh, 0));
+    assert!(
+        futures::poll!(readdir.as_mut()).is_pending(),
+        "the listing stalls"
+    );
+    fs.releasedir(fh).unwrap();
+    drop(readdir);
+    // Bind d's children (a listing through a new handle), then close it: cached, unreferenced.
+    let children: Vec<InodeNo> = {
+        let fh = fs.opendir(d).unwrap();
+        let mut inos = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = fs.readdir(fh, offset).await.unwrap();
+            let Some(last) = page.last() else { break };
+            offset = last.offset;
+            inos.extend(page.iter().filter(|e| e.attr.is_some()).map(|e| e.ino));
+        }
+        fs.releasedir(fh).unwrap();
+        inos
+    };
+    assert_eq!(children.len(), 20);
+    // Another directory's listing sweeps the table past its cap of 8: d is closed, so its
+    // children go.
+    let other = lookup_path(&fs, "other").await.unwrap();
+    assert_eq!(list(&fs, other).await.len(), 20);
+    let left = futures::future::join_all(children.iter().map(|&c| fs.getattr(c)))
+        .await
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert!(
+        left < 20,
+        "d still counted open: all {left} of its children kept"
+    );
+    fs.check_invariants().unwrap();
+}
+
 #[tokio::test]
 async fn local_new_files_are_listed_before_upload() {
     let f = fixture();

@@ -157,7 +157,7 @@ impl Filesystem {
         let stream = DirStream::new(ino, parent, prefix, local, dropped);
         Ok(self
             .handles
-            .add(Handle::Dir(Arc::new(tokio::sync::Mutex::new(stream)))))
+            .add(Handle::Dir(ino, Arc::new(tokio::sync::Mutex::new(stream)))))
     }
 
     /// Lists directory `ino` in full, reading at most `max_pages` pages, and caches every child
@@ -195,15 +195,12 @@ impl Filesystem {
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.take(fh);
-        let Some(Handle::Dir(stream)) = handle else {
+        let Some(Handle::Dir(ino, _)) = handle else {
             return Err(FsError::BadHandle);
         };
-        let ino = stream.try_lock().map(|s| s.ino).ok();
-        if let Some(ino) = ino {
-            let mut table = self.inodes.lock();
-            table.close_handle(ino);
-            table.maybe_evict(ino);
-        }
+        let mut table = self.inodes.lock();
+        table.close_handle(ino);
+        table.maybe_evict(ino);
         Ok(())
     }
 

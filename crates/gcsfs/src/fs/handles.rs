@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::InodeNo;
 use super::dir::DirStream;
 use super::error::{FsError, FsResult};
 use super::file::FileHandle;
@@ -17,7 +18,9 @@ use super::file::FileHandle;
 #[derive(Debug)]
 pub(super) enum Handle {
     File(FileHandle),
-    Dir(Arc<tokio::sync::Mutex<DirStream>>),
+    /// A directory stream and its directory (kept outside the stream's lock, so `releasedir`
+    /// always knows which directory to count closed, even while a readdir holds the stream).
+    Dir(InodeNo, Arc<tokio::sync::Mutex<DirStream>>),
 }
 
 /// The open handles.
@@ -59,7 +62,7 @@ impl Handles {
     /// The open directory `fh`.
     pub(super) fn dir(&self, fh: u64) -> FsResult<Arc<tokio::sync::Mutex<DirStream>>> {
         match self.open.lock().get(&fh) {
-            Some(Handle::Dir(s)) => Ok(s.clone()),
+            Some(Handle::Dir(_, s)) => Ok(s.clone()),
             _ => Err(FsError::BadHandle),
         }
     }
