@@ -282,6 +282,17 @@ pub struct MountArgs {
         default_value_t = 64
     )]
     pub prefetch_memory_mb: u64,
+    /// Inodes kept cached (names listed or looked up that the kernel no longer holds): past
+    /// this, the least recently used go. About 560 bytes each. Inodes the kernel holds, open
+    /// files and unsaved changes are kept whatever the bound. Default: 50000.
+    #[arg(
+        long,
+        env = "GCSFS_MAX_CACHED_INODES",
+        value_name = "N",
+        default_value_t = 50_000,
+        value_parser = clap::value_parser!(u64).range(64..=100_000_000)
+    )]
+    pub max_cached_inodes: u64,
     /// Memory for the data gcsfs holds (prefetched reads, new files and streamed uploads'
     /// buffers, uploads' copies), in MiB: one budget, in shares (see CONFIGURATION.md). Under
     /// it gcsfs slows down rather than grow. Default: half of the process's cgroup memory
@@ -938,6 +949,7 @@ mod tests {
         assert!(!mount.read_only());
         assert_eq!(mount.max_read_ahead_mb, 128);
         assert_eq!(mount.prefetch_memory_mb, 64);
+        assert_eq!(mount.max_cached_inodes, 50_000);
         assert_eq!(mount.memory_limit_mb, None);
         assert!(mount.streaming_writes);
         assert_eq!(mount.upload_concurrency, 16);
@@ -989,6 +1001,7 @@ mod tests {
                 ("GCSFS_OPTIONS", "ro,allow_other"),
                 ("GCSFS_MAX_READ_AHEAD_MB", "8"),
                 ("GCSFS_PREFETCH_MEMORY_MB", "32"),
+                ("GCSFS_MAX_CACHED_INODES", "1000"),
                 ("GCSFS_STREAMING_WRITES", "false"),
                 ("GCSFS_FUSE_THREADS", "2"),
                 ("GCSFS_DRAIN_TIMEOUT", "9"),
@@ -1052,6 +1065,7 @@ mod tests {
         assert!(m.read_only());
         assert_eq!(m.max_read_ahead_mb, 8);
         assert_eq!(m.prefetch_memory_mb, 32);
+        assert_eq!(m.max_cached_inodes, 1000);
         assert!(!m.streaming_writes);
         assert_eq!(m.fuse_threads, 2);
         assert_eq!(m.drain_timeout(), Duration::from_secs(9));

@@ -156,6 +156,7 @@ pub fn fs_config(args: &MountArgs) -> FsConfig {
             ..defaults.read.clone()
         },
         memory_budget: memory_budget(args).0,
+        max_cached_inodes: usize::try_from(args.max_cached_inodes).unwrap_or(usize::MAX),
         ..defaults
     }
 }
