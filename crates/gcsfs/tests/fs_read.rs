@@ -1,7 +1,8 @@
 //! The read path on `MemStore`, without FUSE: sequential streams of block-sized GETs (also when
 //! the kernel's reads come in any order), random reads fetching an aligned block that goes to the
-//! kernel's page cache, and the page gate that keeps other generations and local changes out of
-//! that cache.
+//! kernel's page cache (a block that shrinks while reads never come back to earlier blocks and
+//! grows back when they do), and the page gate that keeps other generations and local changes
+//! out of that cache.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
