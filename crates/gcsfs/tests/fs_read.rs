@@ -1,7 +1,8 @@
 //! The read path on `MemStore`, without FUSE: sequential streams of block-sized GETs (also when
 //! the kernel's reads come in any order), random reads fetching an aligned block that goes to the
-//! kernel's page cache, and the page gate that keeps other generations and local changes out of
-//! that cache.
+//! kernel's page cache (a block that shrinks while reads never come back to earlier blocks and
+//! grows back when they do), and the page gate that keeps other generations and local changes
+//! out of that cache.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +51,8 @@ struct Fixture {
     _tmp: tempfile::TempDir,
 }
 
-/// A filesystem with small blocks: stream parts of 1 MiB, random blocks of 64 KiB.
+/// A filesystem with small blocks: stream parts of 1 MiB, random blocks of 64 KiB (so they do
+/// not adapt).
 fn fixture(kernel_readahead: u64) -> Fixture {
     fixture_budget(kernel_readahead, 64 * MIB)
 }
@@ -62,6 +64,16 @@ fn fixture_budget(kernel_readahead: u64, prefetch_memory: u64) -> Fixture {
 
 /// As [`fixture_budget`], with stream parts of `block_size`.
 fn fixture_blocks(kernel_readahead: u64, prefetch_memory: u64, block_size: u64) -> Fixture {
+    fixture_read(kernel_readahead, prefetch_memory, block_size, 64 << 10)
+}
+
+/// As [`fixture_blocks`], with random blocks of up to `random_block` (at least 64 KiB).
+fn fixture_read(
+    kernel_readahead: u64,
+    prefetch_memory: u64,
+    block_size: u64,
+    random_block: u64,
+) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::new());
     let config = FsConfig {
@@ -72,7 +84,8 @@ fn fixture_blocks(kernel_readahead: u64, prefetch_memory: u64, block_size: u64) 
             block_size,
             initial_window: 256 << 10,
             max_window: 4 * MIB,
-            random_block: 64 << 10,
+            random_block,
+            random_block_min: 64 << 10,
             prefetch_memory,
         },
         ..Default::default()
@@ -387,4 +400,139 @@ async fn the_page_cache_is_fed_only_while_nobody_writes_and_only_the_open_genera
     let block = at / 65536 * 65536;
     assert_eq!((stored[1].0, stored[1].1), (ino, block));
     assert_eq!(stored[1].2, &v2[block as usize..block as usize + 65536]);
+}
+
+/// The GETs (start, end) made since `before` reads were recorded.
+fn gets_since(store: &MemStore, before: usize) -> Vec<(u64, u64)> {
+    store.reads()[before..]
+        .iter()
+        .map(|(_, r)| (r.start, r.end.expect("ranged")))
+        .collect()
+}
+
+/// `n` distinct 1 MiB regions of `1..regions`, in a scrambled order (region 0 is left out:
+/// the first reads of a handle near the start count as sequential).
+fn scrambled_regions(regions: u64, n: usize) -> Vec<u64> {
+    let mut all: Vec<u64> = (1..regions).collect();
+    let mut x = 0x9e37_79b9_u64;
+    for i in (1..all.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        all.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    all.truncate(n);
+    all
+}
+
+/// A file read at random where each read lands in a 1 MiB region no read touched before (a
+/// 100 GiB file read at random): the random block shrinks, so far fewer bytes are fetched
+/// than a whole block per read, and the page cache still gets whole blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_never_come_back_shrink_the_random_block() {
+    let f = fixture_read(128 << 10, 64 * MIB, MIB, MIB);
+    let data = pattern(64 * MIB as usize, 7);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let before = f.store.reads().len();
+    let regions = scrambled_regions(64, 63);
+    for (i, &r) in regions.iter().enumerate() {
+        let at = r * MIB + (i as u64 * 37 % 250) * 4096;
+        assert_eq!(
+            read(&f.fs, fh, at, 4096).await,
+            &data[at as usize..at as usize + 4096],
+            "bytes at {at}"
+        );
+    }
+    let gets = gets_since(&f.store, before);
+    // One GET per read (each awaited before the next), each an aligned block holding it.
+    assert_eq!(gets.len(), regions.len());
+    let fetched: u64 = gets.iter().map(|(a, b)| b - a).sum();
+    let read = 4096 * regions.len() as u64;
+    eprintln!("fetched {fetched} bytes for {read} read");
+    // A whole 1 MiB block per read would be 63 MiB (256 bytes per byte read). The block
+    // halves after 8 fresh reads at each size: 8 × (1 MiB + 512 + 256 + 128 KiB) + 31 × 64 KiB
+    // = 16.9 MiB, 68 bytes per byte read, and 16 per byte read from then on.
+    assert!(
+        fetched <= 17 * MIB,
+        "{fetched} bytes fetched for {read} read"
+    );
+    for &(a, b) in &gets[gets.len() - 16..] {
+        assert_eq!(
+            (b - a, a % (64 << 10)),
+            (64 << 10, 0),
+            "a late GET {a}..{b}"
+        );
+    }
+}
+
+/// Random reads that stay near each other (a database's hot pages, a zip's directory and its
+/// entries): each block's bytes are used, so every GET stays a whole 1 MiB block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_come_back_keep_whole_random_blocks() {
+    let f = fixture_read(128 << 10, 64 * MIB, MIB, MIB);
+    let data = pattern(64 * MIB as usize, 8);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let before = f.store.reads().len();
+    // 200 reads of 4 KiB at scrambled pages of the 4 MiB from 32 MiB (never the page right
+    // after the previous read: that would be sequential).
+    let mut pages = scrambled_regions(1024, 200);
+    pages.dedup_by(|p, prev| *p == *prev + 1);
+    for p in pages {
+        let at = 32 * MIB + p * 4096;
+        assert_eq!(
+            read(&f.fs, fh, at, 4096).await,
+            &data[at as usize..at as usize + 4096],
+            "bytes at {at}"
+        );
+    }
+    let gets = gets_since(&f.store, before);
+    assert!(!gets.is_empty());
+    for (a, b) in gets {
+        assert_eq!(
+            (b - a, a % MIB),
+            (MIB, 0),
+            "GET {a}..{b} is not a whole block"
+        );
+    }
+}
+
+/// After the block shrank, a read that comes back to a region fetched before gets the whole
+/// 1 MiB block again; and however small the block, a read gets at least its own pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrunk_random_block_grows_back_and_still_holds_the_whole_read() {
+    let f = fixture_read(128 << 10, 64 * MIB, MIB, MIB);
+    let data = pattern(64 * MIB as usize, 9);
+    put(&f.store, "big", &data).await;
+    let (_, fh) = open(&f.fs, "big", libc::O_RDONLY).await;
+    let regions = scrambled_regions(64, 50);
+    for &r in &regions[..40] {
+        read(&f.fs, fh, r * MIB + 8192, 4096).await;
+    }
+    // Shrunk to 64 KiB: a read of 200 KiB across a 64 KiB boundary gets every page it asked
+    // for, from one GET of the 64 KiB blocks around it.
+    let before = f.store.reads().len();
+    let at = regions[40] * MIB + 100_000;
+    let len = 200 << 10;
+    assert_eq!(
+        read(&f.fs, fh, at, len).await,
+        &data[at as usize..(at + len as u64) as usize]
+    );
+    let block = 64 << 10;
+    let want = (
+        at / block * block,
+        (at + len as u64).div_ceil(block) * block,
+    );
+    assert_eq!(gets_since(&f.store, before), [want]);
+    // Back in a region read before (its page away from what was fetched there): the whole
+    // 1 MiB block.
+    let before = f.store.reads().len();
+    let at = regions[39] * MIB + 600 * 1024;
+    assert_eq!(
+        read(&f.fs, fh, at, 4096).await,
+        &data[at as usize..at as usize + 4096]
+    );
+    let r = regions[39] * MIB;
+    assert_eq!(gets_since(&f.store, before), [(r, r + MIB)]);
 }

@@ -11,12 +11,28 @@
 //!   may, see `Filesystem::set_kernel_readahead`), the kernel asks far ahead by itself and holds
 //!   the data in its page cache; the speculative window then shrinks to one block, so little data
 //!   waits in gcsfs's memory.
-//! - **Random** — any other read fetches the `random_block`-aligned block around it. The read
-//!   is answered as soon as its own bytes arrive; the whole block is then offered to the kernel's
-//!   page cache (`page_cache.rs`), so later reads nearby need no request at all. A random read
-//!   ahead of the stream ends the stream; one behind it (the kernel asking again for pages its
+//! - **Random** — any other read fetches the aligned block around it. The read is answered as
+//!   soon as its own bytes arrive; the whole block is then offered to the kernel's page cache
+//!   (`page_cache.rs`), so later reads nearby need no request at all. A random read ahead of
+//!   the stream ends the stream; one behind it (the kernel asking again for pages its
 //!   read-ahead dropped) leaves the stream as it is. The block is held from the prefetch
 //!   budget; without room, only the pages the read asked for are fetched (and not offered).
+//!
+//!   The block's size adapts per reader ([`RandomBlock`]): it starts at `random_block` (1 MiB)
+//!   and halves, down to `random_block_min` (64 KiB), after 8 random fetches in a row in
+//!   1 MiB regions the reader never fetched from (a file read at random where no block is of
+//!   use twice: 256 bytes fetched per byte of a 4 KiB read at 1 MiB, 16 at 64 KiB). A read
+//!   that comes back to a region fetched before (its pages dropped, or outside a smaller
+//!   block) or into a kept block restores the whole block at once, and the next halving waits
+//!   twice as long (up to 256 fetches). Since reads the page cache serves never reach gcsfs,
+//!   locality is seen only once the block is smaller: on a file read at random that the page
+//!   cache can hold, reads soon come back to regions fetched before and the block stays whole
+//!   (`benches/README.md`: random 4 KiB reads of a 1 GiB file within noise of a fixed block,
+//!   first-touch reads 29 bytes fetched per byte read instead of 256). The floor
+//!   is 64 KiB rather than the read's own pages because a GET costs its round trip (~30 ms);
+//!   64 KiB more take well under a millisecond on the wire and serve neighbours (a database's
+//!   8–16 KiB pages, a zip entry's header and data). A block always holds every page the read
+//!   asked for.
 //!
 //! Speculative parts take from the mount's prefetch budget, each reader within its fair share
 //! (the budget divided by the readers alive, at least one part's buffer), so one reader far
@@ -50,6 +66,15 @@ const PAGE: u64 = 4096;
 
 /// Random blocks a reader keeps for reads that come before the kernel has them cached.
 const RANDOM_BLOCKS_KEPT: usize = 2;
+/// Fresh random fetches in a row (see [`RandomBlock`]) after which a reader's random block
+/// halves, at first.
+const SHRINK_AFTER: u32 = 8;
+/// The most fresh fetches in a row a reader waits for before halving its random block: each
+/// time reads showed a smaller block wrong, the wait doubles up to this.
+const SHRINK_AFTER_MAX: u32 = 256;
+/// `random_block` regions a reader remembers having fetched from (8 KiB at most): with the
+/// default 1 MiB block, any region of a 1 GiB file.
+const REGIONS_REMEMBERED: usize = 1024;
 /// Bytes a stream part holds that no read has taken (nor waits for) before it stops pulling
 /// from its GET: the rest waits in the connection until reads ask for it.
 const PART_BUFFER: u64 = 2 << 20;
@@ -69,8 +94,12 @@ pub struct ReadConfig {
     /// Largest speculative window (`--max-read-ahead-mb`), used when the kernel's own read-ahead
     /// is small. Default 128 MiB (speculative parts hold at most `PART_BUFFER` each in memory).
     pub max_window: u64,
-    /// Size (and alignment) of the GET around a random read. Default 1 MiB.
+    /// Largest size (and alignment) of the GET around a random read: where a reader's random
+    /// block starts, and what it grows back to when reads land near earlier ones. Default 1 MiB.
     pub random_block: u64,
+    /// Smallest random block a reader shrinks to when its reads never come back to the blocks
+    /// fetched before (a read still gets at least its own pages). Default 64 KiB.
+    pub random_block_min: u64,
     /// Mount-wide bytes of speculative data in memory (`--prefetch-memory-mb`). Default 64 MiB.
     pub prefetch_memory: u64,
 }
@@ -82,8 +111,86 @@ impl Default for ReadConfig {
             initial_window: 1 << 20,
             max_window: 128 << 20,
             random_block: 1 << 20,
+            random_block_min: 64 << 10,
             prefetch_memory: 64 << 20,
         }
+    }
+}
+
+/// The size of the block a reader's random reads fetch, adapting to whether reads come back
+/// to the blocks fetched before.
+///
+/// The file is seen in regions of `random_block` (the largest block), and the reader remembers
+/// the last [`REGIONS_REMEMBERED`] regions it fetched from. A random fetch is *fresh* when its
+/// region is not among them; it *returns* when it is (a whole block would have held this read:
+/// the kernel dropped the pages, or the block was smaller). A read served by a kept block also
+/// returns. The block starts at `random_block`; after `patience` fresh fetches in a row it
+/// halves (down to `random_block_min`); a return brings it back to `random_block` at once, and
+/// if the block was smaller the patience doubles (from [`SHRINK_AFTER`] up to
+/// [`SHRINK_AFTER_MAX`]): a reader whose reads do come back stops shrinking soon.
+///
+/// gcsfs sees only the reads the kernel's page cache missed: once a block is offered there,
+/// reads in it never reach gcsfs, so at the largest block every read gcsfs sees looks fresh,
+/// locality or not. The block shrinks to find out, and the returns at the smaller size say
+/// whether the larger was of use (on a file read at random that the page cache can hold, the
+/// share of returns is the share of the file already read).
+#[derive(Debug)]
+struct RandomBlock {
+    size: u64,
+    max: u64,
+    min: u64,
+    /// Regions (offset / `max`) fetched from, oldest first.
+    regions: VecDeque<u64>,
+    /// Fresh fetches in a row.
+    fresh: u32,
+    /// Fresh fetches in a row that halve the block.
+    patience: u32,
+}
+
+impl RandomBlock {
+    fn new(config: &ReadConfig) -> Self {
+        let max = config.random_block.max(PAGE);
+        Self {
+            size: max,
+            max,
+            min: (config.random_block_min / PAGE * PAGE).clamp(PAGE, max),
+            regions: VecDeque::new(),
+            fresh: 0,
+            patience: SHRINK_AFTER,
+        }
+    }
+
+    /// A random read of `[offset, end)` that no kept block holds: the size of the block to
+    /// fetch around it.
+    fn fetch(&mut self, offset: u64, end: u64) -> u64 {
+        let (first, last) = (offset / self.max, (end.max(offset + 1) - 1) / self.max);
+        if (first..=last).any(|r| self.regions.contains(&r)) {
+            self.returned();
+        } else {
+            self.fresh += 1;
+            if self.fresh > self.patience {
+                self.size = (self.size / 2 / PAGE * PAGE).max(self.min);
+                self.fresh = 1;
+            }
+        }
+        for r in first..=last {
+            if !self.regions.contains(&r) {
+                if self.regions.len() == REGIONS_REMEMBERED {
+                    self.regions.pop_front();
+                }
+                self.regions.push_back(r);
+            }
+        }
+        self.size
+    }
+
+    /// A read came back to what an earlier block held (or would have, at full size).
+    fn returned(&mut self) {
+        if self.size < self.max {
+            self.size = self.max;
+            self.patience = (self.patience * 2).min(SHRINK_AFTER_MAX);
+        }
+        self.fresh = 0;
     }
 }
 
@@ -468,6 +575,8 @@ pub struct Reader {
     stream: BTreeMap<u64, Arc<Part>>,
     /// Recent random blocks, newest last.
     blocks: VecDeque<Arc<Part>>,
+    /// The size of the next random block.
+    random_block: RandomBlock,
     /// End of the last read.
     last_end: u64,
     /// End of the furthest sequential read.
@@ -494,6 +603,7 @@ impl Reader {
             },
             size,
             window: ctx.config.initial_window,
+            random_block: RandomBlock::new(&ctx.config),
             ctx,
             stream: BTreeMap::new(),
             blocks: VecDeque::new(),
@@ -537,7 +647,9 @@ impl Reader {
         if offset < end {
             if self.is_sequential(offset) {
                 self.sequential(offset, end);
-            } else if !self.in_blocks(offset, end) {
+            } else if self.in_blocks(offset, end) {
+                self.random_block.returned();
+            } else {
                 self.random(offset, end);
             }
             self.last_end = end;
@@ -694,7 +806,9 @@ impl Reader {
             self.window = self.ctx.config.initial_window;
             self.furthest = 0;
         }
-        let rb = self.ctx.config.random_block.max(1);
+        // The block adapts to how this reader's reads come back to what it fetched; it always
+        // holds the pages the read asked for.
+        let rb = self.random_block.fetch(offset, end);
         let start = offset / rb * rb;
         let stop = end.div_ceil(rb).saturating_mul(rb).min(self.size);
         // The block is held (for the reads that come before the kernel has it cached) from the
@@ -777,6 +891,7 @@ mod tests {
                 initial_window: 1 << 20,
                 max_window: 32 << 20,
                 random_block: 1 << 20,
+                random_block_min: 64 << 10,
                 prefetch_memory: budget,
             },
             budget: Arc::new(Semaphore::new(budget as usize)),
@@ -817,6 +932,97 @@ mod tests {
         // least one part's buffer).
         assert!(two <= (8 << 20) + PART_BUFFER);
         assert!(eight <= 2 * PART_BUFFER);
+    }
+
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+
+    fn random_block() -> RandomBlock {
+        RandomBlock::new(&ReadConfig {
+            random_block: MIB,
+            random_block_min: 64 * KIB,
+            ..ReadConfig::default()
+        })
+    }
+
+    /// A 4 KiB read somewhere in region `r` (1 MiB).
+    fn in_region(b: &mut RandomBlock, r: u64) -> u64 {
+        let offset = r * MIB + 12 * KIB;
+        b.fetch(offset, offset + 4 * KIB)
+    }
+
+    #[test]
+    fn the_random_block_halves_while_reads_never_come_back_down_to_its_minimum() {
+        let mut b = random_block();
+        let sizes: Vec<u64> = (0..60).map(|r| in_region(&mut b, r) / KIB).collect();
+        // SHRINK_AFTER (8) fetches at each size, then half, down to 64 KiB.
+        let mut want = Vec::new();
+        for size in [1024, 512, 256, 128] {
+            want.extend([size; SHRINK_AFTER as usize]);
+        }
+        want.resize(60, 64);
+        assert_eq!(sizes, want);
+    }
+
+    #[test]
+    fn a_read_that_comes_back_restores_the_whole_block_and_slows_the_next_shrink() {
+        let mut b = random_block();
+        for r in 0..20 {
+            in_region(&mut b, r);
+        }
+        assert_eq!(b.size, 256 * KIB);
+        // Region 3 was fetched from (a block of 1 MiB then): its pages are gone from the page
+        // cache, or a larger block would have held this read. Back to 1 MiB at once.
+        assert_eq!(in_region(&mut b, 3), MIB);
+        // Now it takes twice as many fresh fetches to halve.
+        let sizes: Vec<u64> = (100..100 + 2 * SHRINK_AFTER as u64 + 1)
+            .map(|r| in_region(&mut b, r) / KIB)
+            .collect();
+        let mut want = vec![1024; 2 * SHRINK_AFTER as usize];
+        want.push(512);
+        assert_eq!(sizes, want);
+        // A read served by a kept block counts as coming back too.
+        b.returned();
+        assert_eq!(b.size, MIB);
+        // The patience stops doubling at SHRINK_AFTER_MAX.
+        for _ in 0..20 {
+            b.size = 64 * KIB;
+            b.returned();
+        }
+        assert_eq!(b.patience, SHRINK_AFTER_MAX);
+    }
+
+    #[test]
+    fn the_random_block_remembers_a_bounded_number_of_regions() {
+        let mut b = random_block();
+        // A read straddling two regions is fresh once and records both.
+        b.fetch(MIB - 4 * KIB, MIB + 4 * KIB);
+        assert_eq!(b.regions, [0, 1]);
+        for r in 2..3000 {
+            in_region(&mut b, r);
+        }
+        assert_eq!(b.regions.len(), REGIONS_REMEMBERED);
+        assert_eq!(b.size, 64 * KIB);
+        // Region 0 was forgotten: fresh. A recent one comes back.
+        assert_eq!(in_region(&mut b, 0), 64 * KIB);
+        assert_eq!(in_region(&mut b, 2990), MIB);
+    }
+
+    #[test]
+    fn odd_settings_keep_the_random_block_in_whole_pages() {
+        let mut b = RandomBlock::new(&ReadConfig {
+            random_block: MIB + 3 * PAGE,
+            random_block_min: 1000,
+            ..ReadConfig::default()
+        });
+        assert_eq!(b.min, PAGE);
+        for r in 0..200 {
+            let offset = r * b.max + 12 * KIB;
+            let size = b.fetch(offset, offset + 4 * KIB);
+            assert_eq!(size % PAGE, 0, "{size}");
+            assert!(size >= PAGE);
+        }
+        assert_eq!(b.size, PAGE);
     }
 
     fn buffer(chunks: &[usize]) -> Buffer {
