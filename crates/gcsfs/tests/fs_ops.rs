@@ -414,6 +414,72 @@ async fn releasedir_during_a_readdir_counts_the_directory_closed() {
     fs.check_invariants().unwrap();
 }
 
+/// A name made only of the conflict suffix (or a dot with it) can be listed but never looked
+/// up, whether the lookup is answered from memory or by the store.
+#[tokio::test]
+async fn a_name_of_only_the_conflict_suffix_is_never_found() {
+    let store = Arc::new(MemStore::new());
+    put(&store, "d/\n", b"x").await;
+    put(&store, "d/.\n", b"x").await;
+    put(&store, "d/ok", b"x").await;
+    let f = fixture_with(store, Duration::from_secs(60));
+    let d = lookup_path(&f.fs, "d").await.unwrap();
+    let listed: Vec<_> = list(&f.fs, d).await.into_iter().map(|(n, _)| n).collect();
+    assert!(listed.contains(&"ok".to_string()), "{listed:?}");
+    for name in ["\n", ".\n"] {
+        let err = f.fs.lookup(d, name).await.unwrap_err();
+        assert!(matches!(err, FsError::NotFound), "{name:?}: {err:?}");
+    }
+    f.fs.lookup(d, "ok").await.unwrap();
+}
+
+/// A listing from the inode table lists each child under the name it had when the listing
+/// began, or not at all if it was renamed since: never one name twice.
+#[tokio::test]
+async fn a_rename_during_a_listing_from_memory_never_lists_a_name_twice() {
+    let store = Arc::new(MemStore::new());
+    for name in ["a", "b", "c"] {
+        put(&store, &format!("d/{name}"), b"x").await;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        temp_dir: tmp.path().to_path_buf(),
+        metadata_ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(60),
+        list_page_size: 1,
+        ..Default::default()
+    };
+    let fs = Filesystem::new(store, config, Arc::new(ManualClock::default()));
+    let d = lookup_path(&fs, "d").await.unwrap();
+    assert_eq!(
+        list(&fs, d).await.len(),
+        3,
+        "listed in full: now from the table"
+    );
+    let fh = fs.opendir(d).unwrap();
+    let first = fs.readdir(fh, 0).await.unwrap();
+    let names: Vec<_> = first.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(names, [".", "..", "a"]);
+    // `b` takes `a`'s name while the listing is past `a`.
+    fs.rename(d, "b", d, "a", 0).await.unwrap();
+    let mut all = first;
+    loop {
+        let page = fs.readdir(fh, all.last().unwrap().offset).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        all.extend(page);
+    }
+    fs.releasedir(fh).unwrap();
+    let names: Vec<_> = all.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [".", "..", "a", "c"],
+        "b was renamed away, a listed once"
+    );
+    fs.check_invariants().unwrap();
+}
+
 #[tokio::test]
 async fn local_new_files_are_listed_before_upload() {
     let f = fixture();

@@ -22,6 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use compact_str::CompactString;
+
 use super::attr::{Attr, Kind, Stat};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
@@ -77,7 +79,7 @@ pub struct DirStream {
     /// Children listed from the store so far.
     listed: usize,
     /// Children still to emit when the listing comes from the inode table, by name.
-    from_table: Option<std::collections::VecDeque<(InodeNo, Kind)>>,
+    from_table: Option<std::collections::VecDeque<(CompactString, InodeNo, Kind)>>,
     /// The directory's `names_dropped` when the listing began: if a name was unbound while it
     /// ran (a child evicted after its upload, say), the listing does not mark the directory
     /// complete — the table may lack a child the listing did not show.
@@ -261,18 +263,15 @@ impl Filesystem {
             s.finished = s.listing_done;
             let (dir, own) = (s.ino, self.ownership());
             let table = self.inodes.lock();
-            for (ino, kind) in page {
-                // A child removed or moved away since the listing began is not listed (never
-                // sent without its own attributes); one renamed within the directory is
-                // listed by its new name.
-                let Some(child) = table
-                    .get(ino)
-                    .filter(|c| c.parent() == dir && !c.unlinked())
-                else {
+            for (name, ino, kind) in page {
+                // Only a child still bound to the name it had when the listing began: one
+                // removed or renamed since is not listed (never sent without its own
+                // attributes, nor twice under one name).
+                let Some(child) = table.bound_as(dir, &name, ino) else {
                     continue;
                 };
                 let attr = (child.attr(&own), self.may_hand_out(child.stat()));
-                push(s, ino, kind, child.name().to_string(), Some(attr));
+                push(s, ino, kind, name.into(), Some(attr));
             }
             return Ok(());
         }
@@ -415,7 +414,7 @@ impl Filesystem {
     /// Every child of `dir`, by name, if the inode table holds them all: the directory was
     /// listed in full (or made here) within the negative TTL, and each child is one `lookup`
     /// answers from memory (attributes within the TTL, or made or changed here). `None`: list it.
-    fn known_children(&self, dir: InodeNo) -> Option<Vec<(InodeNo, Kind)>> {
+    fn known_children(&self, dir: InodeNo) -> Option<Vec<(CompactString, InodeNo, Kind)>> {
         let now = self.now();
         let table = self.inodes.lock();
         if table

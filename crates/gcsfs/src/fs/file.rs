@@ -94,9 +94,11 @@ impl Filesystem {
                 .file_cell(ino, generation.unwrap_or(Generation::NONE))
                 .expect("checked above");
             let inode = table.get_mut(ino).expect("checked above");
-            let keep_cache = !cell.is_dirty()
-                && generation.is_some()
-                && inode.cache_generation(generation) == generation;
+            // The kernel may now hold pages of this generation; it may keep what it holds
+            // if that was of the same one and nothing here changed since.
+            let cached_before = inode.cache_generation(generation);
+            let keep_cache =
+                !cell.is_dirty() && generation.is_some() && cached_before == generation;
             let size = inode.stat().size;
             table.open_handle(ino);
             (cell, generation, size, keep_cache)

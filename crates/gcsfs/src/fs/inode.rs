@@ -588,6 +588,11 @@ impl InodeTable {
             .map(|slot| self.slots[slot as usize].ino)
     }
 
+    /// The inode bound to `name` in `parent` if it is `ino`.
+    pub fn bound_as(&self, parent: InodeNo, name: &str, ino: InodeNo) -> Option<&Inode> {
+        self.child_inode(parent, name).filter(|i| i.ino == ino)
+    }
+
     /// The inode currently bound to `name` in `parent`.
     pub fn child_inode(&self, parent: InodeNo, name: &str) -> Option<&Inode> {
         self.find(parent, name)
@@ -596,7 +601,11 @@ impl InodeTable {
 
     /// The children bound in `dir` in name order, with their kinds, if every one of them
     /// answers from memory at `now` (else `None`: the caller lists the store).
-    pub fn children_by_name(&self, dir: InodeNo, now: Instant) -> Option<Vec<(InodeNo, Kind)>> {
+    pub fn children_by_name(
+        &self,
+        dir: InodeNo,
+        now: Instant,
+    ) -> Option<Vec<(CompactString, InodeNo, Kind)>> {
         let Some(names) = self.names.get(&dir) else {
             return Some(Vec::new());
         };
@@ -620,7 +629,7 @@ impl InodeTable {
                 .into_iter()
                 .map(|s| {
                     let i = &self.slots[s as usize];
-                    (i.ino, i.kind())
+                    (i.name.clone(), i.ino, i.kind())
                 })
                 .collect(),
         )
@@ -1168,7 +1177,10 @@ mod tests {
             t.children_by_name(InodeNo::ROOT, now)
                 .unwrap()
                 .into_iter()
-                .map(|(ino, _)| t.get(ino).unwrap().name.to_string())
+                .map(|(name, ino, _)| {
+                    assert_eq!(t.get(ino).unwrap().name, name);
+                    name.to_string()
+                })
                 .collect()
         };
         assert_eq!(names(&t), ["a", "b", "m", "z"]);

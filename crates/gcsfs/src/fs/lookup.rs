@@ -83,6 +83,10 @@ impl Filesystem {
     /// attributes are read and the kernel's reference counted together, so nothing can evict
     /// the inode in between and no pin is needed. `None`: resolve it.
     fn lookup_from_memory(&self, parent: InodeNo, name: &str) -> Option<Entry> {
+        // The same check of the name as `resolve_once` makes (a name that is only the
+        // conflict suffix, or a dot with it, is never found).
+        let base = name.strip_suffix(CONFLICT_SUFFIX).unwrap_or(name);
+        names::check_component(base).ok()?;
         let now = self.now();
         let mut table = self.inodes.lock();
         if table.get(parent)?.kind() != Kind::Dir {
