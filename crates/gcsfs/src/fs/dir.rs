@@ -264,10 +264,13 @@ impl Filesystem {
             let (dir, own) = (s.ino, self.ownership());
             let table = self.inodes.lock();
             for (name, ino, kind) in page {
-                // Only a child still bound to the name it had when the listing began: one
+                // Only a child that still has the name it had when the listing began: one
                 // removed or renamed since is not listed (never sent without its own
-                // attributes, nor twice under one name).
-                let Some(child) = table.bound_as(dir, &name, ino) else {
+                // attributes). Each name of the listing is sent once at most.
+                let Some(child) = table
+                    .get(ino)
+                    .filter(|c| c.parent() == dir && c.name() == name && !c.unlinked())
+                else {
                     continue;
                 };
                 let attr = (child.attr(&own), self.may_hand_out(child.stat()));

@@ -588,11 +588,6 @@ impl InodeTable {
             .map(|slot| self.slots[slot as usize].ino)
     }
 
-    /// The inode bound to `name` in `parent` if it is `ino`.
-    pub fn bound_as(&self, parent: InodeNo, name: &str, ino: InodeNo) -> Option<&Inode> {
-        self.child_inode(parent, name).filter(|i| i.ino == ino)
-    }
-
     /// The inode currently bound to `name` in `parent`.
     pub fn child_inode(&self, parent: InodeNo, name: &str) -> Option<&Inode> {
         self.find(parent, name)
