@@ -1292,18 +1292,7 @@ impl Filesystem {
                     stat.size = size;
                     stat.mtime = now;
                 }
-                if let Some(mode) = set.mode {
-                    stat.perm = Some((mode & 0o7777) as u16);
-                }
-                if let Some(uid) = set.uid {
-                    stat.uid = Some(uid);
-                }
-                if let Some(gid) = set.gid {
-                    stat.gid = Some(gid);
-                }
-                if let Some(mtime) = set.mtime {
-                    stat.mtime = mtime;
-                }
+                apply_attrs(stat, &set);
             });
             (inode.open_handles() > 0, inode.local())
         };
@@ -1384,7 +1373,8 @@ impl Filesystem {
             let known = inode.object().cloned();
             (inode.key().to_string(), inode.stat().clone(), known)
         };
-        apply_dir_attrs(&mut stat, set);
+        apply_attrs(&mut stat, &set);
+        stat.ctime = SystemTime::now();
         let meta = match key.is_empty() {
             true => None,
             false => Some(
@@ -1419,7 +1409,7 @@ impl Filesystem {
         let entry = {
             let mut table = self.inodes.lock();
             let inode = table.get_mut(ino).ok_or(FsError::NotFound)?;
-            inode.changed_here(SystemTime::now(), |stat| apply_dir_attrs(stat, set));
+            inode.changed_here(SystemTime::now(), |stat| apply_attrs(stat, &set));
             self.entry(inode.attr(&self.ownership()))
         };
         cell.changed();
@@ -1590,8 +1580,9 @@ impl Filesystem {
     }
 }
 
-/// A directory's attributes after `set` (mode, owner, mtime; ctime is now).
-fn apply_dir_attrs(stat: &mut Stat, set: SetAttr) {
+/// `set`'s mode, owner and mtime applied to `stat` (a size is the file's business, and the
+/// caller moves the ctime: see `Inode::changed_here`).
+fn apply_attrs(stat: &mut Stat, set: &SetAttr) {
     if let Some(mode) = set.mode {
         stat.perm = Some((mode & 0o7777) as u16);
     }
@@ -1604,5 +1595,4 @@ fn apply_dir_attrs(stat: &mut Stat, set: SetAttr) {
     if let Some(mtime) = set.mtime {
         stat.mtime = mtime;
     }
-    stat.ctime = SystemTime::now();
 }
