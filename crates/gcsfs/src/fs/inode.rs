@@ -35,7 +35,8 @@
 //! in the order they are bound (a listing binds a directory's children in name order), so a
 //! listing from the table walks memory in order. Inode numbers are handed out in the same
 //! order and index their slots through a hash that keeps that order ([`InoHasher`]). A
-//! directory's name index holds, per child, its slot and a hash of its name, and compares the
+//! directory's name index holds, per child, only its slot (4 bytes, so the index of a large
+//! directory stays in the CPU's cache), placed by the hash of the name and compared with the
 //! name the inode holds (inline up to 24 bytes): finding a name reads the index and the one
 //! inode. See `benches/scale.rs` and ARCHITECTURE.md for the figures.
 
@@ -310,39 +311,44 @@ impl Inode {
     }
 }
 
-/// The names bound in one directory: each child's slot in the table, found by a hash of its
-/// name kept beside it (so growing the index never reads an inode) and compared with the
-/// name the inode holds (so the index holds no copy of it).
+/// The names bound in one directory: each child's slot in the table (4 bytes: the index of a
+/// directory of 100,000 names fits in a CPU's L2 cache), found by the hash of its name and
+/// compared with the name the inode holds (the index holds no copy of it). Growing the index
+/// hashes the names again, reading the inodes. A slot is always bound under the name its inode
+/// holds (the table's `rename` changes the name between unbinding and binding).
 #[derive(Debug, Default)]
-struct Names(hashbrown::HashTable<(u32, u32)>);
+struct Names(hashbrown::HashTable<u32>);
 
-/// The 64-bit hash the index places an entry by, from the 32 bits it keeps.
-fn spread(h: u32) -> u64 {
-    (u64::from(h) << 32) | u64::from(h)
+fn name_hash(hasher: &hashbrown::DefaultHashBuilder, name: &str) -> u64 {
+    hasher.hash_one(name)
 }
 
 impl Names {
-    fn find(&self, slots: &slab::Slab<Inode>, h: u32, name: &str) -> Option<u32> {
+    fn find(&self, slots: &slab::Slab<Inode>, h: u64, name: &str) -> Option<u32> {
         self.0
-            .find(spread(h), |&(eh, slot)| {
-                eh == h && slots[slot as usize].name.as_str() == name
-            })
-            .map(|&(_, slot)| slot)
+            .find(h, |&slot| slots[slot as usize].name.as_str() == name)
+            .copied()
     }
 
-    fn insert(&mut self, h: u32, slot: u32) {
+    fn insert(
+        &mut self,
+        slots: &slab::Slab<Inode>,
+        hasher: &hashbrown::DefaultHashBuilder,
+        h: u64,
+        slot: u32,
+    ) {
         self.0
-            .insert_unique(spread(h), (h, slot), |&(eh, _)| spread(eh));
+            .insert_unique(h, slot, |&s| name_hash(hasher, &slots[s as usize].name));
     }
 
-    fn remove(&mut self, h: u32, slot: u32) {
-        if let Ok(entry) = self.0.find_entry(spread(h), |&(_, s)| s == slot) {
+    fn remove(&mut self, h: u64, slot: u32) {
+        if let Ok(entry) = self.0.find_entry(h, |&s| s == slot) {
             entry.remove();
         }
     }
 
     fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().map(|&(_, slot)| slot)
+        self.0.iter().copied()
     }
 }
 
@@ -403,9 +409,8 @@ impl InodeTable {
         }
     }
 
-    fn hash(&self, name: &str) -> u32 {
-        let h = self.hasher.hash_one(name);
-        (h ^ (h >> 32)) as u32
+    fn hash(&self, name: &str) -> u64 {
+        name_hash(&self.hasher, name)
     }
 
     fn slot(&self, ino: InodeNo) -> Option<u32> {
@@ -434,11 +439,16 @@ impl InodeTable {
         }
     }
 
+    /// Binds `name` in `parent` to `ino`, whose inode holds that name already.
     fn bind(&mut self, parent: InodeNo, name: &str, ino: InodeNo) {
         let (Some(slot), h) = (self.slot(ino), self.hash(name)) else {
             return;
         };
-        self.names.entry(parent).or_default().insert(h, slot);
+        debug_assert_eq!(self.slots[slot as usize].name, name);
+        self.names
+            .entry(parent)
+            .or_default()
+            .insert(&self.slots, &self.hasher, h, slot);
     }
 
     fn unbind_name(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
@@ -778,7 +788,6 @@ impl InodeTable {
         }
         self.unbind_name(old_parent, &old_name);
         self.unbound_total += 1;
-        self.bind(new_parent, new_name, ino);
         let is_dir = {
             let inode = self.get_mut(ino).expect("checked above");
             inode.parent = new_parent;
@@ -786,6 +795,7 @@ impl InodeTable {
             inode.key = new_key.clone();
             inode.kind() == Kind::Dir
         };
+        self.bind(new_parent, new_name, ino);
         if is_dir {
             for (_, other) in self.slots.iter_mut() {
                 if other.ino != ino
@@ -925,11 +935,11 @@ impl InodeTable {
             if dir.0.is_empty() {
                 return Err(format!("empty name map kept for {parent}"));
             }
-            for &(h, slot) in dir.0.iter() {
+            for slot in dir.slots() {
                 let Some(i) = self.slots.get(slot as usize) else {
                     return Err(format!("a name in {parent} bound to an empty slot"));
                 };
-                if i.parent != *parent || h != self.hash(&i.name) {
+                if i.parent != *parent || self.find(*parent, &i.name) != Some(slot) {
                     return Err(format!(
                         "a name in {parent} bound to {}, which is {}/{}",
                         i.ino, i.parent, i.name
