@@ -865,3 +865,25 @@ async fn regression_write_after_rename_of_a_file_another_writer_replaced() {
     ])
     .await;
 }
+
+/// A new empty file flushed through a handle that wrote nothing (so not uploaded yet) when
+/// another client creates the same name with the same (empty) content: the release's
+/// create-only upload fails its precondition. Was: the model took an object holding exactly
+/// its bytes for its own upload (as the fs does only when a first attempt's answer was lost)
+/// and expected the close to succeed; the fs says ESTALE, another writer created it first.
+#[tokio::test]
+async fn regression_close_after_remote_create_of_same_bytes_is_stale() {
+    check(vec![
+        Create {
+            path: p("c"),
+            data: d(""),
+            then: Flushed,
+        },
+        RemotePut {
+            path: p("c"),
+            marker: false,
+            data: d(""),
+        },
+    ])
+    .await;
+}

@@ -536,19 +536,9 @@ impl Model {
             self.published(fi, data);
             return Ok(());
         }
-        // A precondition failure whose live object holds exactly our bytes is taken for our
-        // own earlier attempt whose answer was lost (the fs cannot tell the two apart): the
-        // upload counts as done, at that generation. The model's choice; SEMANTICS.md is silent.
-        if let Some(o) = self.bucket.get(&key)
-            && o.data == data
-        {
-            let generation = o.generation;
-            if kept_copy {
-                self.files[fi].body = Body::Staged(data);
-            }
-            self.adopt(fi, generation);
-            return Ok(());
-        }
+        // A precondition failure is another writer's object, whatever it holds: the fs takes an
+        // object holding exactly its bytes for its own only when its first attempt's answer
+        // was lost (a retry), which never happens here (MemStore, no faults).
         let f = &mut self.files[fi];
         f.dirty = false;
         f.local = false;
