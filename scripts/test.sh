@@ -80,6 +80,19 @@ start_emulator() {
   echo "emulator: fake-gcs-server on http://$host (pid $EMULATOR_PID, log $EMULATOR_LOG)"
 }
 
+# A clean clone gains nothing from incremental compilation, which would add gigabytes of
+# target/ (the suite builds debug, test and release profiles): off in CI unless asked for.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+fi
+# The build needs about 6 GiB of target/; a full disk shows up later as every cargo step
+# failing at once, so say it first.
+free_kib=$(df -Pk "$repo" | awk 'NR==2 {print $4}')
+echo "test.sh: $((free_kib / 1024 / 1024)) GiB free for $repo/target"
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "test.sh: warning: under 8 GiB free; the build may fail with 'No space left on device'" >&2
+fi
+
 required_step "install dependencies" bash scripts/install-deps.sh
 required_step "start emulator" start_emulator
 export GCSFS_TEST_ENDPOINT="http://$host"
