@@ -14,10 +14,11 @@
 //! right after mounting) then costs one round trip for the first directory instead of one per
 //! name, at no extra request. Names already bound are left as they are.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::attr::{Kind, Stat};
 use super::error::{FsError, FsResult};
+use super::inode::Inode;
 use super::names::{self, BadName, CONFLICT_SUFFIX};
 use super::{Entry, Filesystem, InodeNo};
 use crate::store::{ErrorKind, ListRequest, ObjectKey, ObjectMeta};
@@ -85,16 +86,13 @@ impl Filesystem {
     fn lookup_from_memory(&self, parent: InodeNo, name: &str) -> Option<Entry> {
         // The same check of the name as `resolve_once` makes (a name that is only the
         // conflict suffix, or a dot with it, is never found).
-        let base = name.strip_suffix(CONFLICT_SUFFIX).unwrap_or(name);
-        names::check_component(base).ok()?;
+        split_lookup_name(name).ok()?;
         let now = self.now();
         let mut table = self.inodes.lock();
         if table.get(parent)?.kind() != Kind::Dir {
             return None;
         }
-        let child = table.lookup_child(parent, name, |c| {
-            c.answers_from_memory(now) && self.may_hand_out(c.stat())
-        })?;
+        let child = table.lookup_child(parent, name, |c| self.hit_in_memory(c, now))?;
         let attr = child.attr(&self.ownership());
         Some(self.entry(attr))
     }
@@ -102,6 +100,12 @@ impl Filesystem {
     /// The kernel dropped `n` references.
     pub fn forget(&self, ino: InodeNo, n: u64) {
         self.inodes.lock().forget(ino, n);
+    }
+
+    /// Whether the table's `child` answers a lookup of its name at `now` with no request: its
+    /// attributes are fresh (or only this mount can have changed them) and may be handed out.
+    fn hit_in_memory(&self, child: &Inode, now: Instant) -> bool {
+        child.answers_from_memory(now) && self.may_hand_out(child.stat())
     }
 
     /// Whether `stat` may be given to the kernel to cache: always, unless the kernel checks
@@ -231,15 +235,7 @@ impl Filesystem {
 
     /// One attempt of [`Filesystem::resolve`].
     async fn resolve_once(&self, parent: InodeNo, name: &str) -> FsResult<InodeNo> {
-        let (file_only, base) = match name.strip_suffix(CONFLICT_SUFFIX) {
-            Some(base) => (true, base),
-            None => (false, name),
-        };
-        match names::check_component(base) {
-            Ok(()) => {}
-            Err(BadName::TooLong) => return Err(FsError::NameTooLong),
-            Err(_) => return Err(FsError::NotFound),
-        }
+        let (file_only, base) = split_lookup_name(name)?;
         let mut prefix = match self.cached(parent, name)? {
             Cached::Hit(ino) => return Ok(ino),
             Cached::Missing => return Err(FsError::NotFound),
@@ -320,7 +316,7 @@ impl Filesystem {
             return Err(FsError::NotDir);
         }
         if let Some(c) = table.child_inode(parent, name) {
-            if c.answers_from_memory(now) && self.may_hand_out(c.stat()) {
+            if self.hit_in_memory(c, now) {
                 return Ok(Cached::Hit(c.ino()));
             }
         } else if p.complete_until().is_some_and(|until| until > now) {
@@ -471,5 +467,21 @@ fn learn_below(
             let stat = Stat::from_object(o);
             table.upsert_child(parent, last, key, stat, Some(o.clone()), valid);
         }
+    }
+}
+
+/// A name asked for in a lookup: whether it names only a file (it ends in the conflict
+/// suffix, the name under which a file hidden by a directory of the same name is reachable)
+/// and the name of the object. A name that is not a valid component is never found (one too
+/// long says so).
+fn split_lookup_name(name: &str) -> FsResult<(bool, &str)> {
+    let (file_only, base) = match name.strip_suffix(CONFLICT_SUFFIX) {
+        Some(base) => (true, base),
+        None => (false, name),
+    };
+    match names::check_component(base) {
+        Ok(()) => Ok((file_only, base)),
+        Err(BadName::TooLong) => Err(FsError::NameTooLong),
+        Err(_) => Err(FsError::NotFound),
     }
 }
