@@ -770,6 +770,107 @@ async fn a_file_walks_through_the_write_back_phases() {
     assert_eq!(gcsfs::fs::unexpected_events(), 0);
 }
 
+/// A descriptor open on a file that was removed (unlinked, or renamed over) while its changes
+/// waited in the upload queue keeps reading and writing them, as on a local filesystem; the
+/// removed file never reaches the bucket. Was (found by the async reference-model test with two
+/// threads): the queued upload ran after the unlink, found the file removed and dropped its
+/// staged data, so the descriptor's next write said ESTALE (it tried to stage the deleted
+/// generation again), and a write at offset 0 silently started the file over.
+#[tokio::test(start_paused = true)]
+async fn a_file_removed_while_its_upload_is_queued_keeps_its_data_for_open_descriptors() {
+    for rename_over in [false, true] {
+        let r = rig(1, Duration::from_secs(3600));
+        let a = write_file(&r.fs, "a", b"published").await;
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        if rename_over {
+            write_file(&r.fs, "b", b"moved over").await;
+            assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        }
+        let o = r.fs.open(a, libc::O_RDWR).await.unwrap();
+        r.fs.write(o.fh, 9, b" and changed").await.unwrap();
+        // The only upload slot is taken by a slow upload; another descriptor's close queues
+        // "a" behind it.
+        r.faults
+            .push(Op::Write, Fault::Latency(Duration::from_secs(5)));
+        let writes = r.faults.calls(Op::Write);
+        write_file(&r.fs, "slow", b"slow").await;
+        until_called(&r.faults, Op::Write, writes + 1).await;
+        let other = r.fs.open(a, libc::O_RDONLY).await.unwrap();
+        r.fs.release(a, other.fh).await.unwrap();
+        if rename_over {
+            r.fs.rename(InodeNo::ROOT, "b", InodeNo::ROOT, "a", 0)
+                .await
+                .unwrap();
+        } else {
+            r.fs.unlink(InodeNo::ROOT, "a").await.unwrap();
+        }
+        // The queued upload runs now, after the removal.
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        assert_eq!(r.fs.phase_of(a), Some(gcsfs::fs::Phase::Unlinked));
+        r.fs.write(o.fh, 21, b", still open").await.unwrap();
+        assert_eq!(
+            read_now(&r.fs, o.fh).await,
+            b"published and changed, still open",
+            "rename_over={rename_over}"
+        );
+        r.fs.fsync(o.fh).await.unwrap();
+        r.fs.release(a, o.fh).await.unwrap();
+        let expected: Option<&[u8]> = rename_over.then_some(b"moved over");
+        assert_eq!(
+            get(&r.mem, "a").as_deref(),
+            expected,
+            "rename_over={rename_over}"
+        );
+        assert!(!r.fs.has_dirty());
+    }
+    assert_eq!(gcsfs::fs::unexpected_events(), 0);
+}
+
+/// A new file past the streaming threshold (its bytes only in the streamed upload), removed
+/// while open: the descriptor still reads and writes all of it, and the object never appears
+/// (the stream is finished to keep the bytes, then deleted as any unlinked object is). Was:
+/// a later upload aborted the stream, and its bytes were gone from the open descriptor.
+#[tokio::test(start_paused = true)]
+async fn a_streamed_file_removed_while_open_keeps_its_bytes_and_leaves_no_object() {
+    const MIB: usize = 1 << 20;
+    for write_back in [WriteBack::Sync, WriteBack::Async] {
+        let r = rig_mode(write_back, 4, Duration::from_secs(3600));
+        let (e, o) =
+            r.fs.create(InodeNo::ROOT, "big", 0o644, libc::O_RDWR, ME)
+                .await
+                .unwrap();
+        let ino = e.attr.ino;
+        let data: Vec<u8> = (0..6 * MIB).map(|i| (i % 251) as u8).collect();
+        for (k, chunk) in data.chunks(MIB).enumerate() {
+            r.fs.write(o.fh, (k * MIB) as u64, chunk).await.unwrap();
+        }
+        assert_eq!(r.fs.phase_of(ino), Some(gcsfs::fs::Phase::Streaming));
+        r.fs.unlink(InodeNo::ROOT, "big").await.unwrap();
+        assert_eq!(r.fs.phase_of(ino), Some(gcsfs::fs::Phase::Unlinked));
+        assert!(
+            get(&r.mem, "big").is_none(),
+            "{write_back:?}: no object after unlink"
+        );
+        r.fs.write(o.fh, data.len() as u64, b"tail").await.unwrap();
+        let back = r.fs.read(o.fh, 6 * MIB as u64 - 4, 8).await.unwrap();
+        assert_eq!(
+            &back[..],
+            &[data[6 * MIB - 4..].to_vec(), b"tail".to_vec()].concat()
+        );
+        let start = r.fs.read(o.fh, 0, 4096).await.unwrap();
+        assert_eq!(&start[..], &data[..4096]);
+        r.fs.flush(o.fh).await.unwrap();
+        r.fs.release(ino, o.fh).await.unwrap();
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        assert!(
+            get(&r.mem, "big").is_none(),
+            "{write_back:?}: never created"
+        );
+        assert!(!r.fs.has_dirty());
+    }
+    assert_eq!(gcsfs::fs::unexpected_events(), 0);
+}
+
 /// A new file held in memory is being uploaded (an fsync of its first MiB) while its writer
 /// goes on past the streaming threshold. Was: the writes started a create-only stream, the
 /// upload made the object first, and the stream then failed: every byte after the fsync's

@@ -887,3 +887,39 @@ async fn regression_close_after_remote_create_of_same_bytes_is_stale() {
     ])
     .await;
 }
+
+/// `--write-back async`, two worker threads: a file changed through an open handle is queued
+/// for upload (another handle's close) and unlinked; the queued upload ran after the unlink,
+/// found the file removed and dropped its staged data while the first handle was still open,
+/// whose next write then said ESTALE (the model: it goes on, as on a local filesystem). Failed
+/// about one run in ten, so it is replayed many times; `fs_writeback` pins the same order
+/// deterministically.
+#[test]
+fn regression_async_unlink_while_an_upload_is_queued_keeps_the_open_handles_data() {
+    let ops = vec![
+        Create {
+            path: p("a"),
+            data: d("binas"),
+            then: Flushed,
+        },
+        Write {
+            handle: 0,
+            offset: 5,
+            data: d("x"),
+        },
+        Read { path: p("a") },
+        Unlink { path: p("a") },
+        Write {
+            handle: 0,
+            offset: 10,
+            data: d("ggslb"),
+        },
+    ];
+    for _ in 0..100 {
+        for streaming in [false, true] {
+            if let Err(e) = replay(&ops, streaming, true, false) {
+                panic!("streaming_writes={streaming}: {e}");
+            }
+        }
+    }
+}

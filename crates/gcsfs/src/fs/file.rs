@@ -879,9 +879,13 @@ impl Filesystem {
             self.upload(ino, &h.cell).await
         };
         let last = self.inodes.lock().close_handle(ino) == 0;
-        if last && !h.cell.is_dirty() {
+        if last {
+            // (The phase is read under the state lock: an unlink marks it there.)
             let mut st = h.cell.state.lock().await;
-            if !h.cell.is_dirty() {
+            if h.cell.phase() == Phase::Unlinked {
+                // The last descriptor of a removed file: its data goes with it.
+                Self::drop_unlinked_data(&mut st).await;
+            } else if !h.cell.is_dirty() {
                 st.staged = None;
             }
         }
@@ -944,17 +948,22 @@ impl Filesystem {
         if !cell.is_dirty() {
             return Ok(());
         }
-        let (key, unlinked) = {
+        let (key, unlinked, open) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
-            (inode.key().to_string(), inode.unlinked())
+            (
+                inode.key().to_string(),
+                inode.unlinked(),
+                inode.open_handles() > 0,
+            )
         };
         if unlinked {
-            // Removed while open: its data goes with it, as on a local filesystem.
-            st.staged = None;
-            st.head = None;
-            if let Some(stream) = st.stream.take() {
-                stream.abort().await;
+            // Removed (or renamed over) since it changed: its changes go nowhere. While a
+            // descriptor is open it keeps reading and writing them, as on a local filesystem
+            // (the release of the last one drops them); a queued upload that runs after the
+            // unlink must not take them away from it.
+            if !open {
+                Self::drop_unlinked_data(&mut st).await;
             }
             cell.unlinked();
             return Ok(());
@@ -1040,6 +1049,16 @@ impl Filesystem {
         }
     }
 
+    /// Drops what a removed file held: its staging copy, its bytes in memory, and a streamed
+    /// upload (aborted: it must not create the object of a removed file).
+    pub(super) async fn drop_unlinked_data(st: &mut WriteState) {
+        st.staged = None;
+        st.head = None;
+        if let Some(stream) = st.stream.take() {
+            stream.abort().await;
+        }
+    }
+
     /// The attributes an upload of `ino`'s changes carries: the object's content type and
     /// custom metadata as known, and the POSIX attributes of the inode.
     fn object_attrs(&self, ino: InodeNo) -> WriteAttrs {
@@ -1092,7 +1111,7 @@ impl Filesystem {
     }
 
     /// Completes the streaming upload of a new file (its changes are then published).
-    async fn settle_stream(&self, ino: InodeNo, st: &mut WriteState) -> FsResult<()> {
+    pub(super) async fn settle_stream(&self, ino: InodeNo, st: &mut WriteState) -> FsResult<()> {
         let Some(stream) = st.stream.take() else {
             return Ok(());
         };
@@ -1361,9 +1380,11 @@ impl Filesystem {
     async fn setattr_dir(&self, ino: InodeNo, set: SetAttr) -> FsResult<Entry> {
         // In the background only for a directory with a marker known here: an implicit one
         // needs its marker made, which must not happen after a rename or rmdir of it.
-        let marked = self.inodes.lock().get(ino).is_some_and(|i| {
-            !i.key().is_empty() && i.meta().as_ref().is_some_and(|m| m.key.as_str() == i.key())
-        });
+        let marked = self
+            .inodes
+            .lock()
+            .get(ino)
+            .is_some_and(|i| !i.key().is_empty() && i.object().is_some());
         if self.uploader_available() && marked {
             return self.setattr_dir_async(ino, set).await;
         }

@@ -39,7 +39,9 @@
 //!   `gcsfs-conflicts/` and the file is what the other writer made. Not dirty.
 //! - **Lost**: a streamed upload failed: its bytes were only in the upload and are gone (every
 //!   handle open on the file reports it). Not dirty.
-//! - **Unlinked**: removed while it had state: its changes go nowhere. Final.
+//! - **Unlinked**: removed (unlinked, or renamed over) while it had state: its changes go
+//!   nowhere, and no upload or stream starts. Final. Set by the unlink or rename itself; the
+//!   data stays for descriptors still open, and goes with the release of the last one.
 //!
 //! A file is *dirty* (has changes that must reach the bucket: the drain, `has_dirty`, the age
 //! bound and lookups answered from memory go by it) in Staged, Streaming, Queued, Uploading and

@@ -218,6 +218,21 @@ impl Filesystem {
             Some(cell) => Some(cell.publish.lock().await),
             None => None,
         };
+        if let Some(cell) = &cell {
+            let mut st = cell.state.lock().await;
+            let open = self
+                .inodes
+                .lock()
+                .get(ino)
+                .is_some_and(|i| i.open_handles() > 0);
+            if open && st.stream.is_some() {
+                // A new file whose bytes went into a streamed upload, still open: they are
+                // nowhere else, so the upload is finished and the file kept locally below like
+                // any other (aborting it would take the bytes from the open descriptors).
+                // A failed one lost them already (every handle says so): the unlink goes on.
+                let _ = self.settle_stream(ino, &mut st).await;
+            }
+        }
         let (key, generation, local, open) = {
             let table = self.inodes.lock();
             let inode = table.get(ino).ok_or(FsError::NotFound)?;
@@ -257,6 +272,20 @@ impl Filesystem {
             let mut table = self.inodes.lock();
             table.detach(parent, name);
             table.entries_changed(parent, 0);
+        }
+        if let Some(cell) = &cell {
+            // Its changes go nowhere from now on (no upload, no stream starts); open
+            // descriptors keep them until the last is released.
+            let mut st = cell.state.lock().await;
+            if self
+                .inodes
+                .lock()
+                .get(ino)
+                .is_none_or(|i| i.open_handles() == 0)
+            {
+                Self::drop_unlinked_data(&mut st).await;
+            }
+            cell.unlinked();
         }
         self.remember_missing(parent, name);
         Ok(())
@@ -525,6 +554,21 @@ impl Filesystem {
         self.inodes
             .lock()
             .rename(ino, new_parent, new_name, new_key);
+        if let Some(dst) = dst.filter(|&d| d != ino)
+            && let Some((_, dst_cell)) = cells.iter().find(|(i, _)| *i == dst)
+        {
+            // The file renamed over is unlinked: its changes go nowhere (as `unlink`).
+            let mut st = dst_cell.state.lock().await;
+            if self
+                .inodes
+                .lock()
+                .get(dst)
+                .is_none_or(|i| i.open_handles() == 0)
+            {
+                Self::drop_unlinked_data(&mut st).await;
+            }
+            dst_cell.unlinked();
+        }
         drop(guards);
         Ok(())
     }
