@@ -871,6 +871,47 @@ async fn a_streamed_file_removed_while_open_keeps_its_bytes_and_leaves_no_object
     assert_eq!(gcsfs::fs::unexpected_events(), 0);
 }
 
+/// A listing served before this mount's own upload of a file and read after it, the file's
+/// inode evicted in between (the kernel forgot it): what the listing shows of the file is
+/// older than the upload, and must not be cached as the file. Was (found by the async
+/// reference-model test with two threads): the old generation was bound as fresh for the
+/// metadata TTL, so `stat` showed the old size and a rename of the file copied a generation
+/// that no longer existed (ESTALE).
+#[tokio::test(start_paused = true)]
+async fn a_listing_older_than_this_mounts_upload_never_brings_back_the_old_generation() {
+    use gcsfs::store::Fault;
+    for write_back in [WriteBack::Sync, WriteBack::Async] {
+        let r = rig_mode(write_back, 4, Duration::from_secs(3600));
+        let c = write_file(&r.fs, "c", b"one").await;
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        // Listed in full (small), then the listing's negative TTL runs out: the next lookup
+        // of a name the table lacks lists the directory again.
+        let fh = r.fs.opendir(InodeNo::ROOT).unwrap();
+        r.fs.readdir(fh, 0).await.unwrap();
+        r.fs.releasedir(fh).unwrap();
+        r.clock.advance(Duration::from_secs(30));
+        r.faults
+            .push(Op::List, Fault::LateAnswer(Duration::from_secs(5)));
+        let lists = r.faults.calls(Op::List);
+        let fs = r.fs.clone();
+        let lookup = tokio::spawn(async move { fs.lookup(InodeNo::ROOT, "other").await });
+        until_called(&r.faults, Op::List, lists + 1).await;
+        // The listing was served (showing "one"); now this mount replaces the file, and the
+        // kernel forgets it, so its inode goes.
+        rewrite(&r.fs, c, b"two, longer").await;
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        r.fs.forget(c, 1);
+        assert!(lookup.await.unwrap().is_err(), "no such name");
+        let e = r.fs.lookup(InodeNo::ROOT, "c").await.unwrap();
+        assert_eq!(e.attr.size, 11, "{write_back:?}: the size this mount wrote");
+        r.fs.rename(InodeNo::ROOT, "c", InodeNo::ROOT, "d", 0)
+            .await
+            .unwrap();
+        assert!(r.fs.wait_for_uploads(Duration::from_secs(60)).await);
+        assert_eq!(get(&r.mem, "d").unwrap(), b"two, longer");
+    }
+}
+
 /// A new file held in memory is being uploaded (an fsync of its first MiB) while its writer
 /// goes on past the streaming threshold. Was: the writes started a create-only stream, the
 /// upload made the object first, and the stream then failed: every byte after the fsync's

@@ -296,6 +296,10 @@ impl Filesystem {
             max_results: Some(self.config.list_page_size),
             start_offset: None,
         };
+        // Room for the page's names, made before the request is known to the table (so that
+        // its own evictions do not make it distrust its answer, see `add_listed`).
+        self.inodes.lock().sweep(self.config.max_cached_inodes);
+        let binding = self.binding_request();
         let page = self.store.list(&request).await?;
         s.next_token = page.next_page_token;
         s.listing_done = s.next_token.is_none();
@@ -353,7 +357,8 @@ impl Filesystem {
             }
         }
         s.listed += listed.len();
-        self.add_listed(s, listed);
+        self.add_listed(s, listed, binding.start);
+        drop(binding);
         if let Some(until) = complete_until
             && let Some(dir) = self.inodes.lock().get_mut(s.ino)
             && dir.names_dropped() == s.dropped_at_start
@@ -383,14 +388,15 @@ impl Filesystem {
         }
     }
 
-    /// Turns listed children into inodes and entries.
-    fn add_listed(&self, s: &mut DirStream, listed: Vec<Listed>) {
-        let valid = self.now() + self.config.metadata_ttl;
+    /// Turns listed children into inodes and entries; `start`: the listing request's number
+    /// (see `Filesystem::binding_request`).
+    fn add_listed(&self, s: &mut DirStream, listed: Vec<Listed>, start: u64) {
+        let now = self.now();
+        let valid = now + self.config.metadata_ttl;
         let own = self.ownership();
         let mut entries = Vec::with_capacity(listed.len());
         {
             let mut table = self.inodes.lock();
-            table.sweep(self.config.max_cached_inodes);
             for item in listed {
                 let (name, key, stat, meta) = match item {
                     Listed::Dir(name) => {
@@ -403,9 +409,22 @@ impl Filesystem {
                     }
                 };
                 s.local_pending.remove(&name);
-                let ino = table.upsert_child(s.ino, &name, key, stat, meta, valid);
+                // A name dropped from the table while the listing ran (evicted after this
+                // mount's own upload, unlinked, renamed away): what the listing shows of it may
+                // be older than what was dropped. Listed, but not known: the next lookup asks
+                // the store, and the kernel gets no attributes to cache.
+                let stale =
+                    table.child(s.ino, &name).is_none() && table.dropped_since(s.ino, &name, start);
+                let ino = table.upsert_child(
+                    s.ino,
+                    &name,
+                    key,
+                    stat,
+                    meta,
+                    if stale { now } else { valid },
+                );
                 let inode = table.get(ino).expect("just inserted");
-                let attr = (inode.attr(&own), self.may_hand_out(inode.stat()));
+                let attr = (inode.attr(&own), !stale && self.may_hand_out(inode.stat()));
                 entries.push((ino, inode.kind(), name, attr));
             }
         }

@@ -380,7 +380,78 @@ pub struct InodeTable {
     next_sweep: usize,
     /// Names unbound anywhere so far (see [`InodeTable::unbound_total`]).
     unbound_total: u64,
+    /// Names dropped while store requests that bind names were in flight.
+    drops: RecentDrops,
     next: u64,
+}
+
+/// Names that left the table (evicted, unlinked, renamed away, found gone) while a store
+/// request whose answer binds names — a listing page, a probe — was in flight.
+///
+/// Such an answer may predate what made the name go: a listing that began before this mount's
+/// own upload finished shows the generation before it, one that began before an unlink shows
+/// the removed file. While the inode that knew better is in the table, binding the answer
+/// keeps what the inode knows (`upsert_child`); once it is gone, nothing would, and the old
+/// answer would be taken for the truth until the metadata TTL runs out (a rename of the file
+/// then copies a generation that no longer exists: ESTALE). So a request notes when it starts
+/// ([`InodeTable::binding_request_started`]), every drop made while any request is in flight is
+/// recorded with a sequence number, and a name the answer shows that was dropped after the
+/// request started is bound as not known ([`InodeTable::dropped_since`]): the next lookup asks
+/// the store again. A record is kept only while a request that started before it is still in
+/// flight.
+#[derive(Debug, Default)]
+struct RecentDrops {
+    /// Sequence number of the last drop recorded.
+    seq: u64,
+    /// Requests in flight, by the sequence number when they started.
+    in_flight: std::collections::BTreeMap<u64, u32>,
+    /// (directory, name) → sequence number of its last drop.
+    dropped: HashMap<(InodeNo, CompactString), u64>,
+    /// `dropped`'s size after the last pruning: it is pruned again once it doubled.
+    kept: usize,
+}
+
+impl RecentDrops {
+    fn started(&mut self) -> u64 {
+        *self.in_flight.entry(self.seq).or_default() += 1;
+        self.seq
+    }
+
+    fn ended(&mut self, start: u64) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.in_flight.entry(start) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        match self.in_flight.keys().next() {
+            None => {
+                self.dropped.clear();
+                self.kept = 0;
+            }
+            Some(&oldest) if self.dropped.len() > (2 * self.kept).max(1024) => {
+                // Drops no request in flight started before are of no use to any.
+                self.dropped.retain(|_, &mut seq| seq > oldest);
+                self.kept = self.dropped.len();
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn dropped(&mut self, parent: InodeNo, name: &str) {
+        if !self.in_flight.is_empty() {
+            self.seq += 1;
+            self.dropped.insert((parent, name.into()), self.seq);
+        }
+    }
+
+    fn dropped_since(&self, parent: InodeNo, name: &str, start: u64) -> bool {
+        !self.dropped.is_empty()
+            && self
+                .dropped
+                .get(&(parent, CompactString::from(name)))
+                .is_some_and(|&seq| seq > start)
+    }
 }
 
 impl InodeTable {
@@ -405,8 +476,28 @@ impl InodeTable {
             added_in_epoch: 0,
             next_sweep: 0,
             unbound_total: 0,
+            drops: RecentDrops::default(),
             next: 2,
         }
+    }
+
+    /// A store request whose answer will bind names (a listing page, a probe) starts: the
+    /// number to pass to [`InodeTable::dropped_since`] and, when it ends (answered or not),
+    /// to [`InodeTable::binding_request_ended`].
+    pub fn binding_request_started(&mut self) -> u64 {
+        self.drops.started()
+    }
+
+    /// The request that [`InodeTable::binding_request_started`] numbered `start` ended.
+    pub fn binding_request_ended(&mut self, start: u64) {
+        self.drops.ended(start);
+    }
+
+    /// Whether `parent/name` left the table after the request numbered `start` began: its
+    /// answer about the name may be older than what this table knew then (see `RecentDrops`),
+    /// so it is bound as not known (to be asked again), never cached as fresh.
+    pub fn dropped_since(&self, parent: InodeNo, name: &str, start: u64) -> bool {
+        self.drops.dropped_since(parent, name, start)
     }
 
     fn hash(&self, name: &str) -> u64 {
@@ -462,6 +553,7 @@ impl InodeTable {
         if let Some(p) = self.get_mut(parent) {
             p.names_dropped += 1;
         }
+        self.drops.dropped(parent, name);
         Some(self.slots[slot as usize].ino)
     }
 
@@ -1023,6 +1115,30 @@ mod tests {
 
     fn alive(t: &InodeTable, inos: &[InodeNo]) -> Vec<bool> {
         inos.iter().map(|i| t.get(*i).is_some()).collect()
+    }
+
+    #[test]
+    fn a_name_dropped_during_a_request_is_known_to_it_until_no_older_request_runs() {
+        let (mut t, now) = table();
+        let a = dir(&mut t, InodeNo::ROOT, "a", now);
+        dir(&mut t, InodeNo::ROOT, "b", now);
+        // With no request in flight, nothing is recorded.
+        t.detach(InodeNo::ROOT, "b");
+        let first = t.binding_request_started();
+        assert!(!t.dropped_since(InodeNo::ROOT, "b", first));
+        // Dropped (here: evicted) while `first` runs: its answer about "a" may predate that.
+        t.maybe_evict(a);
+        assert!(t.get(a).is_none());
+        assert!(t.dropped_since(InodeNo::ROOT, "a", first));
+        assert!(!t.dropped_since(InodeNo::ROOT, "b", first));
+        // A request started after the drop may trust its answer; the older one still may not.
+        let second = t.binding_request_started();
+        assert!(!t.dropped_since(InodeNo::ROOT, "a", second));
+        t.binding_request_ended(first);
+        t.binding_request_ended(second);
+        // No request in flight: the record is gone.
+        assert!(!t.dropped_since(InodeNo::ROOT, "a", first));
+        t.check().unwrap();
     }
 
     #[test]

@@ -45,6 +45,21 @@ impl Drop for Resolved<'_> {
     }
 }
 
+/// A store request whose answer binds names (a probe, a listing page), known to the inode
+/// table while it runs, so that a name dropped meanwhile is not bound from an answer older than
+/// the drop (see `InodeTable::dropped_since`). Ends when dropped: answered, failed or
+/// cancelled. (Dropped with the table's lock not held: its drop takes it.)
+pub(super) struct BindingRequest<'a> {
+    fs: &'a Filesystem,
+    pub start: u64,
+}
+
+impl Drop for BindingRequest<'_> {
+    fn drop(&mut self) {
+        self.fs.inodes.lock().binding_request_ended(self.start);
+    }
+}
+
 /// Keys the probe of a name lists under `name/`: enough to see past the markers of a few
 /// nested directories to the first file below them.
 pub const PROBE_KEYS: u32 = 16;
@@ -63,6 +78,12 @@ pub(super) enum Found {
 }
 
 impl Filesystem {
+    /// Registers a store request whose answer will bind names (see [`BindingRequest`]).
+    pub(super) fn binding_request(&self) -> BindingRequest<'_> {
+        let start = self.inodes.lock().binding_request_started();
+        BindingRequest { fs: self, start }
+    }
+
     /// Looks up `name` in `parent`; on success the kernel holds one more reference to the inode.
     pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
         if let Some(entry) = self.lookup_from_memory(parent, name) {
@@ -253,12 +274,26 @@ impl Filesystem {
             }
         }
         let key = names::join(&prefix, base);
-        let unbound_before = self.inodes.lock().unbound_total();
+        let unbound_before = {
+            let mut table = self.inodes.lock();
+            // Lookups of names never listed add inodes too: keep the table under its cap
+            // (before the probe is known to the table: its own evictions are no news to it).
+            table.sweep(self.config.max_cached_inodes);
+            table.unbound_total()
+        };
+        let request = self.binding_request();
         let found = self.probe(&key, !file_only).await?;
-        let valid = self.now() + self.config.metadata_ttl;
+        let now = self.now();
         let mut table = self.inodes.lock();
-        // Lookups of names never listed add inodes too: keep the table under its cap.
-        table.sweep(self.config.max_cached_inodes);
+        // Dropped from the table while the probe ran (evicted after this mount's upload, say):
+        // the answer may be older than what was dropped, so it is bound as not known.
+        let valid = if table.child(parent, name).is_none()
+            && table.dropped_since(parent, name, request.start)
+        {
+            now
+        } else {
+            now + self.config.metadata_ttl
+        };
         // A file created here while we were asking wins over the store's answer.
         if let Some(ino) = table.child(parent, name)
             && table.get(ino).is_some_and(|i| i.local())

@@ -31,6 +31,10 @@ pub enum Fault {
     /// Perform the call on the inner store, then fail with this status anyway: the request
     /// took effect but its answer was lost (what a timeout after a committed write looks like).
     StatusAfterCommit(u16),
+    /// Perform the call on the inner store at once, then hold its answer this long (on the
+    /// Tokio clock): the answer arrives as old as the call, as a slow response does (a listing
+    /// that shows what was there when it was served, not when it is read).
+    LateAnswer(Duration),
     /// Reads only: the stream yields `after_bytes` bytes, then a `Transient` error, then ends.
     /// On any other operation the call fails with `Transient` before reaching the inner store.
     ResetMidStream {
@@ -175,6 +179,11 @@ async fn faulted<T>(
             // The inner call's own result is dropped with the "lost" answer.
             let _ = call.await;
             Err(injected(op, status))
+        }
+        Fault::LateAnswer(delay) => {
+            let answer = call.await;
+            tokio::time::sleep(delay).await;
+            answer
         }
         Fault::ResetMidStream { .. } | Fault::PartialChunk { .. } => Err(reset(op)),
         Fault::Stall | Fault::StallMidStream { .. } => std::future::pending().await,
