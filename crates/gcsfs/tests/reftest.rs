@@ -24,7 +24,8 @@
 //! never lie), so lookups, listings from the inode table and the negative cache answer from
 //! memory while uploads run.
 //!
-//! `PROPTEST_CASES` raises the case count (default 64). A shrunk failure is kept as a
+//! `PROPTEST_CASES` raises the case count (default 64); `REFTEST_TRACE=1` prints every op
+//! with the model's and the filesystem's results. A shrunk failure is kept as a
 //! `regression_*` test below that replays its exact op list; one pinning an fs bug not fixed
 //! yet is `#[ignore]`d with the bug named. The model reproduces no known bug.
 
@@ -922,4 +923,43 @@ fn regression_async_unlink_while_an_upload_is_queued_keeps_the_open_handles_data
             }
         }
     }
+}
+
+/// An open file changed here whose object another mount deleted (its interrupted directory
+/// rename moved it away) keeps its name while its directory stands; then a directory is renamed
+/// over that (empty, as the bucket shows it) directory. Was: the model still found the file by
+/// its old path in the new directory; the fs does not (the directory it was in is gone), and
+/// now neither does the model. Its changes still upload to its key at close.
+#[tokio::test]
+async fn regression_a_directory_renamed_over_one_holding_an_orphaned_open_file_does_not_hold_it() {
+    check(vec![
+        Mkdir { path: p("c") },
+        Create {
+            path: p("c/b"),
+            data: d("a"),
+            then: Flushed,
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("a"),
+        },
+        InterruptedRename {
+            from: p("c"),
+            to: p("b/a"),
+            copied: 7,
+            deleted: 76,
+        },
+        Rename {
+            from: p("b"),
+            to: p("c"),
+        },
+        Read { path: p("c/b") },
+        Create {
+            path: p("c/b"),
+            data: d(""),
+            then: Closed,
+        },
+    ])
+    .await;
 }

@@ -162,6 +162,9 @@ impl Harness {
         };
         let s = self.sut_apply(op, key.as_deref()).await?;
         let m = self.model_agrees(&s, |model| Self::model_apply(model, op, key.as_deref()));
+        if std::env::var("REFTEST_TRACE").is_ok() {
+            eprintln!("TRACE {op:?} -> model {} fs {}", show(&m), show(&s));
+        }
         if m != s {
             return Err(format!("result: model {}, fs {}", show(&m), show(&s)));
         }

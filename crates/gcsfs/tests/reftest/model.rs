@@ -746,6 +746,15 @@ impl Model {
             return Err(ENOTEMPTY);
         }
         self.bucket.remove(&prefix);
+        // A file still open below it whose object another client deleted (changed here, so
+        // still found by its name until now) goes with the directory: a directory made again
+        // by that name (a rename over this one) does not hold it. Its changes still upload to
+        // its key at close, as any open file's do (and lose their precondition).
+        for f in &mut self.files {
+            if f.open > 0 && !f.unlinked && f.key.starts_with(&prefix) {
+                f.unbound = true;
+            }
+        }
         Ok(())
     }
 
