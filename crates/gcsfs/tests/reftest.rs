@@ -963,3 +963,42 @@ async fn regression_a_directory_renamed_over_one_holding_an_orphaned_open_file_d
     ])
     .await;
 }
+
+/// An open file changed here whose object another client deleted, in a directory then found
+/// gone (nothing else under it), which another client then makes again (a marker). Was: the
+/// model still found the file by its old path in the new directory (ESTALE on a read); the fs
+/// does not (the directory's inode went, and the file with it), and now neither does the model.
+#[tokio::test]
+async fn regression_a_directory_made_again_does_not_hold_an_orphaned_open_file() {
+    check(vec![
+        RemotePut {
+            path: p("b/b"),
+            marker: false,
+            data: d(""),
+        },
+        Create {
+            path: p("b/a"),
+            data: d("a"),
+            then: Flushed,
+        },
+        Write {
+            handle: 0,
+            offset: 0,
+            data: d("a"),
+        },
+        RemoteDelete { index: 0 },
+        Unlink { path: p("b/b") },
+        Read { path: p("b") },
+        RemotePut {
+            path: p("b"),
+            marker: true,
+            data: d(""),
+        },
+        Read { path: p("b/a") },
+        Rename {
+            from: p("a"),
+            to: p("b/a/a"),
+        },
+    ])
+    .await;
+}

@@ -280,9 +280,11 @@ impl Model {
             if let Some(fi) = self.bound(path) {
                 self.files[fi].seen = Some(live);
             }
+            self.unbind_below(path);
             Some(K::File)
         } else {
             self.unbind(path);
+            self.unbind_below(path);
             None
         }
     }
@@ -746,16 +748,22 @@ impl Model {
             return Err(ENOTEMPTY);
         }
         self.bucket.remove(&prefix);
-        // A file still open below it whose object another client deleted (changed here, so
-        // still found by its name until now) goes with the directory: a directory made again
-        // by that name (a rename over this one) does not hold it. Its changes still upload to
-        // its key at close, as any open file's do (and lose their precondition).
+        self.unbind_below(path);
+        Ok(())
+    }
+
+    /// Directory `path` is gone (removed, found gone, or now a file): a file still open below
+    /// it whose object another client deleted (changed here, so found by its name until now)
+    /// goes with it; a directory made again by that name (a rename over it, another client's
+    /// marker) does not hold it, as in the fs, where the directory's inode goes. Its changes
+    /// still upload to its key at close, as any open file's do (and lose their precondition).
+    fn unbind_below(&mut self, path: &str) {
+        let prefix = format!("{path}/");
         for f in &mut self.files {
             if f.open > 0 && !f.unlinked && f.key.starts_with(&prefix) {
                 f.unbound = true;
             }
         }
-        Ok(())
     }
 
     pub fn rmdir(&mut self, path: &str) -> Out {
