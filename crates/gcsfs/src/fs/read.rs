@@ -40,11 +40,16 @@
 //! parts a read is waiting for start whatever the share.
 //!
 //! A part hands bytes to reads as they arrive (a read waits only for its own bytes) and a
-//! stream part frees what reads have taken. If the kernel asks again for bytes already freed
-//! (it dropped its cached pages), they are fetched again.
+//! stream part frees what reads have taken. A read is registered on its parts as it is planned,
+//! so they keep its bytes and do not pause short of them; a part holding more than
+//! `PART_BUFFER` lets go of what lies more than `LET_GO_MARGIN` below every registered read
+//! (the kernel's read-ahead reads arrive a little out of order; a random read that looked
+//! sequential must not make a part hold all before it). If the kernel asks again for bytes
+//! already freed (it dropped its cached pages), they are fetched again.
 //!
 //! Locks: a `Reader` sits behind a `tokio::sync::Mutex` per handle, held only to plan a read,
-//! never while waiting for data; `Part::buffer` is a `std::sync::Mutex` held for copies only.
+//! never while waiting for data. A part's `buffer` and `waiting` are `parking_lot` mutexes,
+//! each held for a copy or a count and never with the other or across an await.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -76,10 +81,11 @@ const SHRINK_AFTER_MAX: u32 = 256;
 /// default 1 MiB block, any region of a 1 GiB file.
 const REGIONS_REMEMBERED: usize = 1024;
 /// Bytes a stream part holds that no read has taken (nor waits for) before it stops pulling
-/// from its GET: the rest waits in the connection until reads ask for it. One kernel read's
-/// worth: with reads waiting, a part pulls on regardless, so this bounds only what sits
-/// unclaimed (measured on 4 sequential readers: 2 MiB held ~4 MiB more per reader, no faster).
-const PART_BUFFER: u64 = 1 << 20;
+/// from its GET: the rest waits in the connection until reads ask for it. A part pulls on while
+/// a read waits for bytes not yet arrived, so this bounds only what sits unclaimed while reads
+/// are slower than the network (4 sequential readers: 2 MiB held ~4 MiB more per reader than
+/// 1 MiB, and 512 KiB ~1 MiB less again, at the same speed).
+const PART_BUFFER: u64 = 512 << 10;
 /// The largest read the kernel sends (`fuse::MAX_IO`): a waiting read's bytes start at most
 /// this far before its end.
 const MAX_READ: u64 = 1 << 20;
@@ -267,6 +273,12 @@ impl Buffer {
             out.extend_from_slice(piece);
         }
         true
+    }
+
+    /// `[from, to)` as a slice of the one chunk that holds all of it, if one does (no copy).
+    fn slice(&self, from: u64, to: u64) -> Option<Bytes> {
+        let (&k, chunk) = self.chunks.range(..=from).next_back()?;
+        (to <= k + chunk.len() as u64).then(|| chunk.slice((from - k) as usize..(to - k) as usize))
     }
 
     /// Records that `[from, to)` was taken and frees every chunk a taken range covers whole.
@@ -501,16 +513,30 @@ impl Part {
     /// Copies `[from, to)` (absolute offsets inside this part, arrived) into `out`; a stream
     /// part then frees what reads have taken. `false` if those bytes were freed already.
     fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
-        let mut buffer = self.buffer.lock();
+        let buffer = self.buffer.lock();
         if !buffer.copy(from, to, out) {
             return false;
         }
+        self.taken(buffer, from, to);
+        true
+    }
+
+    /// `[from, to)` (arrived) without a copy, if one chunk of the response holds it all (a
+    /// small read, or a read that falls inside one network read); taken as by `copy_into`.
+    fn slice(&self, from: u64, to: u64) -> Option<Bytes> {
+        let buffer = self.buffer.lock();
+        let bytes = buffer.slice(from, to)?;
+        self.taken(buffer, from, to);
+        Some(bytes)
+    }
+
+    /// A stream part frees what a read took (and may pull again); a random block keeps it.
+    fn taken(&self, mut buffer: parking_lot::MutexGuard<'_, Buffer>, from: u64, to: u64) {
         if self.frees {
             buffer.take(from, to);
             drop(buffer);
             self.wake.notify_one();
         }
-        true
     }
 }
 
@@ -870,6 +896,12 @@ pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
     for (w, _) in &plan.pieces {
         w.part.arrived(w.to).await?;
     }
+    // fuser's reply takes one slice: bytes in one chunk go out as they came off the socket.
+    if let [(w, from)] = &plan.pieces[..]
+        && let Some(bytes) = w.part.slice(*from, w.to)
+    {
+        return Ok(bytes);
+    }
     let total: u64 = plan.pieces.iter().map(|(w, from)| w.to - from).sum();
     let mut out = BytesMut::with_capacity(total as usize);
     for (w, from) in &plan.pieces {
@@ -1005,10 +1037,9 @@ mod tests {
         // start whatever the share).
         // Alone, a reader's read-ahead takes what the budget has (more than half of it).
         assert!(alone > (8 << 20) + PART_BUFFER);
-        // With one other reader alive, half of it at most; with seven, an eighth (but at
-        // least one part's buffer).
+        // With one other reader alive, half of it at most; with seven, an eighth.
         assert!(two <= (8 << 20) + PART_BUFFER);
-        assert!(eight <= 2 * PART_BUFFER);
+        assert!(eight <= (2 << 20) + PART_BUFFER);
     }
 
     const KIB: u64 = 1 << 10;
@@ -1129,6 +1160,21 @@ mod tests {
         assert_eq!(b.taken, vec![(100, 135)]);
         b.take(135, 140);
         assert_eq!((held(&b), b.held), (vec![], 0));
+    }
+
+    #[test]
+    fn a_range_inside_one_chunk_is_sliced_not_copied() {
+        let b = buffer(&[10, 10]);
+        let first = b.chunks[&100].clone();
+        let got = b.slice(102, 108).unwrap();
+        assert_eq!(
+            got.as_ptr(),
+            first[2..].as_ptr(),
+            "a view of the chunk, no copy"
+        );
+        assert_eq!(&got[..], &[0u8; 6]);
+        assert!(b.slice(105, 115).is_none(), "spans two chunks");
+        assert!(b.slice(115, 125).is_none(), "past what arrived");
     }
 
     #[test]
