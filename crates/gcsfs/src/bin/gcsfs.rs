@@ -9,6 +9,7 @@ use gcsfs::cli::{self, Cli, Command};
 use gcsfs::logging;
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = match Cli::try_parse_validated(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
@@ -34,6 +35,24 @@ fn main() -> ExitCode {
             }
             say(format_args!("gcsfs: error: {err:#}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks glibc's allocator for one arena (unless `MALLOC_ARENA_MAX` says otherwise), before any
+/// thread starts. By default each thread that meets contention gets an arena of its own, and
+/// memory freed in one arena serves no other: read buffers allocated on the runtime's workers
+/// and the FUSE threads kept a 4-reader sequential read at 47–56 MiB peak RSS, against 42–46
+/// with one arena, at the same speed (small allocations come from each thread's cache without
+/// the arena's lock). A command `gcsfs run` starts is not affected. The crate's one `unsafe`:
+/// a foreign call with no pointer, made before any thread exists.
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
