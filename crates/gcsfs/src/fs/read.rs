@@ -1015,12 +1015,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_sequential_read_reaching_the_reader_late_finds_its_bytes() {
-        // The kernel's read-ahead asked for MiB 1, 2 and 3 in order; the reads of 2 and 3 were
-        // planned first (the task of the read of 1 ran late). The part, pulling on for them
-        // past its buffer, keeps MiB 1: one GET serves all.
+        // The kernel's read-ahead asked for MiB 1, 2 and 3 in order; the reads of 2 and 3
+        // reached the reader first (the task of the read of 1 ran late). The part, pulling on
+        // for them past its buffer, keeps MiB 1 (within LET_GO_MARGIN of them): one GET serves
+        // all. With a margin of one read (1 MiB), MiB 1 was let go and fetched again.
         let late = [(0, 1), (2, 1), (3, 1), (1, 1)];
-        // A plan registers its read at once: planned together, reads 2 and 3 keep MiB 1
-        // whichever runs first.
         assert_eq!(gets_for_reads_in_order(&late).await, 1);
         // A read of the next MiB after a jump far into the part (a random read that looked
         // sequential) does not keep the whole part: what lies more than LET_GO_MARGIN below
