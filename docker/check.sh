@@ -77,7 +77,9 @@ done <<<"$instructions"
 for manifest in crates/*/Cargo.toml; do
     grep -qi "^COPY $manifest " <<<"$instructions" || fail "$manifest is not copied for the dependency layer"
 done
-okif "COPY sources exist and are in the build context" "(every crate manifest included)"
+# ... and the patched dependencies Cargo.toml points at (vendor/README.md).
+[ ! -d vendor ] || grep -qi "^COPY vendor vendor$" <<<"$instructions" || fail "vendor/ is not copied for the dependency layer"
+okif "COPY sources exist and are in the build context" "(every crate manifest and vendor/ included)"
 
 # 3. Stub sources: same lib/bin targets as the real workspace.
 targets() { cargo metadata --offline --no-deps --format-version 1 --manifest-path "$1" |
@@ -86,6 +88,7 @@ targets() { cargo metadata --offline --no-deps --format-version 1 --manifest-pat
 stubdir=$(mktemp -d)
 trap 'rm -rf "$stubdir"' EXIT
 cp Cargo.toml Cargo.lock "$stubdir/"
+[ ! -d vendor ] || cp -r vendor "$stubdir/"
 for manifest in crates/*/Cargo.toml; do
     mkdir -p "$stubdir/$(dirname "$manifest")"
     cp "$manifest" "$stubdir/$manifest"

@@ -6,6 +6,7 @@
 //! is logged once, here, at a level fitting its errno.
 
 use std::ffi::OsStr;
+use std::io::IoSlice;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -443,7 +444,12 @@ impl fuser::Filesystem for FuseAdapter {
             i.0,
             async move { fs.read(fh.0, offset, size).await },
             move |r| match r {
-                Ok(b) => reply.data(&b),
+                // The pieces go to the kernel in one writev, not joined first.
+                Ok(data) => {
+                    let slices: Vec<IoSlice<'_>> =
+                        data.pieces().iter().map(|p| IoSlice::new(p)).collect();
+                    reply.data_vectored(&slices)
+                }
                 Err(e) => reply.error(e),
             },
         );

@@ -120,7 +120,10 @@ async fn a_full_temp_dir_fails_the_writer_with_enospc_and_loses_nothing_acknowle
     let e = fs.write(og.fh, 10, &vec![1u8; 2 << 20]).await.unwrap_err();
     assert_eq!(e.errno(), libc::ENOSPC, "{e}");
     assert_eq!(fs.getattr(g.attr.ino).await.unwrap().attr.size, 10);
-    assert_eq!(&fs.read(og.fh, 0, 100).await.unwrap()[..], b"01ab456789");
+    assert_eq!(
+        &fs.read(og.fh, 0, 100).await.unwrap().into_bytes()[..],
+        b"01ab456789"
+    );
 
     // The writer of `big` may go on with something that fits once space is free again.
     for (ino, fh) in [(k, o.fh), (g.attr.ino, og.fh), (b, ob.fh)] {

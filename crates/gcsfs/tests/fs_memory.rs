@@ -370,7 +370,10 @@ async fn a_file_larger_than_the_share_gets_enospc_and_nothing_acknowledged_is_lo
         let (s, sfh) = create_and_write(&r.fs, "small", b"acknowledged").await;
         let e = r.fs.write(sfh, 12, &[1u8; MIB]).await.unwrap_err();
         assert_eq!(e.errno(), libc::ENOSPC, "{e}");
-        assert_eq!(&r.fs.read(sfh, 0, 100).await.unwrap()[..], b"acknowledged");
+        assert_eq!(
+            &r.fs.read(sfh, 0, 100).await.unwrap().into_bytes()[..],
+            b"acknowledged"
+        );
         [(g, gfh), (b, bfh), (s, sfh)]
     };
     let open = tokio::time::timeout(Duration::from_secs(3600), attempt)

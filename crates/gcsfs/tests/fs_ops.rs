@@ -122,7 +122,7 @@ async fn read_file(fs: &Filesystem, ino: InodeNo) -> Result<Vec<u8>, FsError> {
         if chunk.is_empty() {
             break;
         }
-        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&chunk.into_bytes());
     }
     fs.release(ino, open.fh).await?;
     Ok(out)
@@ -615,7 +615,7 @@ async fn append_edit_and_truncate_existing_objects() {
     let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
     f.fs.write(open.fh, 2, b"XY").await.unwrap();
     assert_eq!(
-        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        &f.fs.read(open.fh, 0, 100).await.unwrap().into_bytes()[..],
         b"01XY456789ab"
     );
     f.fs.release(ino, open.fh).await.unwrap();
@@ -649,7 +649,10 @@ async fn handles_share_dirty_state() {
     let w = f.fs.open(ino, libc::O_WRONLY).await.unwrap();
     let r = f.fs.open(ino, libc::O_RDONLY).await.unwrap();
     f.fs.write(w.fh, 0, b"bb").await.unwrap();
-    assert_eq!(&f.fs.read(r.fh, 0, 10).await.unwrap()[..], b"bbaa");
+    assert_eq!(
+        &f.fs.read(r.fh, 0, 10).await.unwrap().into_bytes()[..],
+        b"bbaa"
+    );
     f.fs.release(ino, w.fh).await.unwrap();
     f.fs.release(ino, r.fh).await.unwrap();
     assert_eq!(get(&f.store, "shared").await.unwrap(), b"bbaa");
@@ -662,7 +665,7 @@ async fn pinned_generation_read_gets_estale_never_a_mix() {
     put(&f.store, "big", &big).await;
     let ino = lookup_path(&f.fs, "big").await.unwrap();
     let open = f.fs.open(ino, libc::O_RDONLY).await.unwrap();
-    let first = f.fs.read(open.fh, 0, 4096).await.unwrap();
+    let first = f.fs.read(open.fh, 0, 4096).await.unwrap().into_bytes();
     assert_eq!(&first[..], &big[..4096]);
     put(&f.store, "big", &vec![7u8; 3_000_000]).await;
     // Further reads return the pinned generation's bytes or ESTALE, never the new data.
@@ -671,6 +674,7 @@ async fn pinned_generation_read_gets_estale_never_a_mix() {
         match f.fs.read(open.fh, offset, 1 << 20).await {
             Ok(b) if b.is_empty() => break,
             Ok(b) => {
+                let b = b.into_bytes();
                 assert_eq!(&b[..], &big[offset as usize..offset as usize + b.len()]);
                 offset += b.len() as u64;
             }
@@ -1285,7 +1289,7 @@ async fn sequential_new_file_streams_then_falls_back_on_seek() {
     // A write that seeks back: what was streamed is published, then staged and edited.
     f.fs.write(o.fh, 10, b"XY").await.unwrap();
     assert_eq!(
-        f.fs.read(o.fh, 8, 6).await.unwrap().as_ref(),
+        f.fs.read(o.fh, 8, 6).await.unwrap().into_bytes().as_ref(),
         &[1, 1, b'X', b'Y', 1, 1]
     );
     f.fs.release(ino, o.fh).await.unwrap();
@@ -1615,10 +1619,13 @@ async fn open_file_keeps_working_after_unlink() {
     let open = f.fs.open(ino, libc::O_RDWR).await.unwrap();
     f.fs.unlink(InodeNo::ROOT, "scratch").await.unwrap();
     assert!(get(&f.store, "scratch").await.is_none());
-    assert_eq!(&f.fs.read(open.fh, 0, 5).await.unwrap()[..], b"hello");
+    assert_eq!(
+        &f.fs.read(open.fh, 0, 5).await.unwrap().into_bytes()[..],
+        b"hello"
+    );
     f.fs.write(open.fh, 5, b" world").await.unwrap();
     assert_eq!(
-        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        &f.fs.read(open.fh, 0, 100).await.unwrap().into_bytes()[..],
         b"hello world"
     );
     f.fs.release(ino, open.fh).await.unwrap();
@@ -1685,7 +1692,7 @@ async fn reads_through_a_handle_after_its_own_fsync() {
     f.fs.fsync(open.fh).await.unwrap();
     // The local copy may be gone (another handle's release); the handle follows our upload.
     assert_eq!(
-        &f.fs.read(open.fh, 0, 100).await.unwrap()[..],
+        &f.fs.read(open.fh, 0, 100).await.unwrap().into_bytes()[..],
         b"AB23456789"
     );
     f.fs.release(ino, open.fh).await.unwrap();

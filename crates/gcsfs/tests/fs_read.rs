@@ -133,6 +133,7 @@ async fn read(fs: &Arc<Filesystem>, fh: u64, offset: u64, len: u32) -> Vec<u8> {
         .await
         .expect("a read never finished")
         .unwrap()
+        .into_bytes()
         .to_vec()
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gcsfs::fs::{Caller, Filesystem, FsConfig, InodeNo, ManualClock, WriteBack};
+use gcsfs::fs::{Caller, Filesystem, FsConfig, InodeNo, ManualClock, ReadData, WriteBack};
 use gcsfs::store::mem::MemStore;
 use gcsfs::store::{Fault, FaultStore, ObjectKey, Op, RetryConfig, RetryStore};
 use tokio::time::Instant;
@@ -285,6 +285,7 @@ async fn read_now(fs: &Filesystem, fh: u64) -> Vec<u8> {
         .await
         .expect("a read waited for another handle's upload")
         .unwrap()
+        .into_bytes()
         .to_vec()
 }
 
@@ -415,7 +416,7 @@ async fn reading_back_a_file_while_its_background_upload_runs_sees_the_data() {
         let data = format!("data of {name}");
         let ino = write_file(&r.fs, &name, data.as_bytes()).await;
         let o = r.fs.open(ino, libc::O_RDONLY).await.unwrap();
-        let got = r.fs.read(o.fh, 0, 4096).await;
+        let got = r.fs.read(o.fh, 0, 4096).await.map(ReadData::into_bytes);
         r.fs.release(ino, o.fh).await.unwrap();
         assert_eq!(
             got.as_deref().ok(),
@@ -426,7 +427,7 @@ async fn reading_back_a_file_while_its_background_upload_runs_sees_the_data() {
             // And once more by a new open of an existing file, rewritten.
             rewrite(&r.fs, ino, b"second").await;
             let o = r.fs.open(ino, libc::O_RDONLY).await.unwrap();
-            let got = r.fs.read(o.fh, 0, 4096).await;
+            let got = r.fs.read(o.fh, 0, 4096).await.map(ReadData::into_bytes);
             r.fs.release(ino, o.fh).await.unwrap();
             assert_eq!(got.as_deref().ok(), Some(&b"second"[..]), "{name}: {got:?}");
         }
@@ -852,12 +853,16 @@ async fn a_streamed_file_removed_while_open_keeps_its_bytes_and_leaves_no_object
             "{write_back:?}: no object after unlink"
         );
         r.fs.write(o.fh, data.len() as u64, b"tail").await.unwrap();
-        let back = r.fs.read(o.fh, 6 * MIB as u64 - 4, 8).await.unwrap();
+        let back =
+            r.fs.read(o.fh, 6 * MIB as u64 - 4, 8)
+                .await
+                .unwrap()
+                .into_bytes();
         assert_eq!(
             &back[..],
             &[data[6 * MIB - 4..].to_vec(), b"tail".to_vec()].concat()
         );
-        let start = r.fs.read(o.fh, 0, 4096).await.unwrap();
+        let start = r.fs.read(o.fh, 0, 4096).await.unwrap().into_bytes();
         assert_eq!(&start[..], &data[..4096]);
         r.fs.flush(o.fh).await.unwrap();
         r.fs.release(ino, o.fh).await.unwrap();

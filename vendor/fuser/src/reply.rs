@@ -209,6 +209,13 @@ impl ReplyData {
         self.reply.send_ll(&ll::ResponseSlice(data));
     }
 
+    /// Reply to a request with the concatenation of `data`, written to the kernel in one
+    /// `writev` without concatenating it first (patched in by gcsfs; see vendor/README.md).
+    /// The kernel takes at most `UIO_MAXIOV` (1024) slices, the header included.
+    pub fn data_vectored(self, data: &[IoSlice<'_>]) {
+        self.reply.send_ll(&ll::ResponseSlices(data));
+    }
+
     /// Reply to a request with the given error code
     pub fn error(self, err: Errno) {
         self.reply.error(err);

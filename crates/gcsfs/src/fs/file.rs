@@ -21,6 +21,7 @@ use super::lifecycle::Phase;
 use super::memory::{MemoryBudget, Room, STREAM_MEMORY};
 use super::names::{self, BadName};
 use super::read::{Offer, ReadContext, Reader, read_planned};
+use super::read_data::ReadData;
 use super::write::{FileCell, Head, STREAM_THRESHOLD, Staged, Streaming, WriteState};
 use super::{Entry, Filesystem, InodeNo};
 use crate::store::{
@@ -329,7 +330,7 @@ impl Filesystem {
     }
 
     /// Reads up to `size` bytes at `offset`.
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadData> {
         // A read of a generation that this mount's own upload replaced meanwhile (the upload
         // moved the handle to its new generation) is read again from where the handle is now;
         // another writer's replacement stays ESTALE.
@@ -353,14 +354,14 @@ impl Filesystem {
         offset: u64,
         size: u32,
         used: &mut Option<Generation>,
-    ) -> FsResult<Bytes> {
+    ) -> FsResult<ReadData> {
         let cell = self.file_handle(fh)?.cell;
         let (ino, generation, fsize, reader) = {
             let mut st = cell.state.lock().await;
             if let Some(head) = &st.head {
                 let start = (offset as usize).min(head.len());
                 let end = (start + size as usize).min(head.len());
-                return Ok(Bytes::copy_from_slice(&head.bytes()[start..end]));
+                return Ok(Bytes::copy_from_slice(&head.bytes()[start..end]).into());
             }
             if st.stream.is_some() {
                 // Reading a file being streamed: publish what was written (the file's handles
@@ -385,7 +386,7 @@ impl Filesystem {
             if let Some(staged) = &st.staged
                 && shares_copy
             {
-                return Ok(Bytes::from(staged.read_at(offset, size)?));
+                return Ok(staged.read_at(offset, size)?.into());
             }
             (ino, generation, fsize, reader)
         };

@@ -45,6 +45,7 @@ mod names;
 mod namespace;
 mod page_cache;
 mod read;
+mod read_data;
 mod refresh;
 mod stats;
 mod write;
@@ -66,6 +67,7 @@ pub use names::normalize_only_dir;
 pub use namespace::RENAME_FROM_KEY;
 pub use page_cache::KernelCache;
 pub use read::ReadConfig;
+pub use read_data::ReadData;
 pub use stats::{DirtySummary, FsStats};
 pub use writeback::WriteBack;
 

@@ -57,13 +57,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::InodeNo;
 use super::error::{FsError, FsResult};
 use super::page_cache::{PageFeeder, PageGate};
+use super::read_data::ReadData;
 use crate::store::{ByteRange, ErrorKind, Generation, ObjectKey, ObjectStore, StoreError};
 
 /// The kernel's page size: what a random read fetches at least.
@@ -248,37 +249,30 @@ impl Buffer {
         }
     }
 
-    /// Copies `[from, to)` into `out` if every byte of it is still held.
-    fn copy(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
+    /// Appends views of `[from, to)` (slices of the chunks that hold it, no copy) to `out` if
+    /// every byte of it is still held; appends nothing otherwise.
+    fn views(&self, from: u64, to: u64, out: &mut Vec<Bytes>) -> bool {
         let first = match self.chunks.range(..=from).next_back() {
             Some((&k, _)) => k,
             None => return from >= to,
         };
         let mut pos = first;
-        let mut pieces = Vec::new();
+        let mut views = Vec::new();
         for (&k, chunk) in self.chunks.range(first..) {
             if k != pos || pos >= to {
                 break;
             }
             let cend = k + chunk.len() as u64;
             if cend > from {
-                pieces.push(&chunk[(from.max(k) - k) as usize..(to.min(cend) - k) as usize]);
+                views.push(chunk.slice((from.max(k) - k) as usize..(to.min(cend) - k) as usize));
             }
             pos = cend;
         }
         if pos < to {
             return false;
         }
-        for piece in pieces {
-            out.extend_from_slice(piece);
-        }
+        out.append(&mut views);
         true
-    }
-
-    /// `[from, to)` as a slice of the one chunk that holds all of it, if one does (no copy).
-    fn slice(&self, from: u64, to: u64) -> Option<Bytes> {
-        let (&k, chunk) = self.chunks.range(..=from).next_back()?;
-        (to <= k + chunk.len() as u64).then(|| chunk.slice((from - k) as usize..(to - k) as usize))
     }
 
     /// Records that `[from, to)` was taken and frees every chunk a taken range covers whole.
@@ -452,12 +446,11 @@ impl Part {
     /// Hands the whole (complete) part to the kernel's page cache.
     fn offer(&self, offer: Offer, generation: Generation) {
         let data = {
-            let buffer = self.buffer.lock();
-            let mut all = BytesMut::with_capacity((self.end - self.start) as usize);
-            if !buffer.copy(self.start, self.end, &mut all) {
+            let mut views = Vec::new();
+            if !self.buffer.lock().views(self.start, self.end, &mut views) {
                 return;
             }
-            all.freeze()
+            ReadData::from_pieces(views).into_bytes()
         };
         offer
             .feeder
@@ -510,24 +503,16 @@ impl Part {
         })
     }
 
-    /// Copies `[from, to)` (absolute offsets inside this part, arrived) into `out`; a stream
-    /// part then frees what reads have taken. `false` if those bytes were freed already.
-    fn copy_into(&self, from: u64, to: u64, out: &mut BytesMut) -> bool {
+    /// Takes `[from, to)` (absolute offsets inside this part, arrived): appends views of its
+    /// chunks to `out`; a stream part then frees what reads have taken (a view keeps its chunk
+    /// alive until the reply is sent). `false` if those bytes were freed already.
+    fn take_views(&self, from: u64, to: u64, out: &mut Vec<Bytes>) -> bool {
         let buffer = self.buffer.lock();
-        if !buffer.copy(from, to, out) {
+        if !buffer.views(from, to, out) {
             return false;
         }
         self.taken(buffer, from, to);
         true
-    }
-
-    /// `[from, to)` (arrived) without a copy, if one chunk of the response holds it all (a
-    /// small read, or a read that falls inside one network read); taken as by `copy_into`.
-    fn slice(&self, from: u64, to: u64) -> Option<Bytes> {
-        let buffer = self.buffer.lock();
-        let bytes = buffer.slice(from, to)?;
-        self.taken(buffer, from, to);
-        Some(bytes)
     }
 
     /// A stream part frees what a read took (and may pull again); a random block keeps it.
@@ -889,31 +874,25 @@ impl Drop for Reader {
     }
 }
 
-/// Waits for a planned read's parts and assembles the reply; bytes that were freed meanwhile
-/// are fetched again. The reply's buffer is only allocated once every byte has arrived, so
-/// reads waiting for data hold no memory.
-pub async fn read_planned(plan: Plan) -> FsResult<Bytes> {
+/// Waits for a planned read's parts and answers with views of their chunks (no copy: the bytes
+/// go to the kernel as they came off the socket); bytes that were freed meanwhile are fetched
+/// again.
+pub async fn read_planned(plan: Plan) -> FsResult<ReadData> {
     for (w, _) in &plan.pieces {
         w.part.arrived(w.to).await?;
     }
-    // fuser's reply takes one slice: bytes in one chunk go out as they came off the socket.
-    if let [(w, from)] = &plan.pieces[..]
-        && let Some(bytes) = w.part.slice(*from, w.to)
-    {
-        return Ok(bytes);
-    }
-    let total: u64 = plan.pieces.iter().map(|(w, from)| w.to - from).sum();
-    let mut out = BytesMut::with_capacity(total as usize);
+    let mut out = Vec::new();
     for (w, from) in &plan.pieces {
-        if !w.part.copy_into(*from, w.to, &mut out) {
+        if !w.part.take_views(*from, w.to, &mut out) {
             let again = Part::spawn(&plan.source, *from, w.to, false, None, None);
             let _waiting = again.wait_for(w.to);
             again.arrived(w.to).await?;
-            again.copy_into(*from, w.to, &mut out);
+            // A part that does not free keeps every byte it got.
+            again.take_views(*from, w.to, &mut out);
         }
     }
     drop(plan);
-    Ok(out.freeze())
+    Ok(ReadData::from_pieces(out))
 }
 
 #[cfg(test)]
@@ -1004,7 +983,7 @@ mod tests {
         let mut r = Reader::new(store.clone(), key, meta.generation, meta.size, ctx);
         for &(at, len) in reads {
             let plan = r.plan(at * MIB, (len * MIB) as u32);
-            let got = read_planned(plan).await.unwrap();
+            let got = read_planned(plan).await.unwrap().into_bytes();
             assert_eq!(
                 &got[..],
                 &data[(at * MIB) as usize..((at + len) * MIB) as usize]
@@ -1161,35 +1140,41 @@ mod tests {
         assert_eq!((held(&b), b.held), (vec![], 0));
     }
 
-    #[test]
-    fn a_range_inside_one_chunk_is_sliced_not_copied() {
-        let b = buffer(&[10, 10]);
-        let first = b.chunks[&100].clone();
-        let got = b.slice(102, 108).unwrap();
-        assert_eq!(
-            got.as_ptr(),
-            first[2..].as_ptr(),
-            "a view of the chunk, no copy"
-        );
-        assert_eq!(&got[..], &[0u8; 6]);
-        assert!(b.slice(105, 115).is_none(), "spans two chunks");
-        assert!(b.slice(115, 125).is_none(), "past what arrived");
+    fn joined(views: &[Bytes]) -> Vec<u8> {
+        views.concat()
     }
 
     #[test]
-    fn copies_across_chunks_and_refuses_freed_bytes() {
+    fn views_are_slices_of_the_chunks_not_copies() {
+        let b = buffer(&[10, 10, 10]);
+        let (first, second) = (b.chunks[&100].clone(), b.chunks[&110].clone());
+        let mut out = Vec::new();
+        assert!(b.views(102, 108, &mut out));
+        assert_eq!(out.len(), 1, "inside one chunk: one view");
+        assert_eq!(
+            out[0].as_ptr(),
+            first[2..].as_ptr(),
+            "a view of the chunk, no copy"
+        );
+        assert_eq!(&out[0][..], &[0u8; 6]);
+        let mut out = Vec::new();
+        assert!(b.views(105, 125, &mut out));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].as_ptr(), second.as_ptr());
+        assert_eq!(joined(&out), [&[0u8; 5][..], &[1; 10], &[2; 5]].concat());
+    }
+
+    #[test]
+    fn views_refuse_freed_bytes_and_bytes_not_arrived() {
         let mut b = buffer(&[10, 10, 10]);
-        let mut out = BytesMut::new();
-        assert!(b.copy(105, 125, &mut out));
-        assert_eq!(&out[..], &[&[0u8; 5][..], &[1; 10], &[2; 5]].concat()[..]);
         b.take(110, 120);
-        let mut out = BytesMut::new();
-        assert!(!b.copy(105, 125, &mut out), "the middle chunk was freed");
-        assert!(out.is_empty(), "nothing copied from a range with a hole");
-        assert!(b.copy(120, 130, &mut out));
-        assert_eq!(&out[..], &[2u8; 10]);
+        let mut out = Vec::new();
+        assert!(!b.views(105, 125, &mut out), "the middle chunk was freed");
+        assert!(out.is_empty(), "nothing appended for a range with a hole");
+        assert!(b.views(120, 130, &mut out));
+        assert_eq!(joined(&out), vec![2u8; 10]);
         // Past what arrived.
-        assert!(!b.copy(125, 131, &mut BytesMut::new()));
-        assert!(b.copy(130, 130, &mut BytesMut::new()));
+        assert!(!b.views(125, 131, &mut Vec::new()));
+        assert!(b.views(130, 130, &mut Vec::new()));
     }
 }

@@ -201,7 +201,7 @@ impl Sut {
         loop {
             match self.fs.read(open.fh, out.len() as u64, 4).await {
                 Ok(chunk) if chunk.is_empty() => break,
-                Ok(chunk) => out.extend_from_slice(&chunk),
+                Ok(chunk) => out.extend_from_slice(&chunk.into_bytes()),
                 Err(e) => {
                     result = Err(e);
                     break;

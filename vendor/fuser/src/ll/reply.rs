@@ -61,6 +61,16 @@ impl Response for ResponseSlice<'_> {
     }
 }
 
+/// Data gathered from several slices, sent in one `writev` without concatenating them
+/// (patched in by gcsfs; see vendor/README.md).
+pub(crate) struct ResponseSlices<'a>(pub(crate) &'a [IoSlice<'a>]);
+
+impl Response for ResponseSlices<'_> {
+    fn payload(&self) -> &'_ [IoSlice<'_>] {
+        self.0
+    }
+}
+
 pub(crate) struct ResponseEmpty;
 
 impl Response for ResponseEmpty {
