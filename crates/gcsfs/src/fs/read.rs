@@ -1140,10 +1140,6 @@ mod tests {
         assert_eq!((held(&b), b.held), (vec![], 0));
     }
 
-    fn joined(views: &[Bytes]) -> Vec<u8> {
-        views.concat()
-    }
-
     #[test]
     fn views_are_slices_of_the_chunks_not_copies() {
         let b = buffer(&[10, 10, 10]);
@@ -1161,7 +1157,7 @@ mod tests {
         assert!(b.views(105, 125, &mut out));
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].as_ptr(), second.as_ptr());
-        assert_eq!(joined(&out), [&[0u8; 5][..], &[1; 10], &[2; 5]].concat());
+        assert_eq!(out.concat(), [&[0u8; 5][..], &[1; 10], &[2; 5]].concat());
     }
 
     #[test]
@@ -1172,7 +1168,7 @@ mod tests {
         assert!(!b.views(105, 125, &mut out), "the middle chunk was freed");
         assert!(out.is_empty(), "nothing appended for a range with a hole");
         assert!(b.views(120, 130, &mut out));
-        assert_eq!(joined(&out), vec![2u8; 10]);
+        assert_eq!(out.concat(), vec![2u8; 10]);
         // Past what arrived.
         assert!(!b.views(125, 131, &mut Vec::new()));
         assert!(b.views(130, 130, &mut Vec::new()));

@@ -15,8 +15,9 @@ use bytes::{Bytes, BytesMut};
 pub const MAX_PIECES: usize = 256;
 
 /// The bytes of one read, in order: the pieces of the buffers that hold them (at most
-/// [`MAX_PIECES`]; none empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// [`MAX_PIECES`]; none empty). Compare contents with [`ReadData::into_bytes`]: how the
+/// bytes are split says nothing about them.
+#[derive(Debug, Clone, Default)]
 pub struct ReadData {
     pieces: Vec<Bytes>,
 }
