@@ -49,7 +49,7 @@
 //!
 //! Locks: a `Reader` sits behind a `tokio::sync::Mutex` per handle, held only to plan a read,
 //! never while waiting for data. A part's `buffer` and `waiting` are `parking_lot` mutexes,
-//! each held for a copy or a count and never with the other or across an await.
+//! each held for a lookup or a count and never with the other or across an await.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -256,22 +256,22 @@ impl Buffer {
             Some((&k, _)) => k,
             None => return from >= to,
         };
+        let mark = out.len();
         let mut pos = first;
-        let mut views = Vec::new();
         for (&k, chunk) in self.chunks.range(first..) {
             if k != pos || pos >= to {
                 break;
             }
             let cend = k + chunk.len() as u64;
             if cend > from {
-                views.push(chunk.slice((from.max(k) - k) as usize..(to.min(cend) - k) as usize));
+                out.push(chunk.slice((from.max(k) - k) as usize..(to.min(cend) - k) as usize));
             }
             pos = cend;
         }
         if pos < to {
+            out.truncate(mark);
             return false;
         }
-        out.append(&mut views);
         true
     }
 
@@ -462,7 +462,7 @@ impl Part {
     }
 
     /// Registers a read that needs this part's bytes up to `to` (an absolute offset inside
-    /// it): until the returned guard is dropped, after the read has copied them, the part keeps
+    /// it): until the returned guard is dropped, after the read has taken them, the part keeps
     /// them and its download does not pause short of them. A read registers when it is planned,
     /// under its reader's lock, so bytes planned for are never let go before the read's task
     /// gets to run (a read spanning two parts waits for the first before the second).
@@ -507,25 +507,21 @@ impl Part {
     /// chunks to `out`; a stream part then frees what reads have taken (a view keeps its chunk
     /// alive until the reply is sent). `false` if those bytes were freed already.
     fn take_views(&self, from: u64, to: u64, out: &mut Vec<Bytes>) -> bool {
-        let buffer = self.buffer.lock();
+        let mut buffer = self.buffer.lock();
         if !buffer.views(from, to, out) {
             return false;
         }
-        self.taken(buffer, from, to);
-        true
-    }
-
-    /// A stream part frees what a read took (and may pull again); a random block keeps it.
-    fn taken(&self, mut buffer: parking_lot::MutexGuard<'_, Buffer>, from: u64, to: u64) {
+        // A stream part frees what a read took (and may pull again); a random block keeps it.
         if self.frees {
             buffer.take(from, to);
             drop(buffer);
             self.wake.notify_one();
         }
+        true
     }
 }
 
-/// A read planned on a part (waiting for its bytes, or copying them), until dropped.
+/// A read planned on a part (waiting for its bytes, or taking them), until dropped.
 #[derive(Debug)]
 struct Waiting {
     part: Arc<Part>,
