@@ -903,50 +903,70 @@ pub async fn read_planned(plan: Plan) -> FsResult<ReadData> {
 mod tests {
     use super::*;
 
+    /// An object in a `MemStore` and a read context over it with a 16 MiB prefetch budget.
+    struct Fixture {
+        store: Arc<crate::store::mem::MemStore>,
+        key: ObjectKey,
+        meta: crate::store::ObjectMeta,
+        ctx: ReadContext,
+    }
+
+    impl Fixture {
+        async fn new(data: Vec<u8>, config: ReadConfig, kernel_readahead: u64) -> Fixture {
+            use crate::store::{Preconditions, WriteAttrs, WriteSource};
+            let store = Arc::new(crate::store::mem::MemStore::new());
+            let key = ObjectKey::new("f").unwrap();
+            let meta = store
+                .write(
+                    &key,
+                    WriteSource::Bytes(Bytes::from(data)),
+                    Preconditions::NONE,
+                    &WriteAttrs::default(),
+                )
+                .await
+                .unwrap();
+            let budget = 16 * MIB;
+            let ctx = ReadContext {
+                config,
+                budget: Arc::new(Semaphore::new(budget as usize)),
+                budget_size: budget,
+                readers: Arc::default(),
+                kernel_readahead,
+                offer: None,
+            };
+            Fixture {
+                store,
+                key,
+                meta,
+                ctx,
+            }
+        }
+
+        fn reader(&self) -> Reader {
+            Reader::new(
+                self.store.clone(),
+                self.key.clone(),
+                self.meta.generation,
+                self.meta.size,
+                self.ctx.clone(),
+            )
+        }
+    }
+
     /// How much prefetch budget a reader holds at most while it reads a 64 MiB object in
     /// order, 128 KiB at a time, with `others` other readers alive and a 16 MiB budget.
     async fn most_held(others: usize) -> u64 {
-        use crate::store::mem::MemStore;
-        use crate::store::{Preconditions, WriteAttrs, WriteSource};
-        let store = Arc::new(MemStore::new());
-        let key = ObjectKey::new("big").unwrap();
-        let meta = store
-            .write(
-                &key,
-                WriteSource::Bytes(Bytes::from(vec![7u8; 64 << 20])),
-                Preconditions::NONE,
-                &WriteAttrs::default(),
-            )
-            .await
-            .unwrap();
-        let budget = 16 << 20;
-        let ctx = ReadContext {
-            config: ReadConfig {
-                block_size: 2 << 20,
-                initial_window: 1 << 20,
-                max_window: 32 << 20,
-                random_block: 1 << 20,
-                random_block_min: 64 << 10,
-                prefetch_memory: budget,
-            },
-            budget: Arc::new(Semaphore::new(budget as usize)),
-            budget_size: budget,
-            readers: Arc::default(),
-            kernel_readahead: 0,
-            offer: None,
+        let config = ReadConfig {
+            block_size: 2 << 20,
+            initial_window: 1 << 20,
+            max_window: 32 << 20,
+            random_block: 1 << 20,
+            random_block_min: 64 << 10,
+            prefetch_memory: 16 << 20,
         };
-        let _others: Vec<Reader> = (0..others)
-            .map(|_| {
-                Reader::new(
-                    store.clone(),
-                    key.clone(),
-                    meta.generation,
-                    meta.size,
-                    ctx.clone(),
-                )
-            })
-            .collect();
-        let mut r = Reader::new(store.clone(), key, meta.generation, meta.size, ctx);
+        let f = Fixture::new(vec![7u8; 64 << 20], config, 0).await;
+        let _others: Vec<Reader> = (0..others).map(|_| f.reader()).collect();
+        let mut r = f.reader();
         let mut most = 0;
         for offset in (0..(48u64 << 20)).step_by(128 << 10) {
             let _plan = r.plan(offset, 128 << 10);
@@ -958,33 +978,13 @@ mod tests {
     /// Reads of `[at, at + len)` MiB, planned in the order given, each waited for before the
     /// next is planned; returns how many GETs the reader sent.
     async fn gets_for_reads_in_order(reads: &[(u64, u64)]) -> u64 {
-        use crate::store::mem::MemStore;
-        use crate::store::{Op, Preconditions, WriteAttrs, WriteSource};
-        let store = Arc::new(MemStore::new());
-        let key = ObjectKey::new("f").unwrap();
         let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
-        let meta = store
-            .write(
-                &key,
-                WriteSource::Bytes(Bytes::from(data.clone())),
-                Preconditions::NONE,
-                &WriteAttrs::default(),
-            )
-            .await
-            .unwrap();
-        let budget = 16 * MIB;
-        let ctx = ReadContext {
-            config: ReadConfig {
-                block_size: 8 * MIB,
-                ..ReadConfig::default()
-            },
-            budget: Arc::new(Semaphore::new(budget as usize)),
-            budget_size: budget,
-            readers: Arc::default(),
-            kernel_readahead: 16 * MIB,
-            offer: None,
+        let config = ReadConfig {
+            block_size: 8 * MIB,
+            ..ReadConfig::default()
         };
-        let mut r = Reader::new(store.clone(), key, meta.generation, meta.size, ctx);
+        let f = Fixture::new(data.clone(), config, 16 * MIB).await;
+        let mut r = f.reader();
         for &(at, len) in reads {
             let plan = r.plan(at * MIB, (len * MIB) as u32);
             let got = read_planned(plan).await.unwrap().into_bytes();
@@ -993,7 +993,7 @@ mod tests {
                 &data[(at * MIB) as usize..((at + len) * MIB) as usize]
             );
         }
-        store.calls(Op::Read)
+        f.store.calls(crate::store::Op::Read)
     }
 
     #[tokio::test]
@@ -1013,32 +1013,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_random_block_a_sequential_read_has_passed_is_let_go() {
-        use crate::store::mem::MemStore;
-        use crate::store::{Preconditions, WriteAttrs, WriteSource};
-        let store = Arc::new(MemStore::new());
-        let key = ObjectKey::new("f").unwrap();
-        let meta = store
-            .write(
-                &key,
-                WriteSource::Bytes(Bytes::from(vec![7u8; (16 * MIB) as usize])),
-                Preconditions::NONE,
-                &WriteAttrs::default(),
-            )
-            .await
-            .unwrap();
-        let budget = 16 * MIB;
-        let ctx = ReadContext {
-            config: ReadConfig {
-                block_size: 2 * MIB,
-                ..ReadConfig::default()
-            },
-            budget: Arc::new(Semaphore::new(budget as usize)),
-            budget_size: budget,
-            readers: Arc::default(),
-            kernel_readahead: 0,
-            offer: None,
+        let config = ReadConfig {
+            block_size: 2 * MIB,
+            ..ReadConfig::default()
         };
-        let mut r = Reader::new(store, key, meta.generation, meta.size, ctx.clone());
+        let f = Fixture::new(vec![7u8; (16 * MIB) as usize], config, 0).await;
+        let mut r = f.reader();
         let read = async |r: &mut Reader, at: u64| {
             let plan = r.plan(at * MIB, MIB as u32);
             assert_eq!(read_planned(plan).await.unwrap().len(), MIB as usize);
@@ -1056,7 +1036,7 @@ mod tests {
         read(&mut r, 7).await;
         assert!(r.blocks.is_empty());
         let held = r.held();
-        assert_eq!(ctx.budget.available_permits() as u64, budget - held);
+        assert_eq!(f.ctx.budget.available_permits() as u64, 16 * MIB - held);
     }
 
     #[tokio::test]
